@@ -1,0 +1,2 @@
+"""SAGAN ablation pipeline: MNIST -> SAGAN -> samples -> metrics -> ablation report."""
+__version__ = "0.1.0"

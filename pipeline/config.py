@@ -1,0 +1,320 @@
+"""params.yaml, validated once into typed, frozen objects.
+
+Every stage calls `load_params()` before doing any work. A bad value raises
+`ParamsError`, whose message names the dotted key, the value and what is allowed;
+stages turn it into a one-line error and a non-zero exit (no traceback).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A user error in params.yaml (or a `-S` override that landed in it)."""
+
+
+def _range(lo=None, hi=None, lo_open=False):
+    return {"lo": lo, "hi": hi, "lo_open": lo_open}
+
+
+def _f(default, **rng):
+    """A field with an allowed range, checked by `_check_range`."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=rng)
+    return field(default=default, metadata=rng)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["embedded", "torchvision", "idx_dir"] = "embedded"
+    idx_dir: Optional[str] = None
+    holdout_fraction: float = _f(0.2, **_range(0.0, 0.9, lo_open=True))
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    z_dim: int = _f(100, **_range(1, 4096))
+    g_attention_at: list[int] = _f([14, 28])
+    d_attention_at: list[int] = _f([14])
+    spectral_norm_g: bool = True
+    spectral_norm_d: bool = True
+
+
+@dataclass(frozen=True)
+class AttentionParams:
+    position: Literal["post", "pre", "none"] = "post"
+    gamma_init: float = 0.0
+    value_bias: bool = False
+
+
+@dataclass(frozen=True)
+class LossParams:
+    type: Literal["hinge", "bce"] = "hinge"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    steps: int = _f(2000, **_range(1))
+    batch_size: int = _f(64, **_range(2, 65536))
+    lr_g: float = _f(1e-4, **_range(0.0, 1.0, lo_open=True))
+    lr_d: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
+    beta1_g: float = _f(0.0, **_range(0.0, 0.999))
+    beta2_g: float = _f(0.9, **_range(0.0, 0.99999))
+    beta1_d: float = _f(0.0, **_range(0.0, 0.999))
+    beta2_d: float = _f(0.9, **_range(0.0, 0.99999))
+    d_steps: int = _f(1, **_range(1, 100))
+    ema: bool = True
+    ema_decay: float = _f(0.999, **_range(0.0, 1.0))
+    ema_start: int = _f(200, **_range(0))
+    checkpoint_every: int = _f(250, **_range(1))
+    log_every: int = _f(100, **_range(1))
+    eval_every: int = _f(500, **_range(0))
+    eval_n: int = _f(1000, **_range(10))
+    snapshot_every: int = _f(100, **_range(0))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: Literal["auto", "true", "false"] = "auto"
+    threads: int = _f(0, **_range(0, 1024))
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    n: int = _f(10000, **_range(1, 1_000_000))
+    seed: int = _f(1234, **_range(0))
+    grid_rows: int = _f(10, **_range(1, 32))
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    epochs: int = _f(4, **_range(1, 100))
+    batch_size: int = _f(128, **_range(1, 65536))
+    lr: float = _f(1e-3, **_range(0.0, 1.0, lo_open=True))
+    seed: int = _f(0, **_range(0))
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    n_samples: int = _f(10000, **_range(10, 1_000_000))
+    k: int = _f(3, **_range(1, 100))
+    splits: int = _f(10, **_range(1, 100))
+    classifier: ClassifierParams = field(default_factory=ClassifierParams)
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = "sagan-mnist"
+
+
+@dataclass(frozen=True)
+class AblationParams:
+    name: str = "default"
+    axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]})
+    seeds: list[int] = _f([0, 1, 2])
+    steps: int = _f(2000, **_range(1))
+    n_samples: int = _f(10000, **_range(10))
+    jobs: int = _f(2, **_range(1, 64))
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, **_range(0, 2**32 - 1))
+    data: DataParams = field(default_factory=DataParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    attention: AttentionParams = field(default_factory=AttentionParams)
+    loss: LossParams = field(default_factory=LossParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+    ablation: AblationParams = field(default_factory=AblationParams)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted names -> values, as logged to MLflow (`attention.position`, ...)."""
+        return flatten(dataclasses.asdict(self))
+
+    def group(self, *names: str) -> dict[str, Any]:
+        return {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
+                else getattr(self, n) for n in names}
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not (prefix == "ablation." and k == "axes"):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ---------------------------------------------------------------- validation
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + " | ".join(str(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ParamsError(f"params.yaml: `{key}` = {value!r} is invalid: expected {allowed}")
+
+
+def _coerce(key: str, value: Any, tp) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        # YAML reads `true`/`false` as booleans; the "auto | true | false" enums are strings.
+        if isinstance(value, bool) and str(value).lower() in allowed:
+            return str(value).lower()
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(key, value, _describe(tp) + hint)
+        return value
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(key, value, inner)
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(key, value, _describe(tp))
+        (item,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(key, value, _describe(tp))
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(key, value, _describe(tp))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, _describe(tp))
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, _describe(tp))
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(key, value, _describe(tp))
+        return value
+    raise TypeError(f"unsupported params type {tp}")
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
+    if lo is None and hi is None or not isinstance(value, (int, float)):
+        return
+    too_low = lo is not None and (value <= lo if lo_open else value < lo)
+    too_high = hi is not None and value > hi
+    if too_low or too_high:
+        lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+        hi_s = "" if hi is None else f"<= {hi}"
+        kind = "an integer" if isinstance(value, int) else "a number"
+        _fail(key, value, f"{kind} {' and '.join(s for s in (lo_s, hi_s) if s)}")
+
+
+def _build(cls, raw: Any, prefix: str = ""):
+    if not isinstance(raw, dict):
+        _fail(prefix.rstrip(".") or "<top level>", raw, "a mapping of keys")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for k in raw:
+        if k not in fields:
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" Did you mean `{prefix}{close[0]}`?" if close else ""
+            raise ParamsError(f"params.yaml: unknown key `{prefix}{k}`.{hint} "
+                              f"Allowed keys here: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = prefix + name
+        value = _coerce(key, raw[name], hints[name])
+        if f.metadata:
+            _check_range(key, value, f.metadata)
+        values[name] = value
+    return cls(**values)
+
+
+def _check_semantics(p: Params) -> None:
+    """Rules that span keys or need more than a type."""
+    for key, res in (("model.g_attention_at", p.model.g_attention_at),
+                     ("model.d_attention_at", p.model.d_attention_at)):
+        allowed = (14, 28) if key.startswith("model.g") else (14, 7)
+        for r in res:
+            if r not in allowed:
+                _fail(key, res, f"a list drawn from {list(allowed)}")
+    if p.data.source == "idx_dir" and not p.data.idx_dir:
+        _fail("data.idx_dir", p.data.idx_dir, "a folder path when data.source = idx_dir")
+    allowed_axes = {k for k in p.flat() if not k.startswith("ablation.")}
+    for axis, values in p.ablation.axes.items():
+        if axis not in allowed_axes:
+            close = difflib.get_close_matches(axis, sorted(allowed_axes), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(f"ablation.axes.{axis}", values, "a params key such as attention.position" + hint)
+        if not isinstance(values, list) or not values:
+            _fail(f"ablation.axes.{axis}", values, "a non-empty list of values")
+        for v in values:  # each value must itself be valid for its key
+            with_override(p, {axis: v})
+    if len(set(p.ablation.seeds)) != len(p.ablation.seeds) or not p.ablation.seeds:
+        _fail("ablation.seeds", p.ablation.seeds, "a non-empty list of distinct integers")
+
+
+def parse_params(raw: Any) -> Params:
+    if raw is None:
+        raw = {}
+    p = _build(Params, raw)
+    _check_semantics(p)
+    return p
+
+
+def with_override(p: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of `p` with dotted-key overrides applied and validated."""
+    raw = dataclasses.asdict(p)
+    for dotted, v in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = v
+    return _build(Params, raw)
+
+
+def params_path() -> Path:
+    return Path(os.environ.get("SAGAN_PARAMS", "params.yaml"))
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    path = Path(path) if path is not None else params_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the repository root (where params.yaml is)")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {e}")
+    return parse_params(raw)

@@ -1,0 +1,147 @@
+"""The SAGAN generator and discriminator for 28x28 MNIST, and the self-attention block.
+
+Shapes follow the seed tutorial: G maps z -> 7x7x128 -> 14x14x64 -> 28x28x32 -> 1 channel (tanh);
+D maps 28x28 -> 14x14x16 -> 7x7x32 -> 1 logit. `attention.position` places the block:
+  post: conv -> norm -> activation -> attention   (the tutorial)
+  pre:  conv -> norm -> attention -> activation
+  none: conv -> norm -> activation                (the baseline: no attention anywhere)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    z_dim: int = 100
+    position: str = "post"
+    g_attention_at: tuple[int, ...] = (14, 28)
+    d_attention_at: tuple[int, ...] = (14,)
+    spectral_norm_g: bool = True
+    spectral_norm_d: bool = True
+    gamma_init: float = 0.0
+    value_bias: bool = False
+
+    @classmethod
+    def from_params(cls, p) -> "ModelConfig":
+        return cls(z_dim=p.model.z_dim, position=p.attention.position,
+                   g_attention_at=tuple(p.model.g_attention_at), d_attention_at=tuple(p.model.d_attention_at),
+                   spectral_norm_g=p.model.spectral_norm_g, spectral_norm_d=p.model.spectral_norm_d,
+                   gamma_init=p.attention.gamma_init, value_bias=p.attention.value_bias)
+
+
+def _sn(module: nn.Module, on: bool) -> nn.Module:
+    return spectral_norm(module) if on else module
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: out = x + gamma * v(softmax(f g^T) h), no 1/sqrt(d) scaling.
+
+    f, g, h are 1x1 convs to C/8 channels, computed as one fused conv (the same math as three
+    convs with stacked weights: `f_weight` etc. expose the parts). The attention itself runs in
+    fp32 through scaled_dot_product_attention with scale=1 and contiguous q/k/v; SDPA otherwise
+    falls back to a slow path, and bf16 scores are inaccurate without the scaling.
+    """
+
+    def __init__(self, channels: int, gamma_init: float = 0.0, value_bias: bool = False, sn: bool = False):
+        super().__init__()
+        self.channels = channels
+        self.inner = max(channels // 8, 1)
+        self.fgh = _sn(nn.Conv2d(channels, 3 * self.inner, 1), sn)
+        self.v = _sn(nn.Conv2d(self.inner, channels, 1, bias=value_bias), sn)
+        self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, _, hgt, wid = x.shape
+        # (B, 3d, H, W) -> (B, N, 3d): free when x is channels_last
+        fgh = self.fgh(x).permute(0, 2, 3, 1).reshape(b, hgt * wid, 3 * self.inner)
+        f, g, h = fgh.float().split(self.inner, dim=-1)
+        return f.contiguous(), g.contiguous(), h.contiguous()
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, N) attention weights: row i is where query position i looks."""
+        f, g, _ = self.qkv(x)
+        return torch.softmax(f @ g.transpose(1, 2), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hgt, wid = x.shape
+        f, g, h = self.qkv(x)
+        with torch.autocast(x.device.type, enabled=False):
+            ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
+        ctx = ctx.reshape(b, hgt, wid, self.inner).permute(0, 3, 1, 2).to(x.dtype)
+        return x + self.gamma * self.v(ctx)
+
+
+class Block(nn.Module):
+    """conv -> norm -> activation, with self-attention before or after the activation."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module, channels: int,
+                 attend: bool, cfg: ModelConfig, sn: bool):
+        super().__init__()
+        self.conv, self.norm, self.act = conv, norm, act
+        self.position = cfg.position if attend else "none"
+        self.attn = (SelfAttention(channels, cfg.gamma_init, cfg.value_bias, sn)
+                     if self.position != "none" else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        if self.position == "pre":
+            x = self.attn(x)
+        x = self.act(x)
+        if self.position == "post":
+            x = self.attn(x)
+        return x
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sn = cfg.spectral_norm_g
+        self.fc = _sn(nn.Linear(cfg.z_dim, 7 * 7 * 128), sn)
+        self.fc_norm = nn.BatchNorm2d(128)
+        self.up14 = Block(_sn(nn.ConvTranspose2d(128, 64, 4, 2, 1), sn), nn.BatchNorm2d(64), nn.ReLU(),
+                          64, 14 in cfg.g_attention_at, cfg, sn)
+        self.up28 = Block(_sn(nn.ConvTranspose2d(64, 32, 4, 2, 1), sn), nn.BatchNorm2d(32), nn.ReLU(),
+                          32, 28 in cfg.g_attention_at, cfg, sn)
+        self.out = _sn(nn.Conv2d(32, 1, 3, 1, 1), sn)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(-1, 128, 7, 7)
+        x = F.relu(self.fc_norm(x))
+        x = self.up28(self.up14(x))
+        return torch.tanh(self.out(x))
+
+    def attention_layers(self) -> dict[str, SelfAttention]:
+        return {n: m.attn for n, m in (("g14", self.up14), ("g28", self.up28)) if m.attn is not None}
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sn = cfg.spectral_norm_d
+        act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
+        self.down14 = Block(_sn(nn.Conv2d(1, 16, 4, 2, 1), sn), nn.Identity(), act(),
+                            16, 14 in cfg.d_attention_at, cfg, sn)
+        self.down7 = Block(_sn(nn.Conv2d(16, 32, 4, 2, 1), sn), nn.Identity(), act(),
+                           32, 7 in cfg.d_attention_at, cfg, sn)
+        self.fc = _sn(nn.Linear(7 * 7 * 32, 1), sn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down7(self.down14(x))
+        return self.fc(x.flatten(1)).squeeze(1)
+
+    def attention_layers(self) -> dict[str, SelfAttention]:
+        return {n: m.attn for n, m in (("d14", self.down14), ("d7", self.down7)) if m.attn is not None}
+
+
+def gammas(g: Generator, d: Discriminator) -> dict[str, float]:
+    """gamma of every attention layer, named by network and resolution (g14, g28, d14)."""
+    layers = {**g.attention_layers(), **d.attention_layers()}
+    return {f"gamma.{n}": float(m.gamma.detach()) for n, m in layers.items()}

@@ -1,0 +1,209 @@
+"""MLflow: where the store lives, one run per pipeline execution, and the tags every run carries.
+
+The store is `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlruns`. `root` is DVC_ROOT when
+DVC runs the stage (queued and --temp experiments run in a temporary copy that DVC deletes, but DVC_ROOT
+still names the real repository) and the git top level otherwise. MLFLOW_TRACKING_URI overrides it.
+
+MLflow traps handled here: several processes creating the database or the same experiment at once can
+crash or file runs under "Default", so creation is guarded by a file lock and the experiment id is passed
+explicitly; an experiment needs an absolute artifact location or artifacts land in the temporary copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock
+
+from pipeline.config import Params
+from pipeline.errors import UserError
+from pipeline.fileio import write_json
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = Path("models/run.json")  # the DVC output that lets sample and evaluate add to train's run
+
+
+def project_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+        return Path(top.stdout.strip()).resolve()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return Path.cwd().resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return (project_root() / "mlruns").as_uri()
+
+
+def _is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///")
+
+
+def setup(experiment: str) -> str:
+    """Points MLflow at the store and returns the experiment id, creating it once under a lock."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    lock_path = project_root() / ".mlflow.lock"
+    lock = FileLock(str(lock_path)) if _is_local_sqlite(uri) else contextlib.nullcontext()
+    with lock:
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = artifact_root() if _is_local_sqlite(uri) else None
+            return client.create_experiment(experiment, artifact_location=location)
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it "
+                            f"(`mlflow experiments restore`) or set mlflow.experiment to another name")
+        return exp.experiment_id
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=project_root())
+        return out.stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+def version_tags() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "dvc", "mlflow", "numpy", "scipy", "scikit-learn"):
+        try:
+            tags[f"version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            tags[f"version.{pkg}"] = "missing"
+    return tags
+
+
+def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
+    tags = {
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        "git.commit": _git_commit(),
+        **version_tags(),
+    }
+    tags.update({k: str(v) for k, v in (extra or {}).items()})
+    return tags
+
+
+def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] | None = None) -> str:
+    """Creates the pipeline execution's run, logs params and tags, records its id in RUN_FILE."""
+    import mlflow
+
+    exp_id = setup(params.mlflow.experiment)
+    client = mlflow.MlflowClient(tracking_uri())
+    name = run_name or os.environ.get("DVC_EXP_NAME") or None
+    run = client.create_run(exp_id, run_name=name, tags=run_tags(tags))
+    flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.flat().items()}
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)) for k, v in flat.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i:i + 100], synchronous=True)
+    write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": exp_id,
+                          "tracking_uri": tracking_uri(), "experiment": params.mlflow.experiment})
+    return run.info.run_id
+
+
+def reopen_run(run_id: str, params: Params) -> str:
+    """Continues a run after an interruption: same run id, marked running again."""
+    import mlflow
+
+    exp_id = setup(params.mlflow.experiment)
+    client = mlflow.MlflowClient(tracking_uri())
+    client.update_run(run_id, status="RUNNING")
+    write_json(RUN_FILE, {"run_id": run_id, "experiment_id": exp_id,
+                          "tracking_uri": tracking_uri(), "experiment": params.mlflow.experiment})
+    return run_id
+
+
+def current_run_id(run_file: Path = RUN_FILE) -> str:
+    try:
+        return json.loads(Path(run_file).read_text())["run_id"]
+    except FileNotFoundError:
+        raise UserError(f"{run_file} is missing: run the train stage first (`dvc repro train`)")
+
+
+class RunLogger:
+    """Logs to one MLflow run by id. Metrics are buffered and sent in batches from a
+    background thread, because a synchronous call costs 10-70 ms here."""
+
+    def __init__(self, run_id: str, flush_every: float = 5.0):
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri())
+        self.run_id = run_id
+        self._buf: list = []
+        self._lock = threading.Lock()
+        self._flush_every = flush_every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._flush_every):
+            self.flush()
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        with self._lock:
+            self._buf.extend(Metric(k, float(v), ts, step or 0) for k, v in values.items())
+
+    def flush(self) -> None:
+        with self._lock:
+            buf, self._buf = self._buf, []
+        for i in range(0, len(buf), 1000):
+            self.client.log_batch(self.run_id, metrics=buf[i:i + 1000], synchronous=True)
+
+    def artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def artifacts(self, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def close(self, status: str | None = None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        if status:
+            self.client.set_terminated(self.run_id, status)
+
+
+@contextlib.contextmanager
+def run_logger(run_id: str, end_status: str | None = None) -> Iterator[RunLogger]:
+    """Log to an existing run; on error the run is marked FAILED."""
+    logger = RunLogger(run_id)
+    try:
+        yield logger
+    except BaseException:
+        logger.close("FAILED")
+        raise
+    else:
+        logger.close(end_status)

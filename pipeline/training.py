@@ -1,0 +1,396 @@
+"""The SAGAN training loop: deterministic, resumable, tracked, and fast on CPU and GPU.
+
+Determinism and resume: the data order and the latent noise of step s are functions of (seed, s),
+so a run resumed from a checkpoint at step s draws exactly what an uninterrupted run would draw.
+Checkpoints live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC deletes
+outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import losses
+from pipeline.config import Params
+from pipeline.errors import UserError
+from pipeline.fileio import torch_load, torch_save
+from pipeline.models import Discriminator, Generator, ModelConfig, gammas
+from pipeline.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+# Keys that change how a run is operated, not what it computes: they may differ on resume.
+OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile")
+
+
+# ---------------------------------------------------------------- runtime choices
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str        # fp32 | bf16
+    compile: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def autocast_dtype(self):
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 convolutions are then faster than fp32 on the CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_runtime(p: Params) -> Runtime:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    want = p.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device = cuda but no CUDA device is visible; use train.device=auto or cpu")
+    use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if p.train.precision == "auto":
+        fast_bf16 = (torch.cuda.is_bf16_supported() if use_cuda else cpu_has_fast_bf16())
+        precision = "bf16" if fast_bf16 else "fp32"
+    else:
+        precision = p.train.precision
+    compile_ = {"true": True, "false": False, "auto": use_cuda}[p.train.compile]
+    return Runtime(device, precision, compile_, rank, world_size)
+
+
+# ---------------------------------------------------------------- params identity
+
+def training_params(p: Params) -> dict[str, Any]:
+    """The params that determine the trained weights (resume refuses a checkpoint made from others)."""
+    train = {k: v for k, v in asdict(p.train).items() if k not in OPERATIONAL_KEYS}
+    return {"seed": p.seed, "model": asdict(p.model), "attention": asdict(p.attention),
+            "loss": asdict(p.loss), "train": train}
+
+
+def params_hash(p: Params, data_sha: str) -> str:
+    blob = json.dumps({**training_params(p), "data": data_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- deterministic draws
+
+def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + step * 17 + stream) % (2**63 - 1))
+    return g
+
+
+def batch_indices(n: int, batch_size: int, seed: int, draw: int) -> torch.Tensor:
+    """Indices of the `draw`-th batch: epochs are seeded permutations, so any draw is recomputable."""
+    per_epoch = n // batch_size
+    epoch, pos = divmod(draw, per_epoch)
+    perm = torch.randperm(n, generator=_step_generator(seed, epoch, 1))
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+def latent(batch: int, z_dim: int, seed: int, draw: int, stream: int = 2) -> torch.Tensor:
+    return torch.randn(batch, z_dim, generator=_step_generator(seed, draw, stream))
+
+
+def fixed_latent(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.randn(n, z_dim, generator=g)
+
+
+# ---------------------------------------------------------------- the loop
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    step: int
+    history: dict[str, list[float]]
+    final: dict[str, float]
+    images_per_s: float
+    wall_s: float
+    snapshots: np.ndarray        # (T, n, 28, 28) uint8, fixed-latent samples across training
+    snapshot_steps: list[int]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] floats (N,1,28,28) -> uint8 (N,28,28)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x[:, 0].cpu().numpy()
+
+
+class Trainer:
+    def __init__(self, p: Params, x_train_uint8: np.ndarray, data_sha: str, runtime: Runtime,
+                 checkpoint_path: Path | None = None):
+        self.p, self.rt = p, runtime
+        self.seed = p.seed
+        self.cfg = ModelConfig.from_params(p)
+        self.checkpoint_path = checkpoint_path
+        self.hash = params_hash(p, data_sha)
+        seed_everything(p.seed, deterministic=runtime.device.type == "cpu")
+        dev = runtime.device
+        mf = torch.channels_last
+        # the whole training set lives on the device: 60k x 784 floats is 188 MB
+        self.data = (torch.from_numpy(x_train_uint8).float().div(127.5).sub(1).unsqueeze(1)
+                     .to(dev).contiguous(memory_format=mf))
+        if len(self.data) < p.train.batch_size:
+            raise UserError(f"train.batch_size = {p.train.batch_size} exceeds the {len(self.data)} training images")
+        torch.manual_seed(p.seed)
+        self.G = Generator(self.cfg).to(dev, memory_format=mf)
+        self.D = Discriminator(self.cfg).to(dev, memory_format=mf)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if p.train.ema else None
+        if runtime.world_size > 1:
+            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+        fused = dev.type in ("cuda", "cpu")
+        t = p.train
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1_g, t.beta2_g), fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1_d, t.beta2_d), fused=fused)
+        self.G_run, self.D_run = self.G, self.D
+        if runtime.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.G_run = DDP(self.G, device_ids=ids, broadcast_buffers=False)
+            self.D_run = DDP(self.D, device_ids=ids, broadcast_buffers=False)
+        self.G_fwd, self.D_fwd = self.G_run, self.D.forward
+        if runtime.compile:
+            self.G_fwd = torch.compile(self.G_run)
+            self.D_fwd = torch.compile(self.D)
+            self.D_run = torch.compile(self.D_run)
+        self.step = 0
+        self.history: dict[str, list[float]] = {k: [] for k in ("d_loss", "g_loss", "d_real", "d_fake")}
+        self.snapshots: list[np.ndarray] = []
+        self.snapshot_steps: list[int] = []
+        self.fixed_z = fixed_latent(p.sample.grid_rows ** 2, self.cfg.z_dim, p.sample.seed).to(dev)
+        self.extra_state: dict[str, Any] = {}
+
+    # -- one iteration
+
+    def _autocast(self):
+        return torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=self.rt.precision == "bf16")
+
+    def _local_slice(self, global_batch: torch.Tensor) -> torch.Tensor:
+        """Each rank takes its share of the global batch (the distributed sampler)."""
+        if self.rt.world_size == 1:
+            return global_batch
+        return global_batch.chunk(self.rt.world_size)[self.rt.rank]
+
+    def train_step(self) -> dict[str, float]:
+        """d_steps D updates, then one G update. The last D update's fakes are generated with
+        gradients and reused for the G update (as in the DCGAN reference loop), which saves a
+        generator forward pass per step: G's 28x28 attention is the most expensive op here."""
+        p, dev, kind = self.p, self.rt.device, self.p.loss.type
+        bs, n_d = p.train.batch_size, p.train.d_steps
+        self.D.requires_grad_(True)
+        for k in range(n_d):
+            draw = self.step * n_d + k
+            idx = self._local_slice(batch_indices(len(self.data), bs, self.seed, draw)).to(dev)
+            real = self.data[idx]
+            z = self._local_slice(latent(bs, self.cfg.z_dim, self.seed, draw)).to(dev)
+            last = k == n_d - 1
+            with self._autocast():
+                with torch.set_grad_enabled(last):
+                    fake = self.G_fwd(z)
+                # one D pass over real and fake together (D has no batch norm, so this is exact)
+                logits = self.D_run(torch.cat([real, fake.detach().to(real.dtype)])).float()
+                real_l, fake_l = logits[: len(real)], logits[len(real):]
+                d_loss = losses.d_loss(kind, real_l, fake_l)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        # G step on the same fakes, D frozen: no D weight gradients are computed at all
+        self.D.requires_grad_(False)
+        with self._autocast():
+            g_logits = self.D_fwd(fake).float()
+            g_loss = losses.g_loss(kind, g_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self._update_ema()
+        self.step += 1
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        decay = self.p.train.ema_decay if self.step >= self.p.train.ema_start else 0.0
+        for e, g in zip(self.G_ema.parameters(), self.G.parameters()):
+            e.lerp_(g.detach(), 1.0 - decay)
+        for e, g in zip(self.G_ema.buffers(), self.G.buffers()):
+            e.copy_(g)
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator samples come from: the EMA when it is on."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+        net = self.sampler
+        was_training = net.training
+        net.eval()
+        out = []
+        for i in range(0, len(z), batch):
+            with self._autocast():
+                out.append(net(z[i:i + batch].to(self.rt.device)).float())
+        net.train(was_training)
+        return torch.cat(out)
+
+    # -- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "params_hash": self.hash,
+            "training_params": json.dumps(training_params(self.p), sort_keys=True),
+            "step": self.step,
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "snapshots": torch.from_numpy(np.stack(self.snapshots)) if self.snapshots else torch.zeros(0),
+            "snapshot_steps": torch.tensor(self.snapshot_steps, dtype=torch.int64),
+            "extra": json.dumps(self.extra_state),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is not None and self.rt.is_main:
+            torch_save(self.state(), self.checkpoint_path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            st = torch_load(path, map_location=str(self.rt.device))
+        except Exception as e:  # noqa: BLE001 - a damaged file is a user-level problem
+            raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over")
+        if st.get("params_hash") != self.hash:
+            mine = training_params(self.p)
+            theirs = json.loads(st.get("training_params", "{}"))
+            diff = _diff_keys(mine, theirs)
+            raise UserError(f"checkpoint {path} was made with different params ({', '.join(diff) or 'data'}); "
+                            f"it cannot be resumed with these. Delete it to start over.")
+        self.G.load_state_dict(st["G"])
+        self.D.load_state_dict(st["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(st["G_ema"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.step = int(st["step"])
+        self.history = {k: v.tolist() for k, v in st["history"].items()}
+        if st["snapshots"].numel():
+            self.snapshots = list(st["snapshots"].numpy())
+        self.snapshot_steps = st["snapshot_steps"].tolist()
+        self.extra_state = json.loads(st.get("extra", "{}"))
+
+    def resume(self) -> bool:
+        """Loads the checkpoint of these params if one exists (after an interruption)."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        self.load_checkpoint(self.checkpoint_path)
+        log.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.p.train.steps)
+        return True
+
+    # -- the run
+
+    def snapshot(self) -> None:
+        self.snapshots.append(to_uint8(self.generate(self.fixed_z)))
+        self.snapshot_steps.append(self.step)
+
+    def run(self, on_log: Callable[[int, dict[str, float]], None] | None = None,
+            on_eval: Callable[["Trainer"], dict[str, float]] | None = None,
+            progress: bool = True) -> TrainResult:
+        from tqdm import tqdm
+
+        p = self.p.train
+        if p.snapshot_every and self.step == 0 and self.rt.is_main:
+            self.snapshot()
+        bar = tqdm(total=p.steps, initial=self.step, disable=not (progress and self.rt.is_main),
+                   desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+        t0, step0 = time.perf_counter(), self.step
+        imgs_per_step = p.batch_size  # images per G+D iteration, as the benchmark counts them
+        pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+        while self.step < p.steps:
+            out = self.train_step()
+            pending.append((self.step, out))
+            at_log = self.step % p.log_every == 0 or self.step == p.steps
+            at_ckpt = self.step % p.checkpoint_every == 0 or self.step == p.steps
+            if at_log or at_ckpt:
+                # one host sync per log interval, not per step
+                vals = torch.stack([torch.stack(list(o.values())) for _, o in pending]).float().cpu().numpy()
+                keys = list(pending[0][1])
+                finite = np.isfinite(vals).all(axis=1)
+                if not finite.all():
+                    bad = pending[int(np.argmin(finite))][0]
+                    raise NonFiniteLoss(
+                        f"non-finite loss at step {bad}: training stopped; the last good checkpoint "
+                        f"({self.checkpoint_path}) is kept. Lower train.lr_d/lr_g or use "
+                        f"train.precision=fp32.")
+                for row in vals:
+                    for k, v in zip(keys, row):
+                        self.history[k].append(float(v))
+                elapsed = time.perf_counter() - t0
+                rate = (self.step - step0) * imgs_per_step / max(elapsed, 1e-9)
+                last = dict(zip(keys, vals[-1].tolist()))
+                if self.rt.is_main:
+                    bar.set_postfix(d=f"{last['d_loss']:.3f}", g=f"{last['g_loss']:.3f}", img_s=f"{rate:.0f}")
+                    if on_log:
+                        for s, row in zip([s for s, _ in pending], vals):
+                            on_log(s, {**dict(zip(keys, row.tolist()))})
+                        on_log(self.step, {"images_per_s": rate, **gammas(self.G, self.D)})
+                    if at_log:
+                        log.info("step %d/%d d_loss %.4f g_loss %.4f D(x) %.3f D(G(z)) %.3f %.0f img/s",
+                                 self.step, p.steps, last["d_loss"], last["g_loss"], last["d_real"],
+                                 last["d_fake"], rate)
+                pending = []
+            if p.snapshot_every and self.step % p.snapshot_every == 0 and self.rt.is_main:
+                self.snapshot()
+            if on_eval and p.eval_every and (self.step % p.eval_every == 0 or self.step == p.steps) \
+                    and self.rt.is_main:
+                self.extra_state.setdefault("evals", []).append({"step": self.step, **on_eval(self)})
+            if at_ckpt:
+                self.save_checkpoint()
+            bar.update(1)
+        bar.close()
+        wall = time.perf_counter() - t0
+        rate = (self.step - step0) * imgs_per_step / max(wall, 1e-9)
+        final = {k: v[-1] for k, v in self.history.items() if v}
+        snaps = np.stack(self.snapshots) if self.snapshots else np.zeros((0, 0, 28, 28), np.uint8)
+        return TrainResult(self.step, self.history, final, rate, wall, snaps, self.snapshot_steps)
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {vb!r} -> {va!r}")
+    return out

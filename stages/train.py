@@ -1,0 +1,155 @@
+"""DVC stage `train`: trains the SAGAN on data/prepared, tracked in MLflow, resumable.
+
+Runs as `python -m stages.train`, or on several processes with
+`torchrun --nproc_per_node=N -m stages.train` (gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.cli import run_stage
+from pipeline.config import Params
+from pipeline.data import load_prepared
+from pipeline.fileio import atomic_path, torch_save, write_json
+from pipeline.models import gammas
+from pipeline import tracking
+from pipeline.training import Trainer, resolve_runtime
+
+log = logging.getLogger("train")
+
+MODEL_FILE = Path("models/generator.pt")
+SNAPSHOTS_FILE = Path("models/snapshots.npz")
+METRICS_FILE = Path("metrics/train.json")
+LOSSES_PLOT = Path("plots/train_losses.csv")
+FID_PLOT = Path("plots/train_fid.csv")
+
+
+def _init_distributed(rt) -> None:
+    if rt.world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if rt.device.type == "cuda" else "gloo"
+        if rt.device.type == "cuda":
+            torch.cuda.set_device(rt.device)
+        torch.distributed.init_process_group(backend)
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+
+def _quick_fid_hook(p: Params, prepared):
+    """FID on a small fixed N every train.eval_every steps, when the evaluator exists."""
+    evaluator_path = Path("models/evaluator.pt")
+    if not p.train.eval_every or not evaluator_path.exists():
+        return None
+    from pipeline.evaluator import load_evaluator
+    from pipeline.metrics import RealReference, quick_fid
+    from pipeline.training import fixed_latent
+
+    evaluator = load_evaluator(evaluator_path)
+    reference = RealReference.from_images(evaluator, prepared.x_test)
+    z = fixed_latent(p.train.eval_n, p.model.z_dim, p.sample.seed + 1)
+
+    def hook(trainer: Trainer) -> dict[str, float]:
+        images = trainer.generate(z).cpu()
+        return {"fid_quick": float(quick_fid(evaluator, reference, images))}
+
+    return hook
+
+
+def main(p: Params) -> None:
+    rt = resolve_runtime(p)
+    if rt.device.type == "cpu":
+        torch.set_num_threads(p.train.threads or os.cpu_count() or 1)
+    _init_distributed(rt)
+    prepared = load_prepared()
+    data_sha = prepared.meta["sha256"]["x_train"]
+    ckpt_dir = tracking.project_root() / "checkpoints"
+    trainer = Trainer(p, prepared.x_train, data_sha, rt)
+    trainer.checkpoint_path = ckpt_dir / f"{trainer.hash}.pt"
+    log.info("device %s, precision %s, compile %s, world size %d, checkpoint %s",
+             rt.device, rt.precision, rt.compile, rt.world_size, trainer.checkpoint_path)
+
+    logger = None
+    resumed = trainer.resume()
+    if rt.is_main:
+        previous = trainer.extra_state.get("run_id") if resumed else None
+        tags = {"data.source": prepared.meta["source"], "data.sha256": data_sha,
+                "runtime.device": str(rt.device), "runtime.precision": rt.precision,
+                "runtime.compile": rt.compile, "runtime.world_size": rt.world_size}
+        if previous:
+            run_id = tracking.reopen_run(previous, p)
+        else:
+            run_id = tracking.start_run(p, tags=tags)
+        trainer.extra_state["run_id"] = run_id
+        logger = tracking.RunLogger(run_id)
+        log.info("MLflow run %s in %s", run_id, tracking.tracking_uri())
+    fid_hook = _quick_fid_hook(p, prepared) if rt.is_main else None
+
+    def on_eval(t: Trainer) -> dict[str, float]:
+        vals = fid_hook(t)
+        logger.metrics(vals, step=t.step)
+        log.info("step %d quick FID (N=%d) %.3f", t.step, p.train.eval_n, vals["fid_quick"])
+        return vals
+
+    try:
+        result = trainer.run(on_log=logger.metrics if logger else None,
+                             on_eval=on_eval if fid_hook else None)
+    except KeyboardInterrupt:
+        if logger:
+            logger.close("KILLED")
+        raise
+    except BaseException:
+        if logger:
+            logger.close("FAILED")
+        raise
+    if not rt.is_main:
+        torch.distributed.barrier()
+        return
+
+    G_ema = trainer.G_ema.state_dict() if trainer.G_ema is not None else None
+    torch_save({"generator": trainer.G.state_dict(), "generator_ema": G_ema,
+                "config": trainer.cfg.__dict__ | {"g_attention_at": list(trainer.cfg.g_attention_at),
+                                                   "d_attention_at": list(trainer.cfg.d_attention_at)},
+                "step": result.step}, MODEL_FILE)
+    with atomic_path(SNAPSHOTS_FILE, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, images=result.snapshots, steps=np.array(result.snapshot_steps))
+    hist = result.history
+    _write_csv(LOSSES_PLOT, ["step", "d_loss", "g_loss", "d_real", "d_fake"],
+               ([i + 1, *(round(hist[k][i], 6) for k in ("d_loss", "g_loss", "d_real", "d_fake"))]
+                for i in range(len(hist["d_loss"]))))
+    evals = trainer.extra_state.get("evals", [])
+    _write_csv(FID_PLOT, ["step", "fid_quick"], ([e["step"], round(e["fid_quick"], 4)] for e in evals))
+    metrics = {
+        **{k: round(v, 6) for k, v in result.final.items()},
+        **{k: round(v, 6) for k, v in gammas(trainer.G, trainer.D).items()},
+        "images_per_s": round(result.images_per_s, 1), "wall_s": round(result.wall_s, 1),
+        "steps": result.step,
+        "fid_quick": round(evals[-1]["fid_quick"], 4) if evals else None,
+        "runtime": {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
+                    "world_size": rt.world_size},
+    }
+    write_json(METRICS_FILE, metrics)
+    logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)
+    logger.artifact(MODEL_FILE, "model")
+    logger.artifact(METRICS_FILE, "metrics")
+    logger.artifact(LOSSES_PLOT, "plots")
+    logger.close("FINISHED")
+    trainer.checkpoint_path.unlink(missing_ok=True)  # the finished weights are the output now
+    if rt.world_size > 1:
+        torch.distributed.barrier()
+    log.info("done: %d steps in %.0f s (%.0f img/s); weights in %s", result.step, result.wall_s,
+             result.images_per_s, MODEL_FILE)
+
+
+if __name__ == "__main__":
+    run_stage("train", main)
