@@ -278,7 +278,11 @@ def _check_semantics(p: Params) -> None:
         if not isinstance(values, list) or not values:
             _fail(f"ablation.axes.{axis}", values, "a non-empty list of values")
         for v in values:  # each value must itself be valid for its key
-            with_override(p, {axis: v})
+            try:
+                with_override(p, {axis: v})
+            except ParamsError as e:
+                raise ParamsError(f"params.yaml: `ablation.axes.{axis}` lists {v!r}, which is not valid "
+                                  f"for `{axis}`: {str(e).split('expected ', 1)[-1]}") from None
     if len(set(p.ablation.seeds)) != len(p.ablation.seeds) or not p.ablation.seeds:
         _fail("ablation.seeds", p.ablation.seeds, "a non-empty list of distinct integers")
 

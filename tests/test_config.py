@@ -1,0 +1,92 @@
+"""params.yaml validation: every bad value names the key, the value and what is allowed."""
+import dataclasses
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, Params, load_params, parse_params, with_override
+
+
+def test_shipped_params_are_valid():
+    p = load_params("params.yaml")
+    assert p.attention.position in ("pre", "post", "none")
+    assert p.flat()["attention.position"] == p.attention.position
+    assert p.flat()["evaluate.classifier.epochs"] == p.evaluate.classifier.epochs
+
+
+def test_defaults_match_the_shipped_file():
+    """The dataclass defaults and params.yaml tell the same story."""
+    assert load_params("params.yaml") == Params()
+
+
+BAD = [
+    ("attention.position", "sideways", "one of post | pre | none"),
+    ("attention.position", "pst", "did you mean 'post'"),
+    ("loss.type", "wasserstein", "one of hinge | bce"),
+    ("loss.type", 3, "one of hinge | bce"),
+    ("train.steps", 0, ">= 1"),
+    ("train.steps", -5, ">= 1"),
+    ("train.steps", "many", "an integer"),
+    ("train.steps", 1.5, "an integer"),
+    ("train.batch_size", 1, ">= 2"),
+    ("train.lr_g", 0, "> 0.0"),
+    ("train.lr_d", "fast", "a number"),
+    ("train.beta2_d", 1.5, "<= 0.99999"),
+    ("train.ema", "yes", "true or false"),
+    ("train.device", "tpu", "one of auto | cpu | cuda"),
+    ("train.precision", "fp8", "one of auto | fp32 | bf16"),
+    ("data.source", "kaggle", "one of embedded | torchvision | idx_dir"),
+    ("data.holdout_fraction", 0.0, "> 0.0"),
+    ("model.z_dim", 0, ">= 1"),
+    ("model.g_attention_at", [14, 21], "drawn from [14, 28]"),
+    ("model.spectral_norm_d", 2, "true or false"),
+    ("seed", -1, ">= 0"),
+    ("evaluate.n_samples", 5, ">= 10"),
+    ("evaluate.classifier.epochs", 0, ">= 1"),
+    ("sample.n", "all", "an integer"),
+    ("ablation.axes", {"attention.positon": ["pre"]}, "did you mean 'attention.position'"),
+    ("ablation.axes", {"loss.type": ["hinge", "l2"]}, "loss.type"),
+    ("ablation.seeds", [1, 1], "distinct"),
+]
+
+
+@pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
+def test_bad_values_name_key_value_and_allowed(key, value, allowed):
+    raw = yaml.safe_load(open("params.yaml"))
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    msg = str(e.value)
+    assert key.split(".")[0] in msg
+    assert allowed in msg
+
+
+@pytest.mark.parametrize("key,suggestion", [
+    ("train.setps", "train.steps"), ("attention.postion", "attention.position"), ("lossx", None),
+])
+def test_unknown_keys_suggest_the_closest(key, suggestion):
+    raw = yaml.safe_load(open("params.yaml"))
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = 1
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    assert f"unknown key `{key}`" in str(e.value)
+    if suggestion:
+        assert f"Did you mean `{suggestion}`" in str(e.value)
+
+
+def test_bool_strings_for_compile_enum():
+    p = with_override(Params(), {"train.compile": True})
+    assert p.train.compile == "true"
+
+
+def test_params_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Params().seed = 3
