@@ -1,0 +1,96 @@
+"""Determinism, resume after kill -9, refusal of foreign checkpoints, and NaN handling."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.errors import UserError
+from pipeline.training import NonFiniteLoss, batch_indices
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_driver import make_trainer  # noqa: E402
+
+DRIVER = Path(__file__).parent / "train_driver.py"
+
+
+def _assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs")
+
+
+def test_same_seed_same_losses_and_weights():
+    a, b = make_trainer(None), make_trainer(None)
+    ra, rb = a.run(progress=False), b.run(progress=False)
+    assert ra.history == rb.history
+    _assert_same_state(a.G.state_dict(), b.G.state_dict())
+    _assert_same_state(a.D.state_dict(), b.D.state_dict())
+    c = make_trainer(None, seed=1)
+    c.run(progress=False)
+    assert c.history["d_loss"] != ra.history["d_loss"]
+
+
+def test_batches_cover_the_data_each_epoch():
+    n, bs = 64, 16
+    idx = torch.cat([batch_indices(n, bs, seed=3, draw=i) for i in range(4)])
+    assert sorted(idx.tolist()) == list(range(n))
+    assert torch.equal(batch_indices(n, bs, 3, 5), batch_indices(n, bs, 3, 5))
+
+
+def test_resume_after_kill_gives_the_same_weights(tmp_path):
+    ref_out = tmp_path / "ref.pt"
+    subprocess.run([sys.executable, DRIVER, tmp_path / "ref_ckpt.pt", ref_out], check=True)
+
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "resumed.pt"
+    proc = subprocess.Popen([sys.executable, DRIVER, ckpt, out, "0.3"])
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint was written"
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it was killed"
+    step = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < step < 12
+    subprocess.run([sys.executable, DRIVER, ckpt, out], check=True)
+
+    ref, resumed = torch.load(ref_out, weights_only=True), torch.load(out, weights_only=True)
+    for part in ("G", "D", "G_ema"):
+        _assert_same_state(ref[part], resumed[part])
+    assert ref["history"] == resumed["history"]
+
+
+def test_checkpoint_from_other_params_is_refused(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    t = make_trainer(ckpt)
+    t.train_step()
+    t.save_checkpoint()
+    other = make_trainer(ckpt, **{"attention.position": "pre"})
+    with pytest.raises(UserError, match=r"different params \(attention.position: 'post' -> 'pre'"):
+        other.resume()
+    # operational keys may change on resume
+    same = make_trainer(ckpt, **{"train.log_every": 1})
+    assert same.resume() and same.step == 1
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    t = make_trainer(ckpt)
+    orig = t.train_step
+
+    def poisoned():
+        out = orig()
+        if t.step > 4:
+            out["d_loss"] = torch.tensor(float("nan"))
+        return out
+
+    t.train_step = poisoned
+    with pytest.raises(NonFiniteLoss, match="non-finite loss at step 5"):
+        t.run(progress=False)
+    assert torch.load(ckpt, weights_only=True)["step"] == 3
