@@ -44,7 +44,7 @@ class ModelParams:
     z_dim: int = _f(100, **_range(1, 4096))
     g_attention_at: list[int] = _f([14, 28])
     d_attention_at: list[int] = _f([14])
-    spectral_norm_g: bool = True
+    spectral_norm_g: bool = False
     spectral_norm_d: bool = True
 
 
