@@ -111,6 +111,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str = "sagan-mnist"
+    grid: str = ""  # set by the ablation grid: its runs are tagged grid.name / grid.cell / grid.seed
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class Params:
     def flat(self) -> dict[str, Any]:
         """Dotted names -> values, as logged to MLflow (`attention.position`, ...)."""
         return flatten(dataclasses.asdict(self))
+
+    def grid_cell(self) -> str:
+        """This run's cell of the ablation grid, e.g. 'attention.position=pre,loss.type=hinge'."""
+        flat = self.flat()
+        return ",".join(f"{axis}={flat[axis]}" for axis in self.ablation.axes)
 
     def group(self, *names: str) -> dict[str, Any]:
         return {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))

@@ -114,6 +114,10 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
     exp_id = setup(params.mlflow.experiment)
     client = mlflow.MlflowClient(tracking_uri())
     name = run_name or os.environ.get("DVC_EXP_NAME") or None
+    tags = dict(tags or {})
+    if params.mlflow.grid:
+        tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),
+                     "grid.seed": params.seed})
     run = client.create_run(exp_id, run_name=name, tags=run_tags(tags))
     flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.flat().items()}
     from mlflow.entities import Param

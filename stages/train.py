@@ -102,7 +102,7 @@ def main(p: Params) -> None:
         return vals
 
     try:
-        result = trainer.run(on_log=logger.metrics if logger else None,
+        result = trainer.run(on_log=(lambda step, vals: logger.metrics(vals, step=step)) if logger else None,
                              on_eval=on_eval if fid_hook else None)
     except KeyboardInterrupt:
         if logger:

@@ -1,0 +1,197 @@
+"""The ablation grid in one command: every cell x seed as a queued DVC experiment, run in parallel.
+
+    python -m pipeline.grid run            # the grid of params.yaml `ablation:` (make grid)
+    python -m pipeline.grid run --steps 20 --seeds 0 1 --n-samples 200 --name smoke
+    python -m pipeline.grid status
+
+Why the DVC queue (and not `matrix:` in dvc.yaml): `dvc repro` runs stages one at a time, while
+`dvc queue start -j N` runs experiments in parallel workers; each cell stays an ordinary
+experiment (`dvc exp show`, `dvc plots diff`) that reuses the cached prepare and evaluator stages.
+
+Finished cells are found in MLflow (runs tagged grid.name / grid.cell / grid.seed with a final
+FID) and are not queued again, so a second invocation, or one after an interruption, only runs what
+is missing. Everything a worker needs travels as params (`-S`): queued experiments see neither
+untracked files nor environment variables set at queue time.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from pipeline import tracking
+from pipeline.config import Params, load_params, with_override
+from pipeline.errors import USER_ERRORS, UserError
+
+log = logging.getLogger("grid")
+
+
+@dataclass(frozen=True)
+class Cell:
+    values: tuple[tuple[str, object], ...]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.values)
+
+    @property
+    def exp_name(self) -> str:
+        slug = "-".join(str(v) for _, v in self.values)
+        return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{slug}-s{self.seed}")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    name: str
+    axes: dict[str, list]
+    seeds: list[int]
+    steps: int
+    n_samples: int
+    jobs: int
+
+    @classmethod
+    def from_params(cls, p: Params, **over) -> "GridSpec":
+        a = p.ablation
+        spec = dict(name=a.name, axes=a.axes, seeds=list(a.seeds), steps=a.steps, n_samples=a.n_samples,
+                    jobs=a.jobs)
+        spec.update({k: v for k, v in over.items() if v is not None})
+        return cls(**spec)
+
+    def cells(self) -> list[Cell]:
+        keys = list(self.axes)
+        return [Cell(tuple(zip(keys, combo)), seed)
+                for combo in itertools.product(*(self.axes[k] for k in keys)) for seed in self.seeds]
+
+    def overrides(self, cell: Cell) -> dict[str, object]:
+        """The params of one cell x seed: axis values, seed, the grid's budget and its tag."""
+        return {**dict(cell.values), "seed": cell.seed, "train.steps": self.steps,
+                "train.eval_every": max(self.steps // 5, 1), "sample.n": self.n_samples,
+                "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
+
+
+def _yaml_value(v: object) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else str(v)
+
+
+def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
+    """(cell label, seed) -> run id of the grid's finished, evaluated runs in MLflow."""
+    import mlflow
+
+    exp_id = tracking.setup(p.mlflow.experiment)
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    runs = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status = 'FINISHED'",
+                              max_results=5000, order_by=["attributes.start_time DESC"])
+    done: dict[tuple[str, int], str] = {}
+    for r in runs:
+        if "fid" in r.data.metrics:
+            done.setdefault((r.data.tags.get("grid.cell", ""), int(r.data.tags.get("grid.seed", -1))), r.info.run_id)
+    return done
+
+
+def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise UserError(f"`dvc {' '.join(args)}` failed:\n{res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
+    """Queues the missing cells, runs them with spec.jobs workers, waits. Returns the failed cells."""
+    from tqdm import tqdm
+
+    # every value must be valid before anything is queued
+    for cell in spec.cells():
+        with_override(p, spec.overrides(cell))
+    done = finished_cells(p, spec.name)
+    todo = [c for c in spec.cells() if (c.label, c.seed) not in done]
+    log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs",
+             spec.name, len(spec.cells()) // len(spec.seeds), len(spec.seeds), len(spec.cells()) - len(todo),
+             len(todo), spec.jobs)
+    if not todo:
+        return []
+    # the shared stages once, in the workspace, so the queued experiments restore them from the cache
+    log.info("reproducing the shared stages (prepare, train_evaluator)")
+    res = subprocess.run(["dvc", "repro", "train_evaluator"], text=True)
+    if res.returncode != 0:
+        raise UserError("`dvc repro train_evaluator` failed; fix it before running the grid")
+    names = {}
+    for cell in todo:
+        name = f"{spec.name}-{cell.exp_name}"
+        _dvc("exp", "remove", name, check=False)  # a failed earlier attempt holds the name
+        sets = [a for k, v in spec.overrides(cell).items() for a in ("-S", f"{k}={_yaml_value(v)}")]
+        _dvc("exp", "run", "--queue", "evaluate", "-n", name, *sets)
+        names[name] = cell
+    _dvc("queue", "start", "-j", str(spec.jobs))
+    bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run")
+    finished: set[str] = set()
+    failed: list[Cell] = []
+    try:
+        while True:
+            status = _dvc("queue", "status").stdout
+            for line in status.splitlines():
+                parts = line.split()
+                for name, cell in names.items():
+                    if name in parts and name not in finished and ("Success" in parts or "Failed" in parts):
+                        finished.add(name)
+                        bar.update(1)
+                        if "Failed" in parts:
+                            failed.append(cell)
+                            log.error("cell %s seed %d failed: `dvc queue logs %s`", cell.label, cell.seed, name)
+            if len(finished) >= len(names) or not any(w in status for w in ("Queued", "Running")):
+                break
+            time.sleep(5)
+    finally:
+        bar.close()
+        _dvc("queue", "stop", check=False)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s grid: %(message)s", datefmt="%H:%M:%S")
+    ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "status"])
+    ap.add_argument("--name", help="grid name (default: ablation.name)")
+    ap.add_argument("--steps", type=int, help="train.steps per run (default: ablation.steps)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="seeds (default: ablation.seeds)")
+    ap.add_argument("--n-samples", type=int, help="samples evaluated per run (default: ablation.n_samples)")
+    ap.add_argument("--jobs", type=int, help="parallel experiments (default: ablation.jobs)")
+    ap.add_argument("--no-report", action="store_true", help="do not write reports/ablation.md")
+    args = ap.parse_args(argv)
+    try:
+        p = load_params()
+        spec = GridSpec.from_params(p, name=args.name, steps=args.steps, seeds=args.seeds,
+                                    n_samples=args.n_samples, jobs=args.jobs)
+        # the spec itself is validated like params.yaml
+        with_override(p, {"ablation.name": spec.name, "ablation.steps": spec.steps,
+                          "ablation.seeds": spec.seeds, "ablation.n_samples": spec.n_samples,
+                          "ablation.jobs": spec.jobs})
+        if args.command == "status":
+            done = finished_cells(p, spec.name)
+            for cell in spec.cells():
+                print(f"{'done ' if (cell.label, cell.seed) in done else 'to do'}  {cell.label}  seed {cell.seed}")
+            return 0
+        failed = run_grid(p, spec)
+        if not args.no_report:
+            from pipeline.report import write_report
+
+            path = write_report(p, spec.name)
+            log.info("report: %s", path)
+        if failed:
+            log.error("%d runs failed; rerun the same command to retry them", len(failed))
+            return 1
+        return 0
+    except USER_ERRORS as e:
+        print(f"error (grid): {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

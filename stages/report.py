@@ -1,0 +1,6 @@
+"""DVC stage `report`: reports/ablation.md from the MLflow runs of the grid `ablation.name`."""
+from pipeline.cli import run_stage
+from pipeline.report import write_report
+
+if __name__ == "__main__":
+    run_stage("report", lambda params: write_report(params))

@@ -1,0 +1,141 @@
+"""End to end, as a user drives it: real `dvc repro`, `dvc exp run`, the DVC queue, and the MLflow
+store read back with the MLflow client."""
+from __future__ import annotations
+
+import json
+import time
+
+import mlflow
+import pytest
+
+from e2e import make_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = make_repo(tmp_path_factory.mktemp("proj") / "repo")
+    run(["dvc", "repro"], path, timeout=900)
+    return path
+
+
+def _client(repo):
+    return mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def _runs(repo, experiment="sagan-mnist"):
+    client = _client(repo)
+    exp = client.get_experiment_by_name(experiment)
+    return client, exp, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_dag_lists_the_stages(repo):
+    out = run(["dvc", "dag"], repo).stdout
+    for stage in ("prepare", "train_evaluator", "train", "sample", "evaluate"):
+        assert stage in out
+
+
+def test_repro_writes_every_output(repo):
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["n_images"] == 5000 and meta["source"] == "embedded"
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["steps"] == 6 and "gamma.g28" in train and train["images_per_s"] > 0
+    ev = json.loads((repo / "metrics/evaluate.json").read_text())
+    for key in ("fid", "classifier_score", "precision", "recall"):
+        assert isinstance(ev[key], float)
+    for path in ("samples/grid.png", "samples/training.gif", "samples/attention.png", "samples/samples.npz",
+                 "models/generator.pt", "plots/train_losses.csv", "plots/class_histogram.csv"):
+        assert (repo / path).exists(), path
+    assert len((repo / "plots/train_losses.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
+    client, exp, runs = _runs(repo)
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    r = client.get_run(run_id)
+    assert r.info.experiment_id == exp.experiment_id
+    assert r.info.status == "FINISHED"
+    assert r.data.params["attention.position"] == "post"
+    assert r.data.params["loss.type"] == "hinge"
+    assert r.data.params["train.steps"] == "6"
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "gamma.g14", "gamma.g28", "gamma.d14",
+                "images_per_s", "fid_quick", "fid", "classifier_score", "precision", "recall"):
+        assert key in r.data.metrics, key
+    assert len(client.get_metric_history(run_id, "d_loss")) == 6
+    assert [m.step for m in client.get_metric_history(run_id, "fid_quick")] == [3, 6]
+    tags = r.data.tags
+    assert tags["data.source"] == "embedded" and len(tags["data.sha256"]) == 64
+    assert tags["git.commit"] != "unknown"
+    for pkg in ("torch", "dvc", "mlflow"):
+        assert tags[f"version.{pkg}"][0].isdigit()
+    names = {a.path for a in client.list_artifacts(run_id, "samples")}
+    assert {"samples/grid.png", "samples/training.gif", "samples/attention.png"} <= names
+    assert any(a.path == "model/generator.pt" for a in client.list_artifacts(run_id, "model"))
+    # artifacts live in the repository's mlruns folder, not in a temporary copy
+    assert exp.artifact_location == (repo / "mlruns").as_uri()
+
+
+def test_second_repro_is_cached(repo):
+    _, _, before = _runs(repo)
+    out = run(["dvc", "repro"], repo).stdout
+    assert "didn't change" in out or "Stage 'evaluate' didn't change" in out
+    _, _, after = _runs(repo)
+    assert len(after) == len(before)
+
+
+def test_exp_run_with_override_is_its_own_run(repo):
+    _, _, before = _runs(repo)
+    run(["dvc", "exp", "run", "-S", "attention.position=pre", "-n", "pre-exp"], repo, timeout=900)
+    client, exp, after = _runs(repo)
+    new = [r for r in after if r.info.run_id not in {b.info.run_id for b in before}]
+    assert len(new) == 1
+    r = new[0]
+    assert r.data.params["attention.position"] == "pre"
+    assert r.data.tags["dvc.exp_name"] == "pre-exp"
+    assert r.data.tags["dvc.baseline_rev"]
+    assert r.info.status == "FINISHED" and "fid" in r.data.metrics
+    # the shared stages came from the cache: still one evaluator, trained once
+    shown = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "pre-exp" in shown
+
+
+def test_queued_experiments_land_in_the_same_experiment(repo):
+    _, _, before = _runs(repo)
+    run(["dvc", "exp", "run", "--queue", "-S", "loss.type=bce", "-n", "q-bce"], repo)
+    run(["dvc", "exp", "run", "--queue", "-S", "attention.position=none", "-n", "q-none"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    run(["dvc", "queue", "stop", "--kill"], repo, check=False)
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "q-bce"], repo, check=False).stdout
+    client, exp, after = _runs(repo)
+    new = {r.data.tags.get("dvc.exp_name"): r for r in after if r.info.run_id not in {b.info.run_id for b in before}}
+    assert set(new) == {"q-bce", "q-none"}
+    assert new["q-bce"].data.params["loss.type"] == "bce"
+    assert new["q-none"].data.params["attention.position"] == "none"
+    for r in new.values():
+        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
+    default = client.get_experiment_by_name("Default")
+    if default is not None:
+        assert client.search_runs([default.experiment_id]) == []
+
+
+@pytest.mark.parametrize("override,key", [
+    ("attention.position=sideways", "attention.position"),
+    ("train.steps=-3", "train.steps"),
+    ("loss.typ=bce", "loss.typ"),
+])
+def test_bad_override_fails_before_any_work(repo, override, key):
+    _, _, before = _runs(repo)
+    res = run(["dvc", "exp", "run", "-S", override], repo, check=False)
+    assert res.returncode != 0
+    assert key in res.stderr + res.stdout
+    assert "Traceback" not in res.stderr
+    _, _, after = _runs(repo)
+    assert len(after) == len(before)
+    run(["git", "checkout", "params.yaml"], repo)
