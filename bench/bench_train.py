@@ -1,0 +1,115 @@
+"""Training and sampling throughput: the project's default path against a naive PyTorch port.
+
+    python bench/bench_train.py --quick      # ~1-2 minutes
+    python bench/bench_train.py              # more iterations, steadier figures
+
+Both run in this process on the same random data with the same thread count. A training iteration
+is one D step and one G step at batch 64; images/s = batch / iteration time. Run on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from naive_sagan import NaiveAttention, NaiveGenerator, NaiveTrainer  # noqa: E402
+
+from pipeline.config import Params, with_override  # noqa: E402
+from pipeline.models import SelfAttention  # noqa: E402
+from pipeline.sampling import generate_images  # noqa: E402
+from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+
+
+def timed(fn, iters: int, warmup: int) -> float:
+    """Seconds per call, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters
+
+
+def attention_equivalence() -> float:
+    """Max abs difference between the project's attention and the naive one with the same weights."""
+    torch.manual_seed(0)
+    ours, ref = SelfAttention(32, gamma_init=0.5), NaiveAttention(32, gamma_init=0.5)
+    d = ours.inner
+    with torch.no_grad():
+        w, b = ours.fgh.weight, ours.fgh.bias
+        for i, conv in enumerate((ref.f, ref.g, ref.h)):
+            conv.weight.copy_(w[i * d:(i + 1) * d])
+            conv.bias.copy_(b[i * d:(i + 1) * d])
+        ref.v.weight.copy_(ours.v.weight)
+    x = torch.randn(8, 32, 28, 28)
+    return float((ours(x.contiguous(memory_format=torch.channels_last)) - ref(x)).abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    iters, warm = (8, 3) if args.quick else (30, 5)
+    data = np.random.default_rng(0).integers(0, 256, (4096, 28, 28), dtype=np.uint8)
+    results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__}
+
+    p = with_override(Params(), {"train.batch_size": args.batch, "train.precision": args.precision,
+                                 "train.device": args.device, "train.compile": args.compile})
+    rt = resolve_runtime(p)
+    results["runtime"] = {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile}
+    trainer = Trainer(p, data, "bench", rt)
+
+    def project_step():
+        out = trainer.train_step()
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    t_project = timed(project_step, iters, warm)
+    results["train_images_per_s"] = args.batch / t_project
+
+    if rt.device.type == "cpu":
+        naive = NaiveTrainer(torch.from_numpy(data).float().div(127.5).sub(1).unsqueeze(1), args.batch)
+        t_naive = timed(naive.train_step, max(iters // 2, 3), 2)
+        results["naive_train_images_per_s"] = args.batch / t_naive
+        results["train_speedup"] = t_naive / t_project
+
+        n = 2000 if args.quick else 10000
+        g = NaiveGenerator().eval()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(0, n, 500):
+                g(torch.randn(500, 100))
+        results["naive_sample_images_per_s"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        generate_images(trainer.sampler, n, 1234, rt)
+        results["sample_images_per_s"] = n / (time.perf_counter() - t0)
+        results["sample_speedup"] = results["sample_images_per_s"] / results["naive_sample_images_per_s"]
+        results["attention_max_abs_diff_fp32"] = attention_equivalence()
+
+    for k, v in results.items():
+        print(f"{k:32s} {v:.4g}" if isinstance(v, float) else f"{k:32s} {v}")
+    if "train_speedup" in results:
+        print(f"\ntraining: project {results['train_images_per_s']:.0f} img/s vs naive "
+              f"{results['naive_train_images_per_s']:.0f} img/s = {results['train_speedup']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The ablation grid end to end: one command, parallel queued experiments, MLflow runs per cell x
+seed, a report regenerated from MLflow alone, and the runs compared in the MLflow UI in Chromium."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from e2e import env, make_repo, run
+
+pytestmark = pytest.mark.slow
+
+AXES = {"attention.position": ["none", "post"], "loss.type": ["hinge", "bce"]}
+GRID = [sys.executable, "-m", "pipeline.grid", "run", "--name", "t", "--steps", "4", "--n-samples", "100",
+        "--seeds", "0", "1", "--jobs", "2"]
+
+
+@pytest.fixture(scope="module")
+def grid_repo(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("grid") / "repo", {"ablation": {"axes": AXES}})
+    t0 = time.time()
+    res = run(GRID, repo, timeout=1500)
+    return repo, res, time.time() - t0
+
+
+def _grid_runs(repo):
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sagan-mnist")
+    return client, exp, client.search_runs([exp.experiment_id], "tags.`grid.name` = 't'")
+
+
+def test_one_finished_run_per_cell_and_seed(grid_repo):
+    repo, _, _ = grid_repo
+    client, exp, runs = _grid_runs(repo)
+    cells = {(r.data.tags["grid.cell"], r.data.tags["grid.seed"]) for r in runs}
+    assert len(runs) == 8 and len(cells) == 8, [(r.data.tags, r.info.status) for r in runs]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert "fid" in r.data.metrics and "classifier_score" in r.data.metrics
+        assert r.data.params["train.steps"] == "4"
+        cell = dict(kv.split("=") for kv in r.data.tags["grid.cell"].split(","))
+        assert r.data.params["attention.position"] == cell["attention.position"]
+        assert r.data.params["loss.type"] == cell["loss.type"]
+        assert r.data.params["seed"] == r.data.tags["grid.seed"]
+    default = client.get_experiment_by_name("Default")
+    assert default is None or not client.search_runs([default.experiment_id])
+
+
+def test_report_has_every_cell_intervals_tests_and_images(grid_repo):
+    repo, _, _ = grid_repo
+    text = (repo / "reports/ablation.md").read_text()
+    for pos in AXES["attention.position"]:
+        for loss in AXES["loss.type"]:
+            assert f"attention.position={pos},loss.type={loss}" in text
+    assert "±" in text and "p-value" in text
+    assert "not significant at 5%" in text or "significant at 5%" in text
+    assert "real data (floor" in text
+    images = [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert any("grid.png" in i for i in images) and any("attention.png" in i for i in images)
+    for i in images:
+        assert (repo / "reports" / i).exists(), i
+
+
+def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
+    repo, _, _ = grid_repo
+    before = (repo / "reports/ablation.md").read_text()
+    # only the MLflow store and params.yaml: no DVC outputs, no workspace
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("mlflow.db", "mlruns", "params.yaml"):
+        src = repo / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, alone / name)
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{alone / 'mlflow.db'}"
+    e["PYTHONPATH"] = str(repo)
+    run([sys.executable, "-m", "pipeline.report", "--grid", "t"], alone, env=e)
+    again = (alone / "reports/ablation.md").read_text()
+    strip = lambda t: [ln for ln in t.splitlines() if not ln.startswith("Built from")]  # noqa: E731
+    assert strip(again) == strip(before)
+
+
+def test_second_invocation_skips_finished_cells(grid_repo):
+    repo, first, _ = grid_repo
+    t0 = time.time()
+    res = run(GRID + ["--no-report"], repo, timeout=300)
+    assert "8 finished, 0 to run" in res.stderr
+    assert time.time() - t0 < 60
+    _, _, runs = _grid_runs(repo)
+    assert len(runs) == 8
+
+
+def test_dvc_exp_show_lists_the_grid(grid_repo):
+    repo, _, _ = grid_repo
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    names = {e.get("name") for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
+    assert {"t-none-hinge-s0", "t-post-bce-s1"} <= names
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(grid_repo):
+    repo, _, _ = grid_repo
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}", "--workers", "1"],
+        cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow server did not start")
+        yield url, repo
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+    url, repo = mlflow_server
+    client, exp, runs = _grid_runs(repo)
+    ids = [r.info.run_id for r in runs]
+    compare = (f"{url}/#/compare-runs?runs={json.dumps(ids)}"
+               f"&experiments={json.dumps([exp.experiment_id])}").replace(" ", "")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}")
+            for r in runs[:3]:
+                page.get_by_text(r.info.run_name, exact=False).first.wait_for(timeout=60_000)
+            page.goto(compare)
+            page.get_by_text("fid", exact=True).first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        finally:
+            browser.close()
+    for r in runs:
+        assert r.info.run_name in body
+    shown = 0
+    for r in runs:
+        fid = r.data.metrics["fid"]
+        if any(f"{fid:.{d}f}" in body for d in (2, 3, 4, 5)) or str(round(fid, 5)) in body:
+            shown += 1
+    assert shown == len(runs), body[:3000]
