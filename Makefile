@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test grid report bench clean-venv
+.PHONY: pipeline test grid grid-smoke report bench chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,20 +13,28 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
+# the browser test drives Debian's chromium (Playwright's own browser download does not work offline)
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the MLflow UI browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 pipeline: $(VENV)/.installed
 	dvc repro
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
 
 grid: $(VENV)/.installed
 	$(PY) -m pipeline.grid run
+
+# the grid at a smoke budget (as CI runs it): every cell, 2 seeds, tiny steps
+grid-smoke: $(VENV)/.installed
+	$(PY) -m pipeline.grid run --name smoke --steps 20 --seeds 0 1 --n-samples 200
 
 report: $(VENV)/.installed
 	dvc repro report
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_train.py --quick
-
-clean-venv:
-	rm -rf $(VENV)
+	$(PY) bench/bench_evaluate.py --quick

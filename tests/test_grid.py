@@ -18,7 +18,7 @@ from e2e import env, make_repo, run
 
 pytestmark = pytest.mark.slow
 
-AXES = {"attention.position": ["none", "post"], "loss.type": ["hinge", "bce"]}
+AXES = {"attention.position": ["post"], "loss.type": ["hinge", "bce"]}
 GRID = [sys.executable, "-m", "pipeline.grid", "run", "--name", "t", "--steps", "4", "--n-samples", "100",
         "--seeds", "0", "1", "--jobs", "2"]
 
@@ -41,7 +41,7 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
     repo, _, _ = grid_repo
     client, exp, runs = _grid_runs(repo)
     cells = {(r.data.tags["grid.cell"], r.data.tags["grid.seed"]) for r in runs}
-    assert len(runs) == 8 and len(cells) == 8, [(r.data.tags, r.info.status) for r in runs]
+    assert len(runs) == 4 and len(cells) == 4, [(r.data.tags, r.info.status) for r in runs]
     for r in runs:
         assert r.info.status == "FINISHED"
         assert "fid" in r.data.metrics and "classifier_score" in r.data.metrics
@@ -91,17 +91,17 @@ def test_second_invocation_skips_finished_cells(grid_repo):
     repo, first, _ = grid_repo
     t0 = time.time()
     res = run(GRID + ["--no-report"], repo, timeout=300)
-    assert "8 finished, 0 to run" in res.stderr
+    assert "4 finished, 0 to run" in res.stderr
     assert time.time() - t0 < 60
     _, _, runs = _grid_runs(repo)
-    assert len(runs) == 8
+    assert len(runs) == 4
 
 
 def test_dvc_exp_show_lists_the_grid(grid_repo):
     repo, _, _ = grid_repo
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     names = {e.get("name") for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
-    assert {"t-none-hinge-s0", "t-post-bce-s1"} <= names
+    assert {"t-post-hinge-s0", "t-post-bce-s1"} <= names
 
 
 def _free_port() -> int:
@@ -155,8 +155,9 @@ def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_server, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{url}/#/experiments/{exp.experiment_id}")
+            # wide enough that the compare table renders every run's column
+            page = browser.new_page(viewport={"width": 4000, "height": 1400})
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs")
             for r in runs[:3]:
                 page.get_by_text(r.info.run_name, exact=False).first.wait_for(timeout=60_000)
             page.goto(compare)
@@ -167,9 +168,7 @@ def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_server, tmp_path):
             browser.close()
     for r in runs:
         assert r.info.run_name in body
-    shown = 0
-    for r in runs:
-        fid = r.data.metrics["fid"]
-        if any(f"{fid:.{d}f}" in body for d in (2, 3, 4, 5)) or str(round(fid, 5)) in body:
-            shown += 1
-    assert shown == len(runs), body[:3000]
+    # the UI shows metrics rounded to a few significant digits
+    missing = [(r.info.run_name, r.data.metrics["fid"]) for r in runs
+               if not any(f"{r.data.metrics['fid']:.{d}g}" in body for d in (4, 5, 6))]
+    assert not missing, (missing, body[body.find("fid"):][:2000])

@@ -1,17 +1,20 @@
-"""Metrics against closed forms and against what a user expects of them."""
+"""Metrics against closed forms, brute force and what a user expects of them (no trained model here;
+the tests that need the evaluator are in test_evaluator.py)."""
 import numpy as np
 import pytest
-import scipy.ndimage
 
-from pipeline.metrics import (classes_covered, class_histogram, classifier_score, density_coverage,
-                              evaluate_features, fid, frechet_distance, precision_recall)
+from pipeline.metrics import (RealReference, canonical_order, class_histogram, classes_covered,
+                              classifier_score, density_coverage, evaluate_features, fid, frechet_distance,
+                              knn_metrics, knn_radii, precision_recall, subsample)
+
+# ---------------------------------------------------------------- FID
 
 
 def test_frechet_distance_closed_form_diagonal():
     mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
     s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 1.0])
-    # diagonal: sum (sqrt(a) - sqrt(b))^2 over the variances
-    expected = 1 + 0 + 4 + (1 - 2) ** 2 + (2 - 1) ** 2 + (3 - 1) ** 2
+    # diagonal covariances: ||mu1 - mu2||^2 + sum (sqrt(a) - sqrt(b))^2
+    expected = (1 + 0 + 4) + (1 - 2) ** 2 + (2 - 1) ** 2 + (3 - 1) ** 2
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, abs=1e-9)
 
 
@@ -28,7 +31,7 @@ def test_fid_of_samples_matches_closed_form():
     rng = np.random.default_rng(1)
     a = rng.normal(0.0, 1.0, size=(200_000, 2))
     b = rng.normal([3.0, 0.0], [2.0, 1.0], size=(200_000, 2))
-    expected = 9.0 + (1 - 2) ** 2
+    expected = 9.0 + (1 - 2) ** 2 + (1 - 1) ** 2
     assert fid(a, b) == pytest.approx(expected, rel=0.01)
 
 
@@ -43,26 +46,78 @@ def test_near_singular_covariance_is_handled():
     feats = np.concatenate([base, base[:, :1]], axis=1)  # rank-deficient covariance
     value = fid(feats, feats + 0.01)
     assert np.isfinite(value) and value >= -1e-6
+    collapsed = np.tile(feats[:1], (50, 1))  # zero covariance: a collapsed generator
+    assert np.isfinite(fid(feats, collapsed))
+
+
+def test_frechet_distance_rejects_broken_inputs():
+    with pytest.raises(ValueError, match="imaginary"):  # not a covariance: sqrt of a negative number
+        frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="shapes"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+# ---------------------------------------------------------------- classifier score
 
 
 def test_classifier_score_bounds():
     uniform_onehot = np.eye(10)[np.arange(1000) % 10]
-    assert classifier_score(uniform_onehot, splits=10)[0] == pytest.approx(10.0, rel=1e-6)
+    assert classifier_score(uniform_onehot, splits=1) == pytest.approx((10.0, 0.0), rel=1e-9)
+    # splits are pseudo-random subsets (order-independent), so each split's classes are only about uniform
+    mean, std = classifier_score(uniform_onehot, splits=10)
+    assert 9.5 < mean < 10.0 and 0 < std < 0.3
     constant = np.tile(np.eye(10)[3], (1000, 1))
     assert classifier_score(constant, splits=10) == pytest.approx((1.0, 0.0))
-    soft = np.full((100, 10), 0.1)
-    assert classifier_score(soft, splits=5)[0] == pytest.approx(1.0)
+    unsure = np.full((100, 10), 0.1)  # uniform predictions carry no information either
+    assert classifier_score(unsure, splits=5)[0] == pytest.approx(1.0)
+    two_classes = np.eye(10)[np.arange(1000) % 2]
+    assert classifier_score(two_classes, splits=1)[0] == pytest.approx(2.0)
 
 
-def test_metrics_do_not_depend_on_sample_order():
-    rng = np.random.default_rng(4)
-    real, fake = rng.normal(size=(300, 8)), rng.normal(0.3, 1.0, size=(300, 8))
-    probs = rng.dirichlet(np.ones(10), size=300)
-    perm = rng.permutation(300)
-    a = evaluate_features(real, probs, fake, probs, k=3, splits=1)
-    b = evaluate_features(real[perm], probs[perm], fake[perm], probs[perm], k=3, splits=1)
-    for key in ("fid", "classifier_score", "precision", "recall", "density", "coverage", "class_histogram"):
-        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+# ---------------------------------------------------------------- k-NN metrics
+
+
+def _brute(real, fake, k):
+    """Every distance with the float64 reference formula, then the definitions verbatim."""
+    def sq(a, b):
+        d = a[:, None, :] - b[None, :, :]
+        return (d * d).sum(-1)
+
+    r_real, r_fake = np.sort(sq(real, real), 1)[:, k], np.sort(sq(fake, fake), 1)[:, k]
+    d = sq(real, fake)
+    in_real, in_fake = d <= r_real[:, None], d <= r_fake[None, :]
+    return {"precision": in_real.any(0).mean(), "recall": in_fake.any(1).mean(),
+            "density": in_real.sum(0).mean() / k, "coverage": in_real.any(1).mean()}
+
+
+@pytest.mark.parametrize("case", ["gaussian", "copies", "duplicates", "collapsed", "ties", "offset"])
+def test_knn_metrics_equal_brute_force_exactly(case):
+    """The float32 screening decides every pair as the float64 reference does, ties included."""
+    rng = np.random.default_rng(["gaussian", "copies", "duplicates", "collapsed", "ties", "offset"].index(case))
+    real = rng.normal(size=(300, 16)) * 3 + 5
+    fake = rng.normal(0.2, 1.0, size=(250, 16)) * 3 + 5
+    if case == "copies":
+        fake[:100] = real[:100]
+    elif case == "duplicates":
+        fake[100:150] = fake[100]
+        real[:20] = real[0]
+    elif case == "collapsed":
+        fake[:] = fake[0]
+    elif case == "ties":  # values on a coarse grid: many equal distances
+        real, fake = np.round(real), np.round(fake)
+    elif case == "offset":  # far from the origin, where float32 cancellation is worst
+        real, fake = real + 1e4, fake + 1e4
+    for k in (1, 3, 5):
+        got, want = knn_metrics(real, fake, k), _brute(real, fake, k)
+        assert got == pytest.approx(want, abs=0, rel=0), (k, got, want)
+
+
+def test_knn_radii_match_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(6).normal(size=(400, 32))
+    dist, _ = NearestNeighbors(n_neighbors=4, algorithm="ball_tree").fit(x).kneighbors(x)
+    np.testing.assert_allclose(knn_radii(x, 3), dist[:, 3], rtol=1e-12)
 
 
 def test_precision_recall_extremes():
@@ -72,12 +127,24 @@ def test_precision_recall_extremes():
     assert precision_recall(real, same, k=3) == (1.0, 1.0)
     far = real + 100.0
     assert precision_recall(real, far, k=3) == (0.0, 0.0)
-    density, coverage = density_coverage(real, same, k=3)
-    assert coverage == 1.0 and density >= 1.0
-    # a collapsed generator: precise but no recall
+    assert density_coverage(real, far, k=3) == (0.0, 0.0)
+    # identical sets: each point lies in its own ball and in the balls of the k points whose
+    # k-NN it is, so density is exactly (k + 1) / k, and every ball holds its own copy
+    for k in (1, 3, 5):
+        assert density_coverage(real, same, k=k) == (pytest.approx((k + 1) / k, rel=1e-12), 1.0)
+    # a collapsed generator: precise but no recall, no coverage
     collapsed = real[:1] + rng.normal(scale=1e-3, size=(400, 4))
     p, r = precision_recall(real, collapsed, k=3)
     assert p == 1.0 and r < 0.05
+    assert density_coverage(real, collapsed, k=3)[1] < 0.05
+
+
+def test_precision_recall_need_enough_points():
+    with pytest.raises(ValueError, match="needs at least"):
+        precision_recall(np.zeros((3, 2)), np.ones((3, 2)), k=3)
+
+
+# ---------------------------------------------------------------- classes
 
 
 def test_class_histogram_and_coverage():
@@ -85,31 +152,58 @@ def test_class_histogram_and_coverage():
     hist = class_histogram(probs)
     assert hist == [0, 3, 1, 0, 0, 0, 0, 0, 0, 1] and classes_covered(hist) == 3
     assert classes_covered([100] * 10) == 10
+    assert classes_covered([1000, 19, 0, 0, 0, 0, 0, 0, 0, 0]) == 1  # 1.9% < 2%
+    assert classes_covered([0] * 10) == 0
 
 
-@pytest.fixture(scope="module")
-def trained(request):
-    from tests_support import trained_evaluator
-
-    return trained_evaluator()
+# ---------------------------------------------------------------- order and the whole report
 
 
-def _blur(x, sigma):
-    return np.stack([scipy.ndimage.gaussian_filter(i.astype(np.float64), sigma) for i in x]).clip(0, 255).astype(np.uint8)
+def test_canonical_order_ignores_input_order():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(1000, 8))
+    perm = rng.permutation(1000)
+    np.testing.assert_array_equal(x[canonical_order(x)], x[perm][canonical_order(x[perm])])
+    np.testing.assert_array_equal(np.sort(subsample(x, 100), axis=0), np.sort(subsample(x[perm], 100), axis=0))
+    assert len(np.unique(subsample(x, 100), axis=0)) == 100
 
 
-def _noise(x, std, rng):
-    return (x.astype(np.float64) + rng.normal(0, std, x.shape)).clip(0, 255).astype(np.uint8)
+def _report(seed=4, n_real=300, n_fake=700):
+    rng = np.random.default_rng(seed)
+    real, fake = rng.normal(size=(n_real, 8)), rng.normal(0.3, 1.0, size=(n_fake, 8))
+    return real, rng.dirichlet(np.ones(10), size=n_real), fake, rng.dirichlet(np.ones(10) * 0.3, size=n_fake)
 
 
-def test_fid_grows_as_real_images_are_corrupted(trained):
-    from pipeline.evaluator import embed
+def test_metrics_do_not_depend_on_sample_order():
+    real, real_p, fake, fake_p = _report()
+    pr, pf = np.random.default_rng(0).permutation(len(real)), np.random.default_rng(1).permutation(len(fake))
+    a = evaluate_features(real, real_p, fake, fake_p, k=3, splits=10)
+    b = evaluate_features(real[pr], real_p[pr], fake[pf], fake_p[pf], k=3, splits=10)
+    assert a.keys() == b.keys()
+    for key in ("precision", "recall", "density", "coverage", "class_histogram", "classes_covered", "n_knn"):
+        assert a[key] == b[key], key  # exactly
+    for key in ("fid", "classifier_score", "classifier_score_std"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
 
-    model, data = trained
-    real_f, _ = embed(model, data.x_test)
-    train = data.x_train[:2000]
-    rng = np.random.default_rng(0)
-    noise = [fid(real_f, embed(model, _noise(train, s, rng))[0]) for s in (0, 20, 50, 90)]
-    blur = [fid(real_f, embed(model, _blur(train, s))[0]) for s in (0.01, 0.7, 1.2, 2.0)]
-    assert noise == sorted(noise) and noise[-1] > 3 * noise[0], noise
-    assert blur == sorted(blur) and blur[-1] > 3 * blur[0], blur
+
+def test_evaluate_features_report():
+    real, real_p, fake, fake_p = _report()
+    m = evaluate_features(real, real_p, fake, fake_p, k=3, splits=10)
+    assert set(m) == {"fid", "classifier_score", "classifier_score_std", "precision", "recall", "density",
+                      "coverage", "classes_covered", "class_histogram", "n_knn"}
+    assert m["n_knn"] == 300 and sum(m["class_histogram"]) == 700 and len(m["class_histogram"]) == 10
+    assert m["fid"] == pytest.approx(fid(real, fake))
+    assert 1.0 <= m["classifier_score"] <= 10.0 and m["classifier_score_std"] > 0
+    for key in ("precision", "recall", "coverage"):
+        assert 0.0 <= m[key] <= 1.0
+    # the same set as generated: the best possible scores
+    same = evaluate_features(real, real_p, real, real_p, k=3, splits=1)
+    assert abs(same["fid"]) < 1e-6 and same["precision"] == same["recall"] == same["coverage"] == 1.0
+
+
+def test_real_reference_matches_fid():
+    rng = np.random.default_rng(8)
+    real, fake = rng.normal(size=(500, 6)), rng.normal(0.5, 1.2, size=(400, 6))
+    ref = RealReference.from_features(real)
+    assert frechet_distance(*RealReference.from_features(fake).__dict__.values(), ref.mu, ref.sigma) == \
+        pytest.approx(fid(fake, real), rel=1e-12)
