@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PROJECT_FILES = ["pipeline", "stages", "bench", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
-                 ".dvcignore", ".dvc/config", ".dvc/.gitignore", "dvc_plots"]
+                 ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots"]
 
 # a budget that exercises every stage in seconds
 TINY = {

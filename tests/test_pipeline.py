@@ -139,3 +139,30 @@ def test_bad_override_fails_before_any_work(repo, override, key):
     _, _, after = _runs(repo)
     assert len(after) == len(before)
     run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_plots_render_offline_in_a_browser(repo, tmp_path):
+    """`dvc plots show` uses the shipped template, which inlines vega: no CDN, it renders offline."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "plots"
+    run(["dvc", "plots", "show", "-o", str(out)], repo)
+    html = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
+    diff = tmp_path / "diff"
+    run(["dvc", "plots", "diff", "HEAD", "-o", str(diff)], repo)
+    assert (diff / "index.html").exists()
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        try:
+            page = browser.new_page()
+            page.goto((out / "index.html").as_uri())
+            page.locator("svg.marks, canvas.marks").first.wait_for(timeout=30_000)
+            rendered = page.locator("svg.marks, canvas.marks").count()
+        finally:
+            browser.close()
+    assert rendered >= 3  # losses, D outputs, quick FID, class histogram
