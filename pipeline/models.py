@@ -103,11 +103,12 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         sn = cfg.spectral_norm_g
-        self.fc = _sn(nn.Linear(cfg.z_dim, 7 * 7 * 128), sn)
+        # no biases before batch norm: BN cancels them, and Adam would turn their zero gradients into noise
+        self.fc = _sn(nn.Linear(cfg.z_dim, 7 * 7 * 128, bias=False), sn)
         self.fc_norm = nn.BatchNorm2d(128)
-        self.up14 = Block(_sn(nn.ConvTranspose2d(128, 64, 4, 2, 1), sn), nn.BatchNorm2d(64), nn.ReLU(),
+        self.up14 = Block(_sn(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(64), nn.ReLU(),
                           64, 14 in cfg.g_attention_at, cfg, sn)
-        self.up28 = Block(_sn(nn.ConvTranspose2d(64, 32, 4, 2, 1), sn), nn.BatchNorm2d(32), nn.ReLU(),
+        self.up28 = Block(_sn(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(32), nn.ReLU(),
                           32, 28 in cfg.g_attention_at, cfg, sn)
         self.out = _sn(nn.Conv2d(32, 1, 3, 1, 1), sn)
 

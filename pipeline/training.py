@@ -168,7 +168,8 @@ class Trainer:
         self.D = Discriminator(self.cfg).to(dev, memory_format=mf)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if p.train.ema else None
         if runtime.world_size > 1:
-            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            from pipeline.distributed import convert_sync_batchnorm
+            self.G = convert_sync_batchnorm(self.G, dev.type)
         fused = dev.type in ("cuda", "cpu")
         t = p.train
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1_g, t.beta2_g), fused=fused)

@@ -1,0 +1,22 @@
+"""Trains the small Trainer under torchrun (gloo) and saves rank 0's weights.
+
+usage: torchrun --nproc_per_node=2 tests/ddp_driver.py OUT
+"""
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from train_driver import make_trainer  # noqa: E402
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo")
+    t = make_trainer(None, **{"train.ema": False, **({"train.steps": int(sys.argv[2])} if len(sys.argv) > 2 else {})})
+    t.run(progress=False)
+    if dist.get_rank() == 0:
+        torch.save({"G": t.G.state_dict(), "D": t.D.state_dict()}, sys.argv[1])
+    dist.barrier()
+    dist.destroy_process_group()
