@@ -100,22 +100,30 @@ def params_hash(p: Params, data_sha: str) -> str:
 
 # ---------------------------------------------------------------- deterministic draws
 
-def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    g = torch.Generator()
+def _step_generator(seed: int, step: int, stream: int, device: str | torch.device = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + step * 17 + stream) % (2**63 - 1))
     return g
 
 
-def batch_indices(n: int, batch_size: int, seed: int, draw: int) -> torch.Tensor:
-    """Indices of the `draw`-th batch: epochs are seeded permutations, so any draw is recomputable."""
+def epoch_permutation(n: int, seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    return torch.randperm(n, generator=_step_generator(seed, epoch, 1, device), device=device)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, draw: int, device: str | torch.device = "cpu",
+                  perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the `draw`-th batch: epochs are seeded permutations, so any draw is recomputable.
+    Draws are made on `device` (on CUDA they differ from CPU draws but are just as repeatable)."""
     per_epoch = n // batch_size
     epoch, pos = divmod(draw, per_epoch)
-    perm = torch.randperm(n, generator=_step_generator(seed, epoch, 1))
+    if perm is None:
+        perm = epoch_permutation(n, seed, epoch, device)
     return perm[pos * batch_size:(pos + 1) * batch_size]
 
 
-def latent(batch: int, z_dim: int, seed: int, draw: int, stream: int = 2) -> torch.Tensor:
-    return torch.randn(batch, z_dim, generator=_step_generator(seed, draw, stream))
+def latent(batch: int, z_dim: int, seed: int, draw: int, stream: int = 2,
+           device: str | torch.device = "cpu") -> torch.Tensor:
+    return torch.randn(batch, z_dim, generator=_step_generator(seed, draw, stream, device), device=device)
 
 
 def fixed_latent(n: int, z_dim: int, seed: int) -> torch.Tensor:
@@ -191,6 +199,7 @@ class Trainer:
         self.snapshot_steps: list[int] = []
         self.fixed_z = fixed_latent(p.sample.grid_rows ** 2, self.cfg.z_dim, p.sample.seed).to(dev)
         self.extra_state: dict[str, Any] = {}
+        self._perm: tuple[int, torch.Tensor] | None = None
 
     # -- one iteration
 
@@ -212,9 +221,10 @@ class Trainer:
         self.D.requires_grad_(True)
         for k in range(n_d):
             draw = self.step * n_d + k
-            idx = self._local_slice(batch_indices(len(self.data), bs, self.seed, draw)).to(dev)
+            idx = self._local_slice(batch_indices(len(self.data), bs, self.seed, draw, dev,
+                                                  self._permutation(draw)))
             real = self.data[idx]
-            z = self._local_slice(latent(bs, self.cfg.z_dim, self.seed, draw)).to(dev)
+            z = self._local_slice(latent(bs, self.cfg.z_dim, self.seed, draw, device=dev))
             last = k == n_d - 1
             with self._autocast():
                 with torch.set_grad_enabled(last):
@@ -238,6 +248,13 @@ class Trainer:
         self.step += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+
+    def _permutation(self, draw: int) -> torch.Tensor:
+        """This draw's epoch permutation, computed once per epoch."""
+        epoch = draw // (len(self.data) // self.p.train.batch_size)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, epoch_permutation(len(self.data), self.seed, epoch, self.rt.device))
+        return self._perm[1]
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -1,10 +1,15 @@
 """DVC stage `evaluate`: FID, classifier score, precision/recall, density/coverage and the class
-histogram of evaluate.n_samples generated images against the held-out real images."""
+histogram of the first evaluate.n_samples generated images against all held-out real images.
+
+Writes metrics/evaluate.json (with the real-data floor copied from metrics/evaluator.json),
+plots/class_histogram.csv and .png, and logs every scalar to the train stage's MLflow run (plain
+names: fid, classifier_score, ...; the floor as floor.fid, ...)."""
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +25,48 @@ from pipeline.metrics import evaluate_features
 
 log = logging.getLogger("evaluate")
 
+SAMPLES_FILE = Path("samples/samples.npz")
+EVALUATOR_FILE = Path("models/evaluator.pt")
+FLOOR_FILE = Path("metrics/evaluator.json")
 METRICS_FILE = Path("metrics/evaluate.json")
 HIST_CSV = Path("plots/class_histogram.csv")
 HIST_PNG = Path("plots/class_histogram.png")
+SCALARS = ("fid", "classifier_score", "classifier_score_std", "precision", "recall", "density", "coverage",
+           "classes_covered")
 
 
-def histogram_png(hist: list[int], path: Path) -> None:
+def load_samples(path: Path, n: int) -> np.ndarray:
+    """The first n generated images, uint8 (n, 28, 28)."""
+    if not path.exists():
+        raise UserError(f"{path} is missing: run the sample stage first (`dvc repro sample`)")
+    with np.load(path) as z:
+        if "images" not in z:
+            raise UserError(f"{path} has no `images` array (found: {', '.join(z.files)})")
+        images = z["images"]
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise UserError(f"{path}: `images` must be uint8 (N, 28, 28), found {images.dtype} {images.shape}")
+    if len(images) < n:
+        raise UserError(f"evaluate.n_samples = {n} but {path} holds {len(images)} images; "
+                        f"raise sample.n to at least {n} or lower evaluate.n_samples")
+    return images[:n]
+
+
+def load_floor(path: Path = FLOOR_FILE) -> dict:
+    if not path.exists():
+        log.warning("%s is missing: no real-data floor in the report", path)
+        return {}
+    return json.loads(path.read_text()).get("floor", {})
+
+
+def write_histogram_csv(hist: list[int], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["class", "count"])
+            w.writerows(enumerate(hist))
+
+
+def write_histogram_png(hist: list[int], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,6 +78,7 @@ def histogram_png(hist: list[int], path: Path) -> None:
     ax.set_xticks(range(10))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("generated images")
+    ax.set_title(f"{sum(hist)} generated digits by evaluator class")
     ax.legend()
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
@@ -46,35 +88,31 @@ def histogram_png(hist: list[int], path: Path) -> None:
 
 def main(p: Params) -> None:
     n = p.evaluate.n_samples
-    with np.load("samples/samples.npz") as z:
-        images = z["images"]
-    if len(images) < n:
-        raise UserError(f"evaluate.n_samples = {n} but samples/samples.npz holds {len(images)} images; "
-                        f"raise sample.n to at least {n}")
-    floor_file = Path("metrics/evaluator.json")
-    floor = json.loads(floor_file.read_text())["floor"] if floor_file.exists() else {}
-    evaluator = load_evaluator()
+    images = load_samples(SAMPLES_FILE, n)
+    floor = load_floor()
+    evaluator = load_evaluator(EVALUATOR_FILE)
     data = load_prepared()
+    t0 = time.perf_counter()
     real_f, real_p = embed(evaluator, data.x_test)
-    fake_f, fake_p = embed(evaluator, images[:n])
+    fake_f, fake_p = embed(evaluator, images)
     m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits)
-    hist = m.pop("class_histogram")
-    scalars = {k: float(v) for k, v in m.items()}
-    write_json(METRICS_FILE, {**{k: round(v, 5) for k, v in scalars.items()}, "n_samples": n,
-                              "n_real": len(data.x_test), "class_histogram": hist,
-                              "floor": {k: v for k, v in floor.items() if k != "class_histogram"}})
-    with atomic_path(HIST_CSV) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["class", "count"])
-            w.writerows(enumerate(hist))
-    histogram_png(hist, HIST_PNG)
-    log.info("FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f, classes %d",
-             m["fid"], floor.get("fid", float("nan")), m["classifier_score"], m["precision"], m["recall"],
-             m["classes_covered"])
-    floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items() if isinstance(v, (int, float))}
+    seconds = time.perf_counter() - t0
+    hist = m["class_histogram"]
+    scalars = {k: float(m[k]) for k in SCALARS}
+    write_json(METRICS_FILE, {**{k: round(v, 5) for k, v in scalars.items()},
+                              "classes_covered": int(m["classes_covered"]), "n_samples": n,
+                              "n_real": len(data.x_test), "n_knn": m["n_knn"], "k": p.evaluate.k,
+                              "splits": p.evaluate.splits, "class_histogram": hist, "floor": floor})
+    write_histogram_csv(hist, HIST_CSV)
+    write_histogram_png(hist, HIST_PNG)
+    log.info("FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f, density %.3f, "
+             "coverage %.3f, %d classes, in %.1f s", m["fid"], floor.get("fid", float("nan")),
+             m["classifier_score"], m["precision"], m["recall"], m["density"], m["coverage"],
+             m["classes_covered"], seconds)
+    floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
     with tracking.run_logger(tracking.current_run_id(), end_status="FINISHED") as logger:
-        logger.metrics({**scalars, **floor_metrics})
+        logger.metrics({**scalars, "n_samples": n, **floor_metrics})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
 

@@ -1,5 +1,12 @@
 """DVC stage `train_evaluator`: the MNIST classifier that every experiment's metrics share, and the
-real-data floor (held-out real images scored against real training images)."""
+real-data floor. Depends on the prepared data and evaluate.{classifier,k,splits} only, so it runs
+once per dataset, never per GAN experiment.
+
+The floor is what real digits score: the held-out images in the role of generated samples, against
+the training images as reference. (The evaluate stage's reference is the held-out split; here it
+cannot be, so the training split stands in; held-out images, like generated ones, were not seen by
+the classifier.) Read a model's numbers beside it: no generator should beat it by much.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,14 +17,16 @@ import torch
 from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
-from pipeline.evaluator import accuracy, embed, train_classifier
-from pipeline.fileio import torch_save, write_json
+from pipeline.evaluator import accuracy, embed, save_evaluator, train_classifier
+from pipeline.fileio import write_json
 from pipeline.metrics import evaluate_features
 
 log = logging.getLogger("train_evaluator")
 
 MODEL_FILE = Path("models/evaluator.pt")
 METRICS_FILE = Path("metrics/evaluator.json")
+FLOOR_KEYS = ("fid", "classifier_score", "classifier_score_std", "precision", "recall", "density", "coverage",
+              "classes_covered")
 
 
 def main(p: Params) -> None:
@@ -26,18 +35,23 @@ def main(p: Params) -> None:
     model = train_classifier(data.x_train, data.y_train, p.evaluate.classifier)
     acc = accuracy(model, data.x_test, data.y_test)
     log.info("held-out accuracy %.4f on %d images", acc, len(data.x_test))
-    # the floor: what real data scores, so every model's numbers are read beside it
-    real_f, real_p = embed(model, data.x_test)
+    test_f, test_p = embed(model, data.x_test)
     train_f, train_p = embed(model, data.x_train)
-    floor = evaluate_features(train_f, train_p, real_f, real_p, p.evaluate.k, p.evaluate.splits)
-    torch_save(model.state_dict(), MODEL_FILE)
+    floor = evaluate_features(train_f, train_p, test_f, test_p, p.evaluate.k, p.evaluate.splits)
+    save_evaluator(model, MODEL_FILE)
     write_json(METRICS_FILE, {
-        "accuracy": round(acc, 5), "source": data.meta["source"], "n_train": len(data.x_train),
+        "accuracy": round(acc, 5),
+        "source": data.meta.get("source", "unknown"),
+        "data_sha256": data.meta.get("sha256", {}).get("x_train", ""),
+        "n_train": len(data.x_train),
         "n_test": len(data.x_test),
-        "floor": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in floor.items()},
+        "floor": {k: round(float(floor[k]), 5) if isinstance(floor[k], float) else floor[k] for k in FLOOR_KEYS},
+        "floor_n_knn": floor["n_knn"],
+        "floor_class_histogram": floor["class_histogram"],
     })
-    log.info("floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f",
-             floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"])
+    log.info("floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f",
+             floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"], floor["density"],
+             floor["coverage"])
 
 
 if __name__ == "__main__":
