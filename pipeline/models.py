@@ -60,7 +60,11 @@ class SelfAttention(nn.Module):
         b, _, hgt, wid = x.shape
         # (B, 3d, H, W) -> (B, N, 3d): free when x is channels_last
         fgh = self.fgh(x).permute(0, 2, 3, 1).reshape(b, hgt * wid, 3 * self.inner)
-        f, g, h = fgh.float().split(self.inner, dim=-1)
+        if fgh.device.type != "cuda":
+            # CPU: fp32 attention (the CPU flash kernel is slower and inaccurate in bf16);
+            # CUDA: q/k/v stay in the autocast dtype so SDPA takes the flash kernel
+            fgh = fgh.float()
+        f, g, h = fgh.split(self.inner, dim=-1)
         return f.contiguous(), g.contiguous(), h.contiguous()
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
