@@ -9,6 +9,7 @@ is one D step and one G step at batch 64; images/s = batch / iteration time. Run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode to try (default, reduce-overhead, max-autotune-no-cudagraphs)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,7 +74,10 @@ def main() -> None:
     p = with_override(Params(), {"train.batch_size": args.batch, "train.precision": args.precision,
                                  "train.device": args.device, "train.compile": args.compile})
     rt = resolve_runtime(p)
-    results["runtime"] = {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile}
+    if args.compile_mode:
+        rt = dataclasses.replace(rt, compile_mode=args.compile_mode)
+    results["runtime"] = {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
+                          "compile_mode": rt.compile_mode}
     trainer = Trainer(p, data, "bench", rt)
 
     def project_step():

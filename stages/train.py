@@ -85,7 +85,8 @@ def main(p: Params) -> None:
         previous = trainer.extra_state.get("run_id") if resumed else None
         tags = {"data.source": prepared.meta["source"], "data.sha256": data_sha,
                 "runtime.device": str(rt.device), "runtime.precision": rt.precision,
-                "runtime.compile": rt.compile, "runtime.world_size": rt.world_size}
+                "runtime.compile": rt.compile, "runtime.compile_mode": str(rt.compile_mode),
+                "runtime.world_size": rt.world_size}
         if previous:
             run_id = tracking.reopen_run(previous, p)
         else:
@@ -136,7 +137,7 @@ def main(p: Params) -> None:
         "steps": result.step,
         "fid_quick": round(evals[-1]["fid_quick"], 4) if evals else None,
         "runtime": {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
-                    "world_size": rt.world_size},
+                    "compile_mode": rt.compile_mode, "world_size": rt.world_size},
     }
     write_json(METRICS_FILE, metrics)
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)

@@ -1,0 +1,114 @@
+"""Does a fast path reach the same quality? Train the default model on the prepared data under given
+runtime settings and seeds, then score 10,000 EMA samples with the evaluate stage's metrics.
+
+    dvc repro train_evaluator        # once: data/prepared and models/evaluator.pt
+    python bench/bench_quality.py --precision fp32 --compile false --seeds 0 1 2
+    python bench/bench_quality.py --precision bf16 --seeds 0 1 2
+    python bench/bench_quality.py --quick          # 200 steps, 1 seed: a smoke check of the script
+
+Prints one line per seed and the mean, so two settings compare against seed-to-seed spread.
+Needs no MLflow or DVC at run time (it also runs on a bare GPU machine with torch and scipy).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.config import load_params, with_override  # noqa: E402
+from pipeline.data import load_prepared  # noqa: E402
+from pipeline.evaluator import embed, load_evaluator  # noqa: E402
+from pipeline.metrics import evaluate_features  # noqa: E402
+from pipeline.sampling import generate_images  # noqa: E402
+from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+
+KEYS = ("fid", "classifier_score", "precision", "recall", "coverage")
+
+
+@torch.no_grad()
+def samplers(trainer: Trainer) -> dict[str, torch.nn.Module]:
+    """The generator as the pipeline samples it, and variants to compare against (--all-samplers)."""
+    out = {"sampler": trainer.sampler}
+    g = copy.deepcopy(trainer.G).eval()
+    out["g_eval"] = g
+    out["g_batch_stats"] = copy.deepcopy(trainer.G).train()
+    if trainer.G_ema is not None:
+        standing = copy.deepcopy(trainer.G_ema)
+        for m in standing.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the recalibration batches
+        standing.train()
+        for i in range(20):
+            standing(torch.randn(500, standing.cfg.z_dim, device=trainer.rt.device))
+        out["ema_standing_stats"] = standing.eval()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, help="default: train.steps from params.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params overrides")
+    ap.add_argument("--all-samplers", action="store_true",
+                    help="also score G without EMA and the EMA with recomputed batch-norm statistics")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    prepared = load_prepared()
+    evaluator = load_evaluator()
+    real_feats, real_probs = embed(evaluator, prepared.x_test)
+    base = load_params("params.yaml")
+    overrides = {"train.precision": args.precision, "train.device": args.device, "train.compile": args.compile}
+    overrides.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
+    if args.quick or args.steps:
+        overrides["train.steps"] = 200 if args.quick else args.steps
+    rows = []
+    for seed in args.seeds[:1] if args.quick else args.seeds:
+        p = with_override(base, {**overrides, "seed": seed})
+        rt = resolve_runtime(p)
+        trainer = Trainer(p, prepared.x_train, prepared.meta["sha256"]["x_train"], rt)
+        t0 = time.perf_counter()
+        for _ in range(p.train.steps):
+            trainer.train_step()
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        variants = samplers(trainer) if args.all_samplers else {"sampler": trainer.sampler}
+        for name, net in variants.items():
+            images = generate_images(net, p.evaluate.n_samples, p.sample.seed, rt)
+            fake_feats, fake_probs = embed(evaluator, images)
+            m = evaluate_features(real_feats, real_probs, fake_feats, fake_probs, k=p.evaluate.k,
+                                  splits=p.evaluate.splits)
+            row = {"seed": seed, **{k: m[k] for k in KEYS}, "train_s": wall,
+                   "images_per_s": p.train.steps * p.train.batch_size / wall}
+            if name == "sampler":
+                rows.append(row)
+            else:
+                row["variant"] = name
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  flush=True)
+    runtime = dataclasses.asdict(rt) | {"device": str(rt.device)}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
+    print(f"runtime {runtime} steps {p.train.steps}")
+    print("mean " + " ".join(f"{k}={v:.4g}" for k, v in mean.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"runtime": runtime, "steps": p.train.steps, "rows": rows, "mean": mean},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
