@@ -1,5 +1,8 @@
 # The two commands of the README: `make pipeline` and `make test`. Each creates the venv if missing.
 VENV ?= .venv
+# where pip gets torch: empty = the default index (here: the local wheel cache); a GitHub runner sets
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid the multi-GB CUDA wheels
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -9,13 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch and torchvision from the local wheel cache (pinned pair; other pairs download gigabytes)
-	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
 # the browser test drives Debian's chromium (Playwright's own browser download does not work offline)
 chromium:
-	@command -v chromium >/dev/null || { \
+	@test -n "$$CHROMIUM" || command -v chromium >/dev/null || { \
 	  echo "installing Debian's chromium for the MLflow UI browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 

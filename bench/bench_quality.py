@@ -15,6 +15,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from pipeline.evaluator import embed, load_evaluator  # noqa: E402
 from pipeline.metrics import evaluate_features  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
 from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+from pipeline.visualize import grid, save_png  # noqa: E402
 
 KEYS = ("fid", "classifier_score", "precision", "recall", "coverage")
 
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params overrides")
     ap.add_argument("--all-samplers", action="store_true",
                     help="also score G without EMA and the EMA with recomputed batch-norm statistics")
+    ap.add_argument("--grid", type=Path, help="save a 10x10 grid of the first samples here (PNG)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: train.threads)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -80,6 +84,8 @@ def main() -> None:
     for seed in args.seeds[:1] if args.quick else args.seeds:
         p = with_override(base, {**overrides, "seed": seed})
         rt = resolve_runtime(p)
+        if rt.device.type == "cpu":
+            torch.set_num_threads(args.threads or p.train.threads or os.cpu_count() or 1)
         trainer = Trainer(p, prepared.x_train, prepared.meta["sha256"]["x_train"], rt)
         t0 = time.perf_counter()
         for _ in range(p.train.steps):
@@ -97,6 +103,8 @@ def main() -> None:
                    "images_per_s": p.train.steps * p.train.batch_size / wall}
             if name == "sampler":
                 rows.append(row)
+                if args.grid:
+                    save_png(grid(images[:100], 10), args.grid.with_suffix(f".seed{seed}.png"))
             else:
                 row["variant"] = name
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),

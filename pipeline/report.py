@@ -7,7 +7,6 @@ Per metric: mean ± 95% t-interval per cell. Main effects per axis: paired diffe
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from collections import defaultdict

@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline import losses
 from pipeline.config import Params

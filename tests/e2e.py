@@ -1,11 +1,16 @@
 """Helpers for end-to-end tests: a throw-away git + DVC repository holding a copy of the project."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -13,6 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PROJECT_FILES = ["pipeline", "stages", "bench", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
                  ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots"]
+
+# the browser for page tests: $CHROMIUM (e.g. Chrome on a GitHub runner), else Debian's chromium
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # a budget that exercises every stage in seconds
 TINY = {
@@ -79,3 +89,38 @@ def make_repo(path: Path, overrides: dict | None = None) -> Path:
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "project"], path)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (stopped on exit); yields its URL."""
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", backend_uri, "--workers", "1"]
+    if artifacts is not None:
+        cmd += ["--artifacts-destination", str(artifacts)]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from e2e import env, make_repo, run
+from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -104,56 +101,24 @@ def test_dvc_exp_show_lists_the_grid(grid_repo):
     assert {"t-post-hinge-s0", "t-post-bce-s1"} <= names
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(grid_repo):
+def mlflow_ui(grid_repo):
     repo, _, _ = grid_repo
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}", "--workers", "1"],
-        cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("mlflow server did not start")
+    with mlflow_server(f"sqlite:///{repo / 'mlflow.db'}", repo) as url:
         yield url, repo
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_server, tmp_path):
+def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
-    url, repo = mlflow_server
+    url, repo = mlflow_ui
     client, exp, runs = _grid_runs(repo)
     ids = [r.info.run_id for r in runs]
     compare = (f"{url}/#/compare-runs?runs={json.dumps(ids)}"
                f"&experiments={json.dumps([exp.experiment_id])}").replace(" ", "")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         try:
             # wide enough that the compare table renders every run's column
             page = browser.new_page(viewport={"width": 4000, "height": 1400})

@@ -8,7 +8,7 @@ import time
 import mlflow
 import pytest
 
-from e2e import make_repo, run
+from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -148,8 +148,6 @@ def test_bad_override_fails_before_any_work(repo, override, key):
 
 def test_plots_render_offline_in_a_browser(repo, tmp_path):
     """`dvc plots show` uses the shipped template, which inlines vega: no CDN, it renders offline."""
-    import shutil
-
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "plots"
@@ -160,10 +158,8 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
     diff = tmp_path / "diff"
     run(["dvc", "plots", "diff", "HEAD", "-o", str(diff)], repo)
     assert (diff / "index.html").exists()
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         try:
             page = browser.new_page()
             page.goto((out / "index.html").as_uri())
@@ -176,3 +172,24 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
             browser.close()
     for plot in ("losses", "discriminator_outputs", "quick_FID_during_training", "class_histogram_of_generated_digits"):
         assert plot in titles
+
+
+def test_runs_go_to_a_shared_mlflow_server(repo, tmp_path):
+    """A team's setup from the README: MLFLOW_TRACKING_URI names a server with a SQL backend and an
+    artifact destination; the run, its metrics and its images land there, not in the local store."""
+    _, _, local_before = _runs(repo)
+    artifacts = tmp_path / "artifacts"
+    with mlflow_server(f"sqlite:///{tmp_path / 'team.db'}", tmp_path, artifacts) as url:
+        run(["dvc", "exp", "run", "-n", "shared", "-S", "seed=7"], repo, env={**env(), "MLFLOW_TRACKING_URI": url})
+        client = mlflow.MlflowClient(url)
+        exp = client.get_experiment_by_name("sagan-mnist")
+        runs = client.search_runs([exp.experiment_id])
+        assert len(runs) == 1
+        r = runs[0]
+        assert r.info.status == "FINISHED" and r.data.params["seed"] == "7" and "fid" in r.data.metrics
+        names = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
+        assert "samples/grid.png" in names
+    assert list(artifacts.rglob("grid.png"))  # stored at the server's artifact destination
+    _, _, local_after = _runs(repo)
+    assert len(local_after) == len(local_before)
+    run(["git", "checkout", "params.yaml"], repo)

@@ -1,5 +1,4 @@
 """Determinism, resume after kill -9, refusal of foreign checkpoints, and NaN handling."""
-import os
 import signal
 import subprocess
 import sys
