@@ -173,6 +173,18 @@ def _exact_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (d * d).sum(axis=1)
 
 
+def _exact_sq_block(a: np.ndarray, b: np.ndarray, chunk_bytes: int = 1 << 27) -> np.ndarray:
+    """_exact_sq of every pair (a[i], b[j]) as an (len(a), len(b)) array, bit-identical to it (each
+    value reduces the same contiguous run of d squares). For blocks where screening decides little
+    (a collapsed generator puts all fakes at almost one point), chunked to bound memory."""
+    out = np.empty((len(a), len(b)))
+    rows = max(1, chunk_bytes // (8 * max(b.size, 1)))
+    for lo in range(0, len(a), rows):
+        d = a[lo:lo + rows, None, :] - b[None, :, :]
+        out[lo:lo + rows] = (d * d).sum(axis=2)
+    return out
+
+
 def _f32_down(x: np.ndarray) -> torch.Tensor:
     """Largest float32 <= x (x float64)."""
     y = x.astype(np.float32)
@@ -217,7 +229,7 @@ def _centre(*sets: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(s, np.float64) for s in sets]).mean(axis=0)
 
 
-def _radii_sq(feats: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+def _radii_sq(feats: np.ndarray, k: int) -> np.ndarray:
     """Exact squared distance of each point to its k-th nearest other point of the same set.
 
     Works on the distinct rows with their multiplicities (a collapsed generator can emit thousands of
@@ -228,7 +240,9 @@ def _radii_sq(feats: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"k = {k} needs at least {k + 1} points, got {len(feats)}")
     uniq, inverse, counts = np.unique(feats, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    s = _Screen(uniq, centre)
+    # centred on this set: the screening margin scales with the norms, so a tight cluster (a
+    # collapsed generator) far from the origin would otherwise leave every row to the exact pass
+    s = _Screen(uniq, uniq.mean(axis=0))
     n = len(uniq)
     kk = min(k + 1 + _EXTRA, n)
     out = np.empty(n)
@@ -254,10 +268,12 @@ def _radii_sq(feats: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
             # can be among the k+1 nearest has s~ <= vals[:, k] + 2m. If that reaches the last
             # candidate, points beyond the candidates might count: redo the row over all points.
             m = margin[lo:hi] + 4 * _U32 * np.abs(vals[:, k])
-            unsafe = vals[:, -1] <= vals[:, k] + 2.0001 * m
-            for r in np.flatnonzero(unsafe):
-                full = _exact_sq(np.broadcast_to(s.f64[lo + r], s.f64.shape), s.f64)
-                out[lo + r] = weighted_kth(full[None, :], np.arange(n)[None, :])[0]
+            unsafe = np.flatnonzero(vals[:, -1] <= vals[:, k] + 2.0001 * m)
+            everyone = np.broadcast_to(np.arange(n), (len(unsafe), n))
+            for c in range(0, len(unsafe), 64):
+                rows = lo + unsafe[c:c + 64]
+                full = _exact_sq_block(s.f64[rows], s.f64)
+                out[rows] = weighted_kth(full, everyone[:len(rows)])
     return out[inverse]
 
 
@@ -280,10 +296,17 @@ def _inside(real: _Screen, fake: _Screen, r_real: np.ndarray, r_fake: np.ndarray
     for lo in range(0, nr, step):
         hi = min(lo + step, nr)
         s = real.approx(fake, lo, hi)
-        for radii, sure_in, maybe_in, per_row in (
-                (r_real, s <= row_lo[lo:hi, None], s <= row_hi[lo:hi, None], True),
-                (r_fake, s <= col_lo, s <= col_hi, False)):
-            i, j = torch.nonzero(maybe_in ^ sure_in, as_tuple=True)  # the band: decide exactly
+        passes = [(r_real, s <= row_lo[lo:hi, None], s <= row_hi[lo:hi, None], True),
+                  (r_fake, s <= col_lo, s <= col_hi, False)]
+        band = sum(int((maybe_in ^ sure_in).sum()) for _, sure_in, maybe_in, _ in passes)
+        if band > s.numel() // 4:
+            # screening decided little here: exact distances for the whole block are cheaper
+            exact = torch.from_numpy(_exact_sq_block(real.f64[lo:hi], fake.f64))
+            passes = [(r_real, exact <= torch.from_numpy(r_real[lo:hi, None]), None, True),
+                      (r_fake, exact <= torch.from_numpy(r_fake[None, :]), None, False)]
+        for radii, sure_in, maybe_in, per_row in passes:
+            i, j = (torch.nonzero(maybe_in ^ sure_in, as_tuple=True) if maybe_in is not None
+                    else ((),) * 2)  # the band: decide exactly
             if len(i):
                 i, j = i.numpy(), j.numpy()
                 ok = _exact_sq(real.f64[lo + i], fake.f64[j]) <= (radii[lo + i] if per_row else radii[j])
@@ -306,7 +329,7 @@ def knn_metrics(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str, flo
         raise ValueError(f"feature shapes do not match: {real.shape} vs {fake.shape}")
     centre = _centre(real, fake)
     with _ieee_fp32_matmul():
-        r_real, r_fake = _radii_sq(real, centre, k), _radii_sq(fake, centre, k)
+        r_real, r_fake = _radii_sq(real, k), _radii_sq(fake, k)
         sr, sf = _Screen(real, centre), _Screen(fake, centre)
         count, covered, fake_in_real, real_in_fake = _inside(sr, sf, r_real, r_fake)
     return {"precision": float(fake_in_real.mean()), "recall": float(real_in_fake.mean()),
@@ -332,7 +355,7 @@ def knn_radii(feats: np.ndarray, k: int) -> np.ndarray:
     """Distance of each point to its k-th nearest other point (exact, float64)."""
     feats = np.asarray(feats, np.float64)
     with _ieee_fp32_matmul():
-        return np.sqrt(_radii_sq(feats, feats.mean(axis=0), k))
+        return np.sqrt(_radii_sq(feats, k))
 
 
 # ---------------------------------------------------------------- classes
