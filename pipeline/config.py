@@ -62,17 +62,17 @@ class LossParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = _f(2000, **_range(1))
-    batch_size: int = _f(64, **_range(2, 65536))
-    lr_g: float = _f(1e-4, **_range(0.0, 1.0, lo_open=True))
+    steps: int = _f(5000, **_range(1))
+    batch_size: int = _f(32, **_range(2, 65536))
+    lr_g: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
     lr_d: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
-    beta1_g: float = _f(0.0, **_range(0.0, 0.999))
-    beta2_g: float = _f(0.9, **_range(0.0, 0.99999))
-    beta1_d: float = _f(0.0, **_range(0.0, 0.999))
-    beta2_d: float = _f(0.9, **_range(0.0, 0.99999))
+    beta1_g: float = _f(0.5, **_range(0.0, 0.999))
+    beta2_g: float = _f(0.999, **_range(0.0, 0.99999))
+    beta1_d: float = _f(0.5, **_range(0.0, 0.999))
+    beta2_d: float = _f(0.999, **_range(0.0, 0.99999))
     d_steps: int = _f(1, **_range(1, 100))
     ema: bool = True
-    ema_decay: float = _f(0.999, **_range(0.0, 1.0))
+    ema_decay: float = _f(0.99, **_range(0.0, 1.0))
     ema_start: int = _f(200, **_range(0))
     checkpoint_every: int = _f(250, **_range(1))
     log_every: int = _f(100, **_range(1))
@@ -119,7 +119,7 @@ class AblationParams:
     name: str = "default"
     axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]})
     seeds: list[int] = _f([0, 1, 2])
-    steps: int = _f(2000, **_range(1))
+    steps: int = _f(5000, **_range(1))
     n_samples: int = _f(10000, **_range(10))
     jobs: int = _f(2, **_range(1, 64))
 
