@@ -1,6 +1,6 @@
 """Trains the small Trainer under torchrun (gloo) and saves rank 0's weights.
 
-usage: torchrun --nproc_per_node=2 tests/ddp_driver.py OUT
+usage: torchrun --nproc_per_node=2 tests/ddp_driver.py OUT STEPS
 """
 import sys
 from pathlib import Path
@@ -10,11 +10,11 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train_driver import make_trainer  # noqa: E402
+from train_driver import make_trainer, with_plain_sgd  # noqa: E402
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
-    t = make_trainer(None, **{"train.ema": False, **({"train.steps": int(sys.argv[2])} if len(sys.argv) > 2 else {})})
+    t = with_plain_sgd(make_trainer(None, **{"train.ema": False, "train.steps": int(sys.argv[2])}))
     t.run(progress=False)
     if dist.get_rank() == 0:
         torch.save({"G": t.G.state_dict(), "D": t.D.state_dict()}, sys.argv[1])

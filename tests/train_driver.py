@@ -33,6 +33,15 @@ def make_trainer(checkpoint: Path | None, **extra) -> Trainer:
     return Trainer(p, small_data(), "sha-of-small-data", resolve_runtime(p), checkpoint_path=checkpoint)
 
 
+def with_plain_sgd(t: Trainer, lr: float = 0.05) -> Trainer:
+    """Swaps Adam for SGD. Adam's first steps move every weight by about lr whatever the size of its
+    gradient, so a weight whose gradient is at rounding level moves by +-lr depending on summation
+    order; SGD moves it in proportion to its gradient, which makes "same gradients" checkable."""
+    t.opt_g = torch.optim.SGD(t.G.parameters(), lr=lr)
+    t.opt_d = torch.optim.SGD(t.D.parameters(), lr=lr)
+    return t
+
+
 if __name__ == "__main__":
     ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
