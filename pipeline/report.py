@@ -214,7 +214,10 @@ def render(p: Params, grid: str, runs: list[GridRun], out: Path) -> str:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in METRICS:
         for e in main_effects(runs, axes, m):
-            if math.isnan(e.p_value):
+            if math.isnan(e.p_value) and e.n_pairs >= 2:
+                # ttest_rel is undefined when every pair differs by the same amount (often 0)
+                verdict = "no variation across pairs: no test"
+            elif math.isnan(e.p_value):
                 verdict = "too few pairs to test"
             elif e.significant:
                 winner = e.a if (e.mean_diff < 0) == (METRICS[m] == "lower") else e.b
