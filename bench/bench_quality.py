@@ -5,6 +5,7 @@ runtime settings and seeds, then score 10,000 EMA samples with the evaluate stag
     python bench/bench_quality.py --precision fp32 --compile false --seeds 0 1 2
     python bench/bench_quality.py --precision bf16 --seeds 0 1 2
     python bench/bench_quality.py --quick          # 200 steps, 1 seed: a smoke check of the script
+    python bench/bench_quality.py --steps 0 --seeds 0 1 2   # the untrained generator
 
 Prints one line per seed and the mean, so two settings compare against seed-to-seed spread.
 Needs no MLflow or DVC at run time (it also runs on a bare GPU machine with torch and scipy).
@@ -59,7 +60,8 @@ def samplers(trainer: Trainer) -> dict[str, torch.nn.Module]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steps", type=int, help="default: train.steps from params.yaml")
+    ap.add_argument("--steps", type=int, help="default: train.steps from params.yaml; 0: score the "
+                    "untrained generator")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -80,6 +82,7 @@ def main() -> None:
     overrides.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     if args.quick or args.steps:
         overrides["train.steps"] = 200 if args.quick else args.steps
+    untrained = args.steps == 0 and not args.quick
     rows = []
     for seed in args.seeds[:1] if args.quick else args.seeds:
         p = with_override(base, {**overrides, "seed": seed})
@@ -88,7 +91,8 @@ def main() -> None:
             torch.set_num_threads(args.threads or p.train.threads or os.cpu_count() or 1)
         trainer = Trainer(p, prepared.x_train, prepared.meta["sha256"]["x_train"], rt)
         t0 = time.perf_counter()
-        for _ in range(p.train.steps):
+        n_steps = 0 if untrained else p.train.steps
+        for _ in range(n_steps):
             trainer.train_step()
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
@@ -100,7 +104,7 @@ def main() -> None:
             m = evaluate_features(real_feats, real_probs, fake_feats, fake_probs, k=p.evaluate.k,
                                   splits=p.evaluate.splits)
             row = {"seed": seed, **{k: m[k] for k in KEYS}, "train_s": wall,
-                   "images_per_s": p.train.steps * p.train.batch_size / wall}
+                   "images_per_s": n_steps * p.train.batch_size / max(wall, 1e-9)}
             if name == "sampler":
                 rows.append(row)
                 if args.grid:
@@ -111,10 +115,10 @@ def main() -> None:
                   flush=True)
     runtime = dataclasses.asdict(rt) | {"device": str(rt.device)}
     mean = {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
-    print(f"runtime {runtime} steps {p.train.steps}")
+    print(f"runtime {runtime} steps {n_steps}")
     print("mean " + " ".join(f"{k}={v:.4g}" for k, v in mean.items()))
     if args.json:
-        args.json.write_text(json.dumps({"runtime": runtime, "steps": p.train.steps, "rows": rows, "mean": mean},
+        args.json.write_text(json.dumps({"runtime": runtime, "steps": n_steps, "rows": rows, "mean": mean},
                                         indent=2))
 
 
