@@ -70,6 +70,10 @@ class TrainParams:
     beta2_g: float = _f(0.999, **_range(0.0, 0.99999))
     beta1_d: float = _f(0.5, **_range(0.0, 0.999))
     beta2_d: float = _f(0.999, **_range(0.0, 0.99999))
+    # the last part of training with a shrinking step size: "linear" decays both learning rates to 0
+    # from the step at fraction lr_decay_from of train.steps
+    lr_decay: Literal["none", "linear"] = "none"
+    lr_decay_from: float = _f(0.5, **_range(0.0, 0.99))
     d_steps: int = _f(1, **_range(1, 100))
     ema: bool = True
     ema_decay: float = _f(0.99, **_range(0.0, 1.0))

@@ -223,6 +223,8 @@ class Trainer:
         bs, n_d = p.train.batch_size, p.train.d_steps
         if self.rt.compile and self.rt.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs may be reused now
+        if p.train.lr_decay != "none":
+            self._set_learning_rates()
         self.D.requires_grad_(True)
         for k in range(n_d):
             draw = self.step * n_d + k
@@ -253,6 +255,21 @@ class Trainer:
         self.step += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' multiplier at `step`: a pure function of the step, so a resumed run
+        continues the schedule exactly (no scheduler state in the checkpoint)."""
+        t = self.p.train
+        start = t.lr_decay_from * t.steps
+        if t.lr_decay == "none" or step < start:
+            return 1.0
+        return max(0.0, (t.steps - step) / (t.steps - start))
+
+    def _set_learning_rates(self) -> None:
+        f = self.lr_factor(self.step)
+        for opt, base in ((self.opt_g, self.p.train.lr_g), (self.opt_d, self.p.train.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * f
 
     def _permutation(self, draw: int) -> torch.Tensor:
         """This draw's epoch permutation, computed once per epoch."""

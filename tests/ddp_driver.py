@@ -10,11 +10,11 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train_driver import make_trainer, with_plain_sgd  # noqa: E402
+from train_driver import SGD_LRS, make_trainer, with_plain_sgd  # noqa: E402
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
-    t = with_plain_sgd(make_trainer(None, **{"train.ema": False, "train.steps": int(sys.argv[2])}))
+    t = with_plain_sgd(make_trainer(None, **SGD_LRS, **{"train.ema": False, "train.steps": int(sys.argv[2])}))
     t.run(progress=False)
     if dist.get_rank() == 0:
         torch.save({"G": t.G.state_dict(), "D": t.D.state_dict()}, sys.argv[1])

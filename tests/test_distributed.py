@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from train_driver import make_trainer, with_plain_sgd
+from train_driver import SGD_LRS, make_trainer, with_plain_sgd
 
 DRIVER = Path(__file__).parent / "ddp_driver.py"
 # Two steps: the second draws a new batch and uses the first step's running statistics. Longer runs
@@ -30,7 +30,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     subprocess.run([str(torchrun), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                     f"--master_port={_free_port()}", str(DRIVER), str(out), str(STEPS)],
                    check=True, env=env, timeout=600)
-    single = with_plain_sgd(make_trainer(None, **{"train.ema": False, "train.steps": STEPS}))
+    single = with_plain_sgd(make_trainer(None, **SGD_LRS, **{"train.ema": False, "train.steps": STEPS}))
     init = {"G": {k: v.clone() for k, v in single.G.state_dict().items()},
             "D": {k: v.clone() for k, v in single.D.state_dict().items()}}
     single.run(progress=False)

@@ -93,3 +93,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLoss, match="non-finite loss at step 5"):
         t.run(progress=False)
     assert torch.load(ckpt, weights_only=True)["step"] == 3
+
+
+def test_linear_lr_decay_reaches_zero(tmp_path):
+    # (the resume-after-kill test runs with this schedule on: see train_driver.SMALL)
+    t = make_trainer(None, **{"train.lr_decay": "linear", "train.lr_decay_from": 0.5, "train.steps": 12})
+    factors = [t.lr_factor(s) for s in range(13)]
+    assert factors[:6] == [1.0] * 6
+    assert factors[6:] == pytest.approx([1 - i / 6 for i in range(7)])
+    t.run(progress=False)
+    lr_g = t.opt_g.param_groups[0]["lr"]
+    assert lr_g == pytest.approx(t.p.train.lr_g / 6)  # the last update (step 11) used 1/6 of the rate
+    constant = make_trainer(None, **{"train.lr_decay": "none", "train.steps": 12})
+    constant.run(progress=False)
+    assert constant.opt_g.param_groups[0]["lr"] == constant.p.train.lr_g

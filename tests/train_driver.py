@@ -14,7 +14,7 @@ from pipeline.config import Params, with_override  # noqa: E402
 from pipeline.training import Trainer, resolve_runtime  # noqa: E402
 
 SMALL = {"train.steps": 12, "train.batch_size": 16, "train.checkpoint_every": 3, "train.log_every": 3,
-         "train.snapshot_every": 4, "train.ema_start": 2, "train.precision": "fp32", "train.eval_every": 0,
+         "train.snapshot_every": 4, "train.ema_start": 2, "train.lr_decay": "linear", "train.precision": "fp32", "train.eval_every": 0,
          "sample.grid_rows": 2}
 
 
@@ -33,12 +33,16 @@ def make_trainer(checkpoint: Path | None, **extra) -> Trainer:
     return Trainer(p, small_data(), "sha-of-small-data", resolve_runtime(p), checkpoint_path=checkpoint)
 
 
-def with_plain_sgd(t: Trainer, lr: float = 0.05) -> Trainer:
+# learning rates for with_plain_sgd: large enough that weights move far beyond rounding in two steps
+SGD_LRS = {"train.lr_g": 0.05, "train.lr_d": 0.05}
+
+
+def with_plain_sgd(t: Trainer) -> Trainer:
     """Swaps Adam for SGD. Adam's first steps move every weight by about lr whatever the size of its
     gradient, so a weight whose gradient is at rounding level moves by +-lr depending on summation
     order; SGD moves it in proportion to its gradient, which makes "same gradients" checkable."""
-    t.opt_g = torch.optim.SGD(t.G.parameters(), lr=lr)
-    t.opt_d = torch.optim.SGD(t.D.parameters(), lr=lr)
+    t.opt_g = torch.optim.SGD(t.G.parameters(), lr=t.p.train.lr_g)
+    t.opt_d = torch.optim.SGD(t.D.parameters(), lr=t.p.train.lr_d)
     return t
 
 
