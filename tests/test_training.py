@@ -95,7 +95,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert torch.load(ckpt, weights_only=True)["step"] == 3
 
 
-def test_linear_lr_decay_reaches_zero(tmp_path):
+def test_linear_lr_decay_reaches_zero():
     # (the resume-after-kill test runs with this schedule on: see train_driver.SMALL)
     t = make_trainer(None, **{"train.lr_decay": "linear", "train.lr_decay_from": 0.5, "train.steps": 12})
     factors = [t.lr_factor(s) for s in range(13)]
