@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
     ap.add_argument("--compile-mode", default=None,
                     help="torch.compile mode to try (default, reduce-overhead, max-autotune-no-cudagraphs)")
+    ap.add_argument("--attention-kernel", default="auto", choices=["auto", "sdpa"],
+                    help="sdpa: the project's path with PyTorch's attention instead of its own kernel")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,12 +74,13 @@ def main() -> None:
     results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__}
 
     p = with_override(Params(), {"train.batch_size": args.batch, "train.precision": args.precision,
-                                 "train.device": args.device, "train.compile": args.compile})
+                                 "train.device": args.device, "train.compile": args.compile,
+                                 "train.attention_kernel": args.attention_kernel})
     rt = resolve_runtime(p)
     if args.compile_mode:
         rt = dataclasses.replace(rt, compile_mode=args.compile_mode)
     results["runtime"] = {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
-                          "compile_mode": rt.compile_mode}
+                          "compile_mode": rt.compile_mode, "attention_kernel": rt.attention_kernel}
     trainer = Trainer(p, data, "bench", rt)
 
     def project_step():

@@ -86,6 +86,9 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: Literal["auto", "true", "false"] = "auto"
+    # CPU attention: auto (the project's kernel, pipeline/fast_attention.py, where a C++ compiler
+    # builds it; else PyTorch's SDPA) | sdpa (always PyTorch's)
+    attention_kernel: Literal["auto", "sdpa"] = "auto"
     threads: int = _f(0, **_range(0, 1024))
 
 

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from pipeline import fast_attention
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -43,9 +45,10 @@ class SelfAttention(nn.Module):
     """SAGAN self-attention: out = x + gamma * v(softmax(f g^T) h), no 1/sqrt(d) scaling.
 
     f, g, h are 1x1 convs to C/8 channels, computed as one fused conv (the same math as three
-    convs with stacked weights: `f_weight` etc. expose the parts). The attention itself runs in
-    fp32 through scaled_dot_product_attention with scale=1 and contiguous q/k/v; SDPA otherwise
-    falls back to a slow path, and bf16 scores are inaccurate without the scaling.
+    convs with stacked weights). On the CPU the attention itself runs in fp32 (bf16 scores are
+    inaccurate without the scaling) on the project's kernel (`pipeline/fast_attention.py`), or
+    through scaled_dot_product_attention with scale=1 and contiguous q/k/v where that kernel is
+    unavailable (SDPA otherwise falls back to a slow path). CUDA uses SDPA's flash kernel.
     """
 
     def __init__(self, channels: int, gamma_init: float = 0.0, value_bias: bool = False, sn: bool = False):
@@ -75,8 +78,11 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         f, g, h = self.qkv(x)
-        with torch.autocast(x.device.type, enabled=False):
-            ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
+        if fast_attention.supports(f) and not torch.compiler.is_compiling():
+            ctx = fast_attention.attention(f, g, h)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
         ctx = ctx.reshape(b, hgt, wid, self.inner).permute(0, 3, 1, 2).to(x.dtype)
         return x + self.gamma * self.v(ctx)
 

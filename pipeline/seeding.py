@@ -15,6 +15,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # that mode also fills every new tensor with NaN (a debugging aid against reading
+        # uninitialised memory): 8 ms of a 77 ms CPU training step, and no effect on results
+        torch.utils.deterministic.fill_uninitialized_memory = False
     g = torch.Generator()
     g.manual_seed(seed)
     return g

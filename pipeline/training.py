@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pipeline import losses
+from pipeline import fast_attention, losses
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import torch_load, torch_save
@@ -30,7 +30,8 @@ from pipeline.seeding import seed_everything
 log = logging.getLogger(__name__)
 
 # Keys that change how a run is operated, not what it computes: they may differ on resume.
-OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile")
+OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile",
+                    "attention_kernel")
 
 
 # ---------------------------------------------------------------- runtime choices
@@ -43,6 +44,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     compile_mode: str | None = None   # torch.compile mode; None is its default
+    attention_kernel: str = "sdpa"    # what CPU attention runs on: native (pipeline/fast_attention.py) | sdpa
 
     @property
     def is_main(self) -> bool:
@@ -83,7 +85,9 @@ def resolve_runtime(p: Params) -> Runtime:
     # On one GPU this model is launch-bound (~21 ms of CPU work per step for ~3 ms of GPU work at
     # batch 256): CUDA graphs ("reduce-overhead") remove that. Not with DDP, whose hooks break capture.
     mode = "reduce-overhead" if compile_ and use_cuda and world_size == 1 else None
-    return Runtime(device, precision, compile_, rank, world_size, mode)
+    fast_attention.set_enabled(p.train.attention_kernel == "auto")
+    kernel = "sdpa" if use_cuda else fast_attention.kernel_name()
+    return Runtime(device, precision, compile_, rank, world_size, mode, kernel)
 
 
 # ---------------------------------------------------------------- params identity

@@ -76,8 +76,8 @@ def main(p: Params) -> None:
     ckpt_dir = tracking.project_root() / "checkpoints"
     trainer = Trainer(p, prepared.x_train, data_sha, rt)
     trainer.checkpoint_path = ckpt_dir / f"{trainer.hash}.pt"
-    log.info("device %s, precision %s, compile %s, world size %d, checkpoint %s",
-             rt.device, rt.precision, rt.compile, rt.world_size, trainer.checkpoint_path)
+    log.info("device %s, precision %s, compile %s, attention kernel %s, world size %d, checkpoint %s",
+             rt.device, rt.precision, rt.compile, rt.attention_kernel, rt.world_size, trainer.checkpoint_path)
 
     logger = None
     resumed = trainer.resume()
@@ -86,7 +86,7 @@ def main(p: Params) -> None:
         tags = {"data.source": prepared.meta["source"], "data.sha256": data_sha,
                 "runtime.device": str(rt.device), "runtime.precision": rt.precision,
                 "runtime.compile": rt.compile, "runtime.compile_mode": str(rt.compile_mode),
-                "runtime.world_size": rt.world_size}
+                "runtime.world_size": rt.world_size, "runtime.attention_kernel": rt.attention_kernel}
         if previous:
             run_id = tracking.reopen_run(previous, p)
         else:
@@ -137,7 +137,8 @@ def main(p: Params) -> None:
         "steps": result.step,
         "fid_quick": round(evals[-1]["fid_quick"], 4) if evals else None,
         "runtime": {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
-                    "compile_mode": rt.compile_mode, "world_size": rt.world_size},
+                    "compile_mode": rt.compile_mode, "world_size": rt.world_size,
+                    "attention_kernel": rt.attention_kernel},
     }
     write_json(METRICS_FILE, metrics)
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)

@@ -1,0 +1,293 @@
+// SAGAN self-attention on the CPU: exact softmax(q k^T) v with no 1/sqrt(d) scaling, for the small
+// head sizes of this model (d = channels/8: 2, 4, 8, 16), where PyTorch's flash kernel spends its
+// time in GEMM calls with an inner dimension of 4. One image is processed by one thread from start
+// to end, so results do not depend on the thread count and every sum has a fixed order.
+//
+// Layout: q, k, v, o and their gradients are (B, N, D) float32, contiguous; lse is (B, N).
+// Per image, keys and values are transposed to (D, Np) (Np: N rounded up to the vector width) so
+// the inner loops run over key positions, 16 at a time in vector registers, for two query rows at
+// once (each key vector loaded is used twice). Built by pipeline/fast_attention.py with -O3
+// -march=native; GCC vector extensions give AVX-512 (one register a vector) or AVX2 (two).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+#if defined(__x86_64__) || defined(__SSE__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int W = 16;
+#ifndef ROWS_SMALL
+#define ROWS_SMALL 2  // query rows per pass (s holds 2 rows)
+#endif
+#ifndef ROWS_BIG
+#define ROWS_BIG 1
+#endif
+typedef float vf __attribute__((vector_size(W * 4)));
+typedef int32_t vi __attribute__((vector_size(W * 4)));
+
+inline vf splat(float x) { return vf{} + x; }
+inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// exp(x) for x <= 0; exactly 0 below -80 (e^-80 is far below float32 resolution next to the row's
+// maximum term, 1), so no denormals reach the sums. Cephes expf: reduction by ln 2, degree-5
+// polynomial, relative error below 2e-7.
+inline vf vexp(vf x) {
+    const vf keep = (vf)(x >= splat(-80.0f));
+#if defined(__AVX512F__)
+    const __m512 xv = (__m512)x;
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xv);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+#else
+    x = x < splat(-87.0f) ? splat(-87.0f) : x;
+    const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    const vf t = x * splat(1.44269504088896341f) + magic;
+    const vf n = t - magic;
+    vi ni;
+    std::memcpy(&ni, &t, sizeof ni);
+    ni -= 0x4B400000;  // the bits of `magic`: leaves n as an int32
+    vf r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+#endif
+    vf rv = (vf)r;
+    vf p = splat(1.9875691500e-4f);
+    p = p * rv + splat(1.3981999507e-3f);
+    p = p * rv + splat(8.3334519073e-3f);
+    p = p * rv + splat(4.1665795894e-2f);
+    p = p * rv + splat(1.6666665459e-1f);
+    p = p * rv + splat(5.0000001201e-1f);
+    p = p * (rv * rv) + rv + splat(1.0f);
+#if defined(__AVX512F__)
+    const vf e = (vf)_mm512_scalef_ps((__m512)p, n);
+#else
+    const vi bits = (ni + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const vf e = p * scale;
+#endif
+    vi out;
+    std::memcpy(&out, &e, sizeof out);
+    out &= (vi)keep;
+    vf res;
+    std::memcpy(&res, &out, sizeof res);
+    return res;
+}
+
+// Horizontal sum and max in a fixed tree order.
+inline float hsum(vf v) {
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
+}
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline float hmax(vf v) {
+    v = vmax(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+    v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+    v = vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    return v[0];
+}
+
+// Denormal floats are slow on x86; flush them to zero inside the kernel and restore on return.
+struct FlushDenormals {
+#if defined(__x86_64__) || defined(__SSE__)
+    unsigned saved = _mm_getcsr();
+    FlushDenormals() { _mm_setcsr(saved | 0x8040); }
+    ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+// One thread's workspace: one image's keys and values transposed to (D, np), zero-padded, and
+// `tail`, added to the scores of the last key block: 0 for real keys, -inf for padding.
+template <int D>
+struct Keys {
+    int n, np;
+    std::vector<float> kt, vt, s;
+    vf tail;
+    explicit Keys(int n_) : n(n_), np((n_ + W - 1) / W * W), kt(D * np, 0.0f), vt(D * np, 0.0f), s(2 * np) {
+        for (int l = 0; l < W; ++l) tail[l] = (np - W + l < n) ? 0.0f : -INFINITY;
+    }
+    void load(const float* k, const float* v) {
+        for (int j = 0; j < n; ++j)
+            for (int c = 0; c < D; ++c) { kt[c * np + j] = k[j * D + c]; vt[c * np + j] = v[j * D + c]; }
+    }
+    // scores of R query rows against key block j
+    template <int R>
+    inline void scores(const vf (*q)[D], int j, vf* s_out) const {
+        vf kc[D];
+        for (int c = 0; c < D; ++c) kc[c] = ::load(&kt[c * np + j]);
+        for (int r = 0; r < R; ++r) {
+            vf acc = q[r][0] * kc[0];
+            for (int c = 1; c < D; ++c) acc += q[r][c] * kc[c];
+            s_out[r] = (j + W == np) ? acc + tail : acc;
+        }
+    }
+};
+
+template <int D, int R>
+inline void forward_rows(const Keys<D>& K, std::vector<float>& s, int i, const float* q, float* o, float* lse) {
+    const int np = K.np;
+    vf qi[R][D];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < D; ++c) qi[r][c] = splat(q[(i + r) * D + c]);
+    vf mx[R];
+    for (int r = 0; r < R; ++r) mx[r] = splat(-INFINITY);
+    for (int j = 0; j < np; j += W) {
+        vf sj[R];
+        K.template scores<R>(qi, j, sj);
+        for (int r = 0; r < R; ++r) { store(&s[r * np + j], sj[r]); mx[r] = vmax(mx[r], sj[r]); }
+    }
+    vf m[R], sum[R], acc[R][D];
+    for (int r = 0; r < R; ++r) {
+        m[r] = splat(hmax(mx[r]));
+        sum[r] = splat(0.0f);
+        for (int c = 0; c < D; ++c) acc[r][c] = splat(0.0f);
+    }
+    for (int j = 0; j < np; j += W) {
+        vf vc[D];
+        for (int c = 0; c < D; ++c) vc[c] = load(&K.vt[c * np + j]);
+        for (int r = 0; r < R; ++r) {
+            const vf p = vexp(load(&s[r * np + j]) - m[r]);
+            sum[r] += p;
+            for (int c = 0; c < D; ++c) acc[r][c] += p * vc[c];
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const float l = hsum(sum[r]);
+        for (int c = 0; c < D; ++c) o[(i + r) * D + c] = hsum(acc[r][c]) / l;
+        lse[i + r] = m[r][0] + std::log(l);
+    }
+}
+
+template <int D, int R>
+inline void backward_rows(const Keys<D>& K, float* dkt, float* dvt, int i, const float* q, const float* o,
+                          const float* dout, const float* lse, float* dq) {
+    const int np = K.np;
+    vf qi[R][D], doi[R][D], dqi[R][D], li[R], di[R];
+    for (int r = 0; r < R; ++r) {
+        float delta = 0.0f;  // sum_c dO_ic O_ic = sum_j P_ij dP_ij
+        for (int c = 0; c < D; ++c) {
+            qi[r][c] = splat(q[(i + r) * D + c]);
+            doi[r][c] = splat(dout[(i + r) * D + c]);
+            dqi[r][c] = splat(0.0f);
+            delta += dout[(i + r) * D + c] * o[(i + r) * D + c];
+        }
+        li[r] = splat(lse[i + r]);
+        di[r] = splat(delta);
+    }
+    for (int j = 0; j < np; j += W) {
+        vf sj[R];
+        K.template scores<R>(qi, j, sj);
+        vf vc[D];
+        for (int c = 0; c < D; ++c) vc[c] = load(&K.vt[c * np + j]);
+        vf p[R], ds[R];
+        for (int r = 0; r < R; ++r) {
+            vf dp = doi[r][0] * vc[0];
+            for (int c = 1; c < D; ++c) dp += doi[r][c] * vc[c];
+            p[r] = vexp(sj[r] - li[r]);
+            ds[r] = p[r] * (dp - di[r]);
+        }
+        for (int c = 0; c < D; ++c) {
+            const vf kc = load(&K.kt[c * np + j]);
+            vf dk = load(&dkt[c * np + j]), dv = load(&dvt[c * np + j]);
+            for (int r = 0; r < R; ++r) {
+                dqi[r][c] += ds[r] * kc;
+                dk += ds[r] * qi[r][c];
+                dv += p[r] * doi[r][c];
+            }
+            store(&dkt[c * np + j], dk);
+            store(&dvt[c * np + j], dv);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < D; ++c) dq[(i + r) * D + c] = hsum(dqi[r][c]);
+}
+
+template <int D>
+void forward_range(int n, int b0, int b1, const float* q, const float* k, const float* v, float* o, float* lse) {
+    constexpr int ROWS = D <= 4 ? ROWS_SMALL : ROWS_BIG;
+    FlushDenormals ftz;
+    Keys<D> K(n);
+    for (int b = b0; b < b1; ++b) {
+        const long off = (long)b * n * D;
+        K.load(k + off, v + off);
+        int i = 0;
+        for (; i + ROWS <= n; i += ROWS) forward_rows<D, ROWS>(K, K.s, i, q + off, o + off, lse + (long)b * n);
+        for (; i < n; ++i) forward_rows<D, 1>(K, K.s, i, q + off, o + off, lse + (long)b * n);
+    }
+}
+
+template <int D>
+void backward_range(int n, int b0, int b1, const float* q, const float* k, const float* v, const float* o,
+                    const float* dout, const float* lse, float* dq, float* dk, float* dv) {
+    constexpr int ROWS = D <= 4 ? ROWS_SMALL : ROWS_BIG;
+    FlushDenormals ftz;
+    Keys<D> K(n);
+    std::vector<float> dkt(D * K.np), dvt(D * K.np);
+    for (int b = b0; b < b1; ++b) {
+        const long off = (long)b * n * D;
+        K.load(k + off, v + off);
+        std::fill(dkt.begin(), dkt.end(), 0.0f);
+        std::fill(dvt.begin(), dvt.end(), 0.0f);
+        const float* lse_b = lse + (long)b * n;
+        int i = 0;
+        for (; i + ROWS <= n; i += ROWS)
+            backward_rows<D, ROWS>(K, dkt.data(), dvt.data(), i, q + off, o + off, dout + off, lse_b, dq + off);
+        for (; i < n; ++i)
+            backward_rows<D, 1>(K, dkt.data(), dvt.data(), i, q + off, o + off, dout + off, lse_b, dq + off);
+        for (int j = 0; j < n; ++j)
+            for (int c = 0; c < D; ++c) {
+                dk[off + j * D + c] = dkt[c * K.np + j];
+                dv[off + j * D + c] = dvt[c * K.np + j];
+            }
+    }
+}
+
+// Splits the batch into one contiguous range per thread of the OpenMP pool. The library links
+// libgomp by soname, so it runs on the pool PyTorch already loaded (two pools spinning on two
+// cores would slow both down).
+template <typename F>
+void over_batch(int batch, int threads, F&& range) {
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        range((int)((long)batch * t / nt), (int)((long)batch * (t + 1) / nt));
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Both return 0 on success, -1 for an unsupported head size (the caller then uses PyTorch's SDPA).
+int sagan_attention_forward(int n, int d, int batch, int threads, const float* q, const float* k, const float* v,
+                            float* o, float* lse) {
+    switch (d) {
+#define CASE(D) case D: over_batch(batch, threads, [&](int b0, int b1) { forward_range<D>(n, b0, b1, q, k, v, o, lse); }); return 0;
+        CASE(1) CASE(2) CASE(4) CASE(8) CASE(16)
+#undef CASE
+        default: return -1;
+    }
+}
+
+int sagan_attention_backward(int n, int d, int batch, int threads, const float* q, const float* k, const float* v,
+                             const float* o, const float* dout, const float* lse, float* dq, float* dk,
+                             float* dv) {
+    switch (d) {
+#define CASE(D) case D: over_batch(batch, threads, [&](int b0, int b1) { backward_range<D>(n, b0, b1, q, k, v, o, dout, lse, dq, dk, dv); }); return 0;
+        CASE(1) CASE(2) CASE(4) CASE(8) CASE(16)
+#undef CASE
+        default: return -1;
+    }
+}
+
+}  // extern "C"

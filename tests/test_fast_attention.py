@@ -1,0 +1,109 @@
+"""The project's CPU attention kernel (pipeline/fast_attention.py): exact against a float64
+reference, thread-count independent, a drop-in for SDPA inside the model, and optional."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import fast_attention
+from pipeline.models import SelfAttention
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not fast_attention.available(),
+                                reason="no C++ compiler: the model runs on SDPA (tested elsewhere)")
+
+
+def reference(q, k, v):
+    p = torch.softmax(q.double() @ k.double().transpose(1, 2), dim=-1)
+    return p @ v.double()
+
+
+@pytest.mark.parametrize("b,n,d,scale", [(2, 784, 4, 1.0), (3, 196, 8, 1.0), (2, 49, 16, 0.5),
+                                         (2, 50, 2, 2.0), (1, 10, 1, 1.0), (2, 196, 4, 3.0)])
+def test_matches_float64_reference_forward_and_backward(b, n, d, scale):
+    gen = torch.Generator().manual_seed(n * d)
+    q, k, v = (torch.randn(b, n, d, generator=gen) * scale for _ in range(3))
+    grad = torch.randn(b, n, d, generator=gen)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = fast_attention.attention(*leaves)
+    grads = torch.autograd.grad(out, leaves, grad)
+    ref_leaves = [t.double().requires_grad_() for t in (q, k, v)]
+    ref = reference(*ref_leaves)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad.double())
+    # float32 accumulation over n keys: relative error ~1e-6 times the size of the values
+    tol = 1e-5 * max(1.0, scale ** 2)
+    assert out.dtype == torch.float32 and out.shape == (b, n, d)
+    assert (out.double() - ref).abs().max() < tol
+    for name, g, r in zip("qkv", grads, ref_grads):
+        assert (g.double() - r).abs().max() < 10 * tol, name
+
+
+def test_bit_identical_for_any_thread_count():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 196, 8, generator=gen) for _ in range(3))
+    grad = torch.randn(6, 196, 8, generator=gen)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+            out = fast_attention.attention(*leaves)
+            results.append([out, *torch.autograd.grad(out, leaves, grad)])
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_model_layer_same_as_with_sdpa():
+    """The attention block gives the same output and parameter gradients on either kernel."""
+    torch.manual_seed(0)
+    layer = SelfAttention(32, gamma_init=0.7)
+    x = torch.randn(4, 32, 28, 28).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    try:
+        for on in (True, False):
+            fast_attention.set_enabled(on)
+            layer.zero_grad()
+            out = layer(x)
+            out.square().mean().backward()
+            outs.append(out.detach())
+            grads.append([p.grad.clone() for p in layer.parameters()])
+    finally:
+        fast_attention.set_enabled(True)
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_without_a_compiler_the_model_falls_back_to_sdpa(tmp_path):
+    """No compiler (or a failing one): a warning, `sdpa` recorded, and training still works."""
+    code = ("import torch; from pipeline import fast_attention as fa; from pipeline.models import SelfAttention;"
+            "x = torch.randn(2, 16, 14, 14); y = SelfAttention(16, 0.5)(x); y.sum().backward();"
+            "print(fa.kernel_name(), tuple(y.shape))")
+    env = {**os.environ, "CXX": "/bin/false", "SAGAN_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[0] == "sdpa"
+    assert "CPU attention kernel unavailable" in res.stderr
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_builds_once_into_the_cache(tmp_path):
+    code = "from pipeline import fast_attention as fa; print(fa.kernel_name())"
+    env = {**os.environ, "SAGAN_CACHE": str(tmp_path / "cache")}
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0 and res.stdout.strip() == "native", res.stderr
+    built = list((tmp_path / "cache").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
