@@ -75,6 +75,8 @@ class TrainParams:
     lr_decay: Literal["none", "linear"] = "none"
     lr_decay_from: float = _f(0.5, **_range(0.0, 0.99))
     d_steps: int = _f(1, **_range(1, 100))
+    # DiffAugment of D's inputs (real and fake alike; pipeline/augment.py)
+    augment: Literal["none", "translation", "translation_cutout"] = "none"
     ema: bool = True
     ema_decay: float = _f(0.99, **_range(0.0, 1.0))
     ema_start: int = _f(200, **_range(0))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pipeline import fast_attention, losses
+from pipeline import augment, fast_attention, losses
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import torch_load, torch_save
@@ -241,7 +241,8 @@ class Trainer:
                 with torch.set_grad_enabled(last):
                     fake = self.G_fwd(z)
                 # one D pass over real and fake together (D has no batch norm, so this is exact)
-                logits = self.D_run(torch.cat([real, fake.detach().to(real.dtype)])).float()
+                d_in = self._augment(torch.cat([real, fake.detach().to(real.dtype)]), draw, stream=3, halves=2)
+                logits = self.D_run(d_in).float()
                 real_l, fake_l = logits[: len(real)], logits[len(real):]
                 d_loss = losses.d_loss(kind, real_l, fake_l)
             self.opt_d.zero_grad(set_to_none=True)
@@ -250,7 +251,7 @@ class Trainer:
         # G step on the same fakes, D frozen: no D weight gradients are computed at all
         self.D.requires_grad_(False)
         with self._autocast():
-            g_logits = self.D_fwd(fake).float()
+            g_logits = self.D_fwd(self._augment(fake, self.step, stream=4, halves=1)).float()
             g_loss = losses.g_loss(kind, g_logits)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -259,6 +260,22 @@ class Trainer:
         self.step += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+
+    def _augment(self, x: torch.Tensor, draw: int, stream: int, halves: int) -> torch.Tensor:
+        """D's view of a batch of `halves` local batches side by side (train.augment). The random
+        parameters are drawn for the global batch and each rank takes its images' rows, so any
+        number of processes sees exactly what one process would."""
+        policy = self.p.train.augment
+        if policy == "none":
+            return x
+        bs = self.p.train.batch_size
+        params = augment.draw(halves * bs, policy, _step_generator(self.seed, draw, stream, self.rt.device),
+                              tuple(x.shape[-2:]), self.rt.device)
+        if self.rt.world_size > 1:
+            rows = torch.cat([self._local_slice(torch.arange(h * bs, (h + 1) * bs, device=self.rt.device))
+                              for h in range(halves)])
+            params = augment.select(params, rows)
+        return augment.apply(x, params)
 
     def lr_factor(self, step: int) -> float:
         """The learning rates' multiplier at `step`: a pure function of the step, so a resumed run

@@ -15,7 +15,7 @@ from pipeline.training import Trainer, resolve_runtime  # noqa: E402
 
 SMALL = {"train.steps": 12, "train.batch_size": 16, "train.checkpoint_every": 3, "train.log_every": 3,
          "train.snapshot_every": 4, "train.ema_start": 2, "train.lr_decay": "linear", "train.precision": "fp32",
-         "train.eval_every": 0, "sample.grid_rows": 2}
+         "train.eval_every": 0, "train.augment": "translation_cutout", "sample.grid_rows": 2}
 
 
 def small_params(**extra) -> Params:
