@@ -46,6 +46,7 @@ class ModelParams:
     d_attention_at: list[int] = _f([14])
     spectral_norm_g: bool = False
     spectral_norm_d: bool = True
+    d_channels: int = _f(16, **_range(1, 1024))   # D's first block; the second has twice as many
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class SampleParams:
 
 @dataclass(frozen=True)
 class ClassifierParams:
-    epochs: int = _f(4, **_range(1, 100))
+    epochs: int = _f(10, **_range(1, 100))
     batch_size: int = _f(128, **_range(1, 65536))
     lr: float = _f(1e-3, **_range(0.0, 1.0, lo_open=True))
     seed: int = _f(0, **_range(0))

@@ -26,6 +26,7 @@ class ModelConfig:
     d_attention_at: tuple[int, ...] = (14,)
     spectral_norm_g: bool = True
     spectral_norm_d: bool = True
+    d_channels: int = 16
     gamma_init: float = 0.0
     value_bias: bool = False
 
@@ -34,6 +35,7 @@ class ModelConfig:
         return cls(z_dim=p.model.z_dim, position=p.attention.position,
                    g_attention_at=tuple(p.model.g_attention_at), d_attention_at=tuple(p.model.d_attention_at),
                    spectral_norm_g=p.model.spectral_norm_g, spectral_norm_d=p.model.spectral_norm_d,
+                   d_channels=p.model.d_channels,
                    gamma_init=p.attention.gamma_init, value_bias=p.attention.value_bias)
 
 
@@ -138,11 +140,12 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         sn = cfg.spectral_norm_d
         act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
-        self.down14 = Block(_sn(nn.Conv2d(1, 16, 4, 2, 1), sn), nn.Identity(), act(),
-                            16, 14 in cfg.d_attention_at, cfg, sn)
-        self.down7 = Block(_sn(nn.Conv2d(16, 32, 4, 2, 1), sn), nn.Identity(), act(),
-                           32, 7 in cfg.d_attention_at, cfg, sn)
-        self.fc = _sn(nn.Linear(7 * 7 * 32, 1), sn)
+        c1, c2 = cfg.d_channels, 2 * cfg.d_channels
+        self.down14 = Block(_sn(nn.Conv2d(1, c1, 4, 2, 1), sn), nn.Identity(), act(),
+                            c1, 14 in cfg.d_attention_at, cfg, sn)
+        self.down7 = Block(_sn(nn.Conv2d(c1, c2, 4, 2, 1), sn), nn.Identity(), act(),
+                           c2, 7 in cfg.d_attention_at, cfg, sn)
+        self.fc = _sn(nn.Linear(7 * 7 * c2, 1), sn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down7(self.down14(x))

@@ -122,3 +122,10 @@ def test_bce_loss_by_hand():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     assert losses.d_loss("bce", real, fake).item() == pytest.approx(
         bce(real, torch.ones(2)).item() + bce(fake, torch.zeros(2)).item())
+
+
+def test_discriminator_width_is_a_setting():
+    d = Discriminator(ModelConfig(d_channels=64))
+    out = d.down7(d.down14(torch.randn(3, 1, 28, 28)))
+    assert out.shape == (3, 128, 7, 7) and d(torch.randn(3, 1, 28, 28)).shape == (3,)
+    assert d.down14.attn.inner == 8
