@@ -107,3 +107,16 @@ def test_builds_once_into_the_cache(tmp_path):
         assert res.returncode == 0 and res.stdout.strip() == "native", res.stderr
     built = list((tmp_path / "cache").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"
+
+
+def test_setting_picks_the_kernel_and_the_run_records_it():
+    from pipeline.config import Params, with_override
+    from pipeline.training import resolve_runtime
+
+    try:
+        sdpa = resolve_runtime(with_override(Params(), {"train.attention_kernel": "sdpa", "train.device": "cpu"}))
+        assert sdpa.attention_kernel == "sdpa" and not fast_attention.available()
+        auto = resolve_runtime(with_override(Params(), {"train.device": "cpu"}))
+        assert auto.attention_kernel == "native" and fast_attention.available()
+    finally:
+        fast_attention.set_enabled(True)
