@@ -63,7 +63,7 @@ class LossParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = _f(5000, **_range(1))
+    steps: int = _f(8000, **_range(1))
     batch_size: int = _f(32, **_range(2, 65536))
     lr_g: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
     lr_d: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
