@@ -6,6 +6,7 @@ runtime settings and seeds, then score 10,000 EMA samples with the evaluate stag
     python bench/bench_quality.py --precision bf16 --seeds 0 1 2
     python bench/bench_quality.py --quick          # 200 steps, 1 seed: a smoke check of the script
     python bench/bench_quality.py --steps 0 --seeds 0 1 2   # the untrained generator
+    python bench/bench_quality.py --at 5000 7500 10000      # one run scored at several budgets
 
 Prints one line per seed and the mean, so two settings compare against seed-to-seed spread.
 Needs no MLflow or DVC at run time (it also runs on a bare GPU machine with torch and scipy).
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, help="default: train.steps from params.yaml; 0: score the "
                     "untrained generator")
+    ap.add_argument("--at", type=int, nargs="+", metavar="STEP",
+                    help="score at each of these steps of one run (trains to the largest)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -82,6 +85,8 @@ def main() -> None:
     overrides.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     if args.quick or args.steps:
         overrides["train.steps"] = 200 if args.quick else args.steps
+    if args.at:
+        overrides["train.steps"] = max(args.at)
     untrained = args.steps == 0 and not args.quick
     rows = []
     for seed in args.seeds[:1] if args.quick else args.seeds:
@@ -90,13 +95,21 @@ def main() -> None:
         if rt.device.type == "cpu":
             torch.set_num_threads(args.threads or p.train.threads or os.cpu_count() or 1)
         trainer = Trainer(p, prepared.x_train, prepared.meta["sha256"]["x_train"], rt)
-        t0 = time.perf_counter()
         n_steps = 0 if untrained else p.train.steps
-        for _ in range(n_steps):
-            trainer.train_step()
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
+        stops = sorted(set(args.at)) if args.at else [n_steps]
+        wall = 0.0
+        for stop in stops:
+            t0 = time.perf_counter()
+            while trainer.step < stop:
+                trainer.train_step()
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+            wall += time.perf_counter() - t0
+            if stop != stops[-1]:
+                images = generate_images(trainer.sampler, p.evaluate.n_samples, p.sample.seed, rt)
+                m = evaluate_features(real_feats, real_probs, *embed(evaluator, images), k=p.evaluate.k,
+                                      splits=p.evaluate.splits)
+                print(f"seed={seed} step={stop} " + " ".join(f"{k}={m[k]:.4g}" for k in KEYS), flush=True)
         variants = samplers(trainer) if args.all_samplers else {"sampler": trainer.sampler}
         for name, net in variants.items():
             images = generate_images(net, p.evaluate.n_samples, p.sample.seed, rt)
