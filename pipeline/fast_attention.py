@@ -151,6 +151,9 @@ class _Attention(torch.autograd.Function):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T) v for float32 CPU tensors (B, N, d) with d in HEAD_SIZES (check `supports`)."""
+    if not available():
+        raise RuntimeError(f"the CPU attention kernel is {'switched off' if not _enabled else 'unavailable'}"
+                           ": use scaled_dot_product_attention (see `supports`)")
     if not (q.shape == k.shape == v.shape):
         raise ValueError(f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     return _Attention.apply(q, k, v)
