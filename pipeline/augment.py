@@ -43,13 +43,10 @@ def select(params: dict[str, torch.Tensor], rows: torch.Tensor | slice) -> dict[
     return {k: v[rows] for k, v in params.items()}
 
 
-def translate(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
-    """Shifts image i by (dy[i], dx[i]) pixels, filling with background. |dy|, |dx| <= max_shift
-    (default: DiffAugment's TRANSLATION of the image size)."""
+def translate(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Shifts image i by (dy[i], dx[i]) pixels (at most TRANSLATION of the size), filling with background."""
     b, c, h, w = x.shape
-    sh = sw = max_shift
-    if max_shift is None:
-        sh, sw = int(h * TRANSLATION + 0.5), int(w * TRANSLATION + 0.5)
+    sh, sw = int(h * TRANSLATION + 0.5), int(w * TRANSLATION + 0.5)
     dev = x.device
     padded = torch.nn.functional.pad(x, (sw, sw, sh, sh), value=BACKGROUND)
     rows = torch.arange(h, device=dev)[None, :, None] + sh - dy[:, None, None]   # (b, h, 1)
