@@ -46,7 +46,8 @@ class ModelParams:
     d_attention_at: list[int] = _f([14])
     spectral_norm_g: bool = False
     spectral_norm_d: bool = True
-    d_channels: int = _f(16, **_range(1, 1024))   # D's first block; the second has twice as many
+    d_channels: int = _f(32, **_range(1, 1024))   # D's first block; the second has twice as many
+    d_extra_convs: int = _f(1, **_range(0, 8))     # 3x3 stride-1 convs after each of D's downsampling blocks
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class LossParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = _f(8000, **_range(1))
+    steps: int = _f(10000, **_range(1))
     batch_size: int = _f(32, **_range(2, 65536))
     lr_g: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
     lr_d: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))

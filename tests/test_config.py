@@ -40,6 +40,7 @@ BAD = [
     ("model.z_dim", 0, ">= 1"),
     ("model.g_attention_at", [14, 21], "drawn from [14, 28]"),
     ("model.spectral_norm_d", 2, "true or false"),
+    ("model.d_extra_convs", 9, "<= 8"),
     ("seed", -1, ">= 0"),
     ("evaluate.n_samples", 5, ">= 10"),
     ("evaluate.classifier.epochs", 0, ">= 1"),

@@ -129,3 +129,15 @@ def test_discriminator_width_is_a_setting():
     out = d.down7(d.down14(torch.randn(3, 1, 28, 28)))
     assert out.shape == (3, 128, 7, 7) and d(torch.randn(3, 1, 28, 28)).shape == (3,)
     assert d.down14.attn.inner == 8
+
+
+def test_discriminator_depth_is_a_setting():
+    tutorial = Discriminator(ModelConfig())
+    deeper = Discriminator(ModelConfig(d_channels=32, d_extra_convs=2))
+    convs = lambda m: [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3)]  # noqa: E731
+    assert convs(tutorial) == [] and len(convs(deeper)) == 4          # two per resolution
+    assert all(c.stride == (1, 1) for c in convs(deeper))
+    x = torch.randn(3, 1, 28, 28)
+    assert deeper(x).shape == (3,)
+    # spectral norm covers the new convs too (every weight is parametrized)
+    assert all(hasattr(c, "parametrizations") for c in convs(deeper))
