@@ -19,11 +19,13 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline import tracking
 from pipeline.config import Params, load_params, with_override
@@ -69,11 +71,22 @@ class GridSpec:
         return [Cell(tuple(zip(keys, combo)), seed)
                 for combo in itertools.product(*(self.axes[k] for k in keys)) for seed in self.seeds]
 
-    def overrides(self, cell: Cell) -> dict[str, object]:
-        """The params of one cell x seed: axis values, seed, the grid's budget and its tag."""
-        return {**dict(cell.values), "seed": cell.seed, "train.steps": self.steps,
+    def overrides(self, cell: Cell, threads: int = 0) -> dict[str, object]:
+        """The params of one cell x seed: axis values, seed, the grid's budget and its tag, and the CPU
+        threads of each worker (0: train.threads as it is)."""
+        over = {**dict(cell.values), "seed": cell.seed, "train.steps": self.steps,
                 "train.eval_every": max(self.steps // 5, 1), "sample.n": self.n_samples,
                 "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
+        return {**over, "train.threads": threads} if threads else over
+
+
+def threads_per_worker(p: Params, jobs: int) -> int:
+    """CPU threads for each of `jobs` parallel workers: the cores shared out when train.threads is 0
+    (all cores), since jobs x all-cores OpenMP pools spin against each other (measured: a training
+    fell from 900 to 380 img/s beside another); train.threads as set otherwise."""
+    if p.train.threads:
+        return p.train.threads
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def _yaml_value(v: object) -> str:
@@ -95,11 +108,28 @@ def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
     return done
 
 
-def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def _dvc(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(["dvc", *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if check:
+            raise UserError(f"`dvc {' '.join(args)}` did not answer in {timeout:.0f} s") from None
+        return subprocess.CompletedProcess(["dvc", *args], -1, "", "timed out")
     if check and res.returncode != 0:
         raise UserError(f"`dvc {' '.join(args)}` failed:\n{res.stderr.strip() or res.stdout.strip()}")
     return res
+
+
+def _start_workers(jobs: int) -> tuple[subprocess.Popen, Path]:
+    """`dvc queue start` in the background, its output in a log file: the workers it spawns inherit
+    its stdout and stderr, so a captured pipe would keep us waiting for as long as any worker lives
+    (a celery worker that hangs on shutdown then hung the grid after every task had finished)."""
+    log_path = Path(".dvc/tmp/grid-queue-start.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(["dvc", "queue", "start", "-j", str(jobs)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, log_path
 
 
 def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
@@ -121,20 +151,28 @@ def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
     res = subprocess.run(["dvc", "repro", "train_evaluator"], text=True)
     if res.returncode != 0:
         raise UserError("`dvc repro train_evaluator` failed; fix it before running the grid")
+    threads = threads_per_worker(p, spec.jobs)
+    log.info("%d CPU thread(s) per worker", threads)
     names = {}
     for cell in todo:
         name = f"{spec.name}-{cell.exp_name}"
         _dvc("exp", "remove", name, check=False)  # a failed earlier attempt holds the name
-        sets = [a for k, v in spec.overrides(cell).items() for a in ("-S", f"{k}={_yaml_value(v)}")]
+        sets = [a for k, v in spec.overrides(cell, threads).items() for a in ("-S", f"{k}={_yaml_value(v)}")]
         _dvc("exp", "run", "--queue", "evaluate", "-n", name, *sets)
         names[name] = cell
-    _dvc("queue", "start", "-j", str(spec.jobs))
+    starter, start_log = _start_workers(spec.jobs)
     bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run")
     finished: set[str] = set()
     failed: list[Cell] = []
     try:
         while True:
-            status = _dvc("queue", "status").stdout
+            if starter.poll():
+                raise UserError(f"`dvc queue start -j {spec.jobs}` failed (exit {starter.returncode}):\n"
+                                f"{start_log.read_text().strip()}")
+            res = _dvc("queue", "status", check=False, timeout=120)
+            if res.returncode == -1:
+                continue  # a busy queue: ask again
+            status = res.stdout
             for line in status.splitlines():
                 parts = line.split()
                 for name, cell in names.items():
@@ -149,7 +187,7 @@ def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
             time.sleep(5)
     finally:
         bar.close()
-        _dvc("queue", "stop", check=False)
+        _dvc("queue", "stop", check=False, timeout=120)
     return failed
 
 

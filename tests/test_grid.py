@@ -3,6 +3,7 @@ seed, a report regenerated from MLflow alone, and the runs compared in the MLflo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -47,6 +48,8 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
         assert r.data.params["attention.position"] == cell["attention.position"]
         assert r.data.params["loss.type"] == cell["loss.type"]
         assert r.data.params["seed"] == r.data.tags["grid.seed"]
+        # two workers share the cores instead of each spinning a pool over all of them
+        assert r.data.params["train.threads"] == str(max(1, (os.cpu_count() or 1) // 2))
     default = client.get_experiment_by_name("Default")
     assert default is None or not client.search_runs([default.experiment_id])
 
@@ -137,3 +140,14 @@ def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
     missing = [(r.info.run_name, r.data.metrics["fid"]) for r in runs
                if not any(f"{r.data.metrics['fid']:.{d}g}" in body for d in (4, 5, 6))]
     assert not missing, (missing, body[body.find("fid"):][:2000])
+
+
+def test_workers_share_the_cores():
+    from pipeline.config import Params, with_override
+    from pipeline.grid import threads_per_worker
+
+    cores = os.cpu_count() or 1
+    assert threads_per_worker(Params(), 1) == cores
+    assert threads_per_worker(Params(), 2) == max(1, cores // 2)
+    assert threads_per_worker(Params(), 4 * cores) == 1
+    assert threads_per_worker(with_override(Params(), {"train.threads": 3}), 2) == 3   # as the user set it
