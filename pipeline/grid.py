@@ -16,11 +16,13 @@ untracked files nor environment variables set at queue time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +122,38 @@ def _dvc(*args: str, check: bool = True, timeout: float | None = None) -> subpro
     return res
 
 
+def queue_processes(root: Path) -> list[int]:
+    """PIDs of DVC queue workers (and their `dvc queue start` wrappers) running in `root` (Linux /proc;
+    elsewhere none are found)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        is_queue = b"queue-worker" in cmd or (b"queue" in cmd and b"start" in cmd)
+        if is_queue and any(b"dvc" in part for part in cmd[:2]) and (cwd == root or root in cwd.parents):
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_workers(root: Path, grace_s: float = 30.0) -> int:
+    """Asks the queue's workers to stop, then kills those still alive after grace_s: a celery worker
+    sometimes never exits after "shutting down due to empty queue" (seen with DVC 3.67 / celery 5.7).
+    Returns how many were killed."""
+    _dvc("queue", "stop", check=False, timeout=120)
+    deadline = time.time() + grace_s
+    while (left := queue_processes(root)) and time.time() < deadline:
+        time.sleep(1)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        log.warning("killed %d DVC queue process(es) that did not exit after the queue stopped", len(left))
+    return len(left)
+
+
 def _start_workers(jobs: int) -> tuple[subprocess.Popen, Path]:
     """`dvc queue start` in the background, its output in a log file: the workers it spawns inherit
     its stdout and stderr, so a captured pipe would keep us waiting for as long as any worker lives
@@ -187,7 +221,7 @@ def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
             time.sleep(5)
     finally:
         bar.close()
-        _dvc("queue", "stop", check=False, timeout=120)
+        stop_workers(Path.cwd().resolve())
     return failed
 
 

@@ -3,12 +3,13 @@ store read back with the MLflow client."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import mlflow
 import pytest
 
-from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
+from e2e import BROWSER_ARGS, CHROMIUM, env, kill_queue_workers, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,9 @@ def test_queued_experiments_land_in_the_same_experiment(repo):
     _, _, before = _runs(repo)
     run(["dvc", "exp", "run", "--queue", "-S", "loss.type=bce", "-n", "q-bce"], repo)
     run(["dvc", "exp", "run", "--queue", "-S", "attention.position=none", "-n", "q-none"], repo)
-    run(["dvc", "queue", "start", "-j", "2"], repo)
+    # not captured: the workers inherit the command's stdout, and a pipe would stay open while they live
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     deadline = time.time() + 900
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], repo).stdout
@@ -112,6 +115,7 @@ def test_queued_experiments_land_in_the_same_experiment(repo):
             break
         time.sleep(3)
     run(["dvc", "queue", "stop", "--kill"], repo, check=False)
+    kill_queue_workers(repo)
     assert "Failed" not in status, status + run(["dvc", "queue", "logs", "q-bce"], repo, check=False).stdout
     client, exp, after = _runs(repo)
     new = {r.data.tags.get("dvc.exp_name"): r for r in after if r.info.run_id not in {b.info.run_id for b in before}}
