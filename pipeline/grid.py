@@ -143,6 +143,11 @@ def stop_workers(root: Path, grace_s: float = 30.0) -> int:
     sometimes never exits after "shutting down due to empty queue" (seen with DVC 3.67 / celery 5.7).
     Returns how many were killed."""
     _dvc("queue", "stop", check=False, timeout=120)
+    return kill_lingering_workers(root, grace_s)
+
+
+def kill_lingering_workers(root: Path, grace_s: float = 30.0) -> int:
+    """Waits up to grace_s for the queue processes of `root` to exit, then kills the rest."""
     deadline = time.time() + grace_s
     while (left := queue_processes(root)) and time.time() < deadline:
         time.sleep(1)

@@ -128,15 +128,7 @@ def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None) ->
 
 def kill_queue_workers(repo: Path, grace_s: float = 30.0) -> None:
     """Waits for the repo's DVC queue workers to exit and kills those that do not (a celery worker
-    sometimes hangs after its last task; pipeline.grid.stop_workers does the same for the grid)."""
-    import signal
+    sometimes hangs after its last task; the grid does the same after `dvc queue stop`)."""
+    from pipeline.grid import kill_lingering_workers
 
-    from pipeline.grid import queue_processes
-
-    root = Path(repo).resolve()
-    deadline = time.time() + grace_s
-    while (left := queue_processes(root)) and time.time() < deadline:
-        time.sleep(1)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    kill_lingering_workers(Path(repo).resolve(), grace_s)

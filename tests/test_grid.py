@@ -15,6 +15,7 @@ import pytest
 from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
+ROOT_DIR = Path(__file__).resolve().parent
 
 AXES = {"attention.position": ["post"], "loss.type": ["hinge", "bce"]}
 GRID = [sys.executable, "-m", "pipeline.grid", "run", "--name", "t", "--steps", "4", "--n-samples", "100",
@@ -151,3 +152,26 @@ def test_workers_share_the_cores():
     assert threads_per_worker(Params(), 2) == max(1, cores // 2)
     assert threads_per_worker(Params(), 4 * cores) == 1
     assert threads_per_worker(with_override(Params(), {"train.threads": 3}), 2) == 3   # as the user set it
+
+
+def test_a_hung_queue_worker_is_killed(tmp_path):
+    """A worker that never exits (as celery's sometimes does after its last task) is killed after the
+    grace period; processes elsewhere or of other commands are left alone."""
+    import subprocess
+
+    from pipeline.grid import kill_lingering_workers, queue_processes
+
+    sleep = ["-c", "import time; time.sleep(600)"]
+    hung = subprocess.Popen(["dvc", *sleep, "queue-worker", "dvc-exp-x-1@localhost"], executable=sys.executable,
+                            cwd=tmp_path)
+    elsewhere = subprocess.Popen(["dvc", *sleep, "queue-worker", "y"], executable=sys.executable, cwd=ROOT_DIR)
+    other = subprocess.Popen(["dvc", *sleep, "exp", "show"], executable=sys.executable, cwd=tmp_path)
+    try:
+        assert queue_processes(tmp_path.resolve()) == [hung.pid]
+        assert kill_lingering_workers(tmp_path.resolve(), grace_s=1) == 1
+        assert hung.wait(timeout=10) != 0
+        assert elsewhere.poll() is None and other.poll() is None
+    finally:
+        for p in (hung, elsewhere, other):
+            p.kill()
+            p.wait()
