@@ -211,6 +211,8 @@ def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
             res = _dvc("queue", "status", check=False, timeout=120)
             if res.returncode == -1:
                 continue  # a busy queue: ask again
+            if res.returncode != 0:
+                raise UserError(f"`dvc queue status` failed:\n{res.stderr.strip() or res.stdout.strip()}")
             status = res.stdout
             for line in status.splitlines():
                 parts = line.split()
