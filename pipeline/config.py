@@ -7,6 +7,7 @@ stages turn it into a one-line error and a non-zero exit (no traceback).
 from __future__ import annotations
 
 import dataclasses
+import json
 import difflib
 import os
 import typing
@@ -147,6 +148,10 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     ablation: AblationParams = field(default_factory=AblationParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts and lists: what params.yaml would hold to give these params."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def flat(self) -> dict[str, Any]:
         """Dotted names -> values, as logged to MLflow (`attention.position`, ...)."""

@@ -2,6 +2,7 @@
 
     python -m pipeline.grid run            # the grid of params.yaml `ablation:` (make grid)
     python -m pipeline.grid run --steps 20 --seeds 0 1 --n-samples 200 --name smoke
+    python -m pipeline.grid run --runner local --device cuda --jobs 9   # one GPU box without DVC
     python -m pipeline.grid status
 
 Why the DVC queue (and not `matrix:` in dvc.yaml): `dvc repro` runs stages one at a time, while
@@ -12,6 +13,11 @@ Finished cells are found in MLflow (runs tagged grid.name / grid.cell / grid.see
 FID) and are not queued again, so a second invocation, or one after an interruption, only runs what
 is missing. Everything a worker needs travels as params (`-S`): queued experiments see neither
 untracked files nor environment variables set at queue time.
+
+`--runner local` runs the same cells without DVC: each in its own folder under .grid/<grid>/, as one
+process that runs the train, sample and evaluate stages in turn, `--jobs` at a time, logging to the
+same MLflow store. It is for machines where DVC's queue is not installed or costs more than the run
+(a lent GPU box); the results are the same runs, tagged the same way.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +66,7 @@ class GridSpec:
     steps: int
     n_samples: int
     jobs: int
+    device: str = ""  # train.device for every run ("": as params.yaml says)
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
@@ -79,6 +87,8 @@ class GridSpec:
         over = {**dict(cell.values), "seed": cell.seed, "train.steps": self.steps,
                 "train.eval_every": max(self.steps // 5, 1), "sample.n": self.n_samples,
                 "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
+        if self.device:
+            over["train.device"] = self.device
         return {**over, "train.threads": threads} if threads else over
 
 
@@ -171,27 +181,65 @@ def _start_workers(jobs: int) -> tuple[subprocess.Popen, Path]:
     return proc, log_path
 
 
-def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
-    """Queues the missing cells, runs them with spec.jobs workers, waits. Returns the failed cells."""
-    from tqdm import tqdm
+RUNNERS = ("dvc", "local")
 
+
+def run_grid(p: Params, spec: GridSpec, runner: str = "dvc") -> list[Cell]:
+    """Runs the cells that have no finished run yet, spec.jobs at a time, with DVC's queue or the local
+    runner, and waits. Returns the failed cells."""
     # every value must be valid before anything is queued
     for cell in spec.cells():
         with_override(p, spec.overrides(cell))
     done = finished_cells(p, spec.name)
     todo = [c for c in spec.cells() if (c.label, c.seed) not in done]
-    log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs",
+    log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs (%s runner)",
              spec.name, len(spec.cells()) // len(spec.seeds), len(spec.seeds), len(spec.cells()) - len(todo),
-             len(todo), spec.jobs)
+             len(todo), spec.jobs, runner)
     if not todo:
         return []
+    threads = threads_per_worker(p, spec.jobs)
+    log.info("%d CPU thread(s) per worker%s", threads, f", train.device={spec.device}" if spec.device else "")
+    if _wants_cuda(p, spec):
+        check_gpu_room(spec.jobs)
+    if runner == "local":
+        return _run_local(p, spec, todo, threads)
+    return _run_queued(spec, todo, threads)
+
+
+def _wants_cuda(p: Params, spec: GridSpec) -> bool:
+    device = spec.device or p.train.device
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# a generous bound per worker: its CUDA context, the compiled model and CUDA graphs' pools
+GPU_GIB_PER_WORKER = 2.0
+
+
+def check_gpu_room(jobs: int) -> None:
+    """Refuses more workers than the GPU's free memory holds (each is its own CUDA context)."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    room = int(free / 2**30 // GPU_GIB_PER_WORKER)
+    if jobs > room:
+        raise UserError(f"--jobs {jobs}: the GPU has {free / 2**30:.1f} GiB free, room for {room} workers at "
+                        f"~{GPU_GIB_PER_WORKER:.0f} GiB each; lower --jobs (ablation.jobs)")
+    log.info("GPU %s: %.1f GiB free for %d workers", torch.cuda.get_device_name(), free / 2**30, jobs)
+
+
+def _run_queued(spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
+    """Queues the cells as DVC experiments and runs them with `dvc queue start -j spec.jobs`."""
+    from tqdm import tqdm
+
     # the shared stages once, in the workspace, so the queued experiments restore them from the cache
     log.info("reproducing the shared stages (prepare, train_evaluator)")
     res = subprocess.run(["dvc", "repro", "train_evaluator"], text=True)
     if res.returncode != 0:
         raise UserError("`dvc repro train_evaluator` failed; fix it before running the grid")
-    threads = threads_per_worker(p, spec.jobs)
-    log.info("%d CPU thread(s) per worker", threads)
     names = {}
     for cell in todo:
         name = f"{spec.name}-{cell.exp_name}"
@@ -232,22 +280,118 @@ def run_grid(p: Params, spec: GridSpec) -> list[Cell]:
     return failed
 
 
+# ---------------------------------------------------------------- the local runner
+
+LOCAL_DIR = Path(".grid")
+# what every run reads from the shared stages; a run's folder links to them
+SHARED_OUTPUTS = (Path("data/prepared"), Path("models/evaluator.pt"), Path("metrics/evaluator.json"))
+
+
+def _ensure_shared_outputs(root: Path) -> None:
+    """prepare and train_evaluator, once: through DVC where it is installed (so its cache knows them),
+    otherwise by running the stages."""
+    if all((root / path).exists() for path in SHARED_OUTPUTS):
+        return
+    log.info("reproducing the shared stages (prepare, train_evaluator)")
+    if shutil.which("dvc"):
+        cmds = [["dvc", "repro", "train_evaluator"]]
+    else:
+        cmds = [[sys.executable, "-m", f"stages.{s}"] for s in ("check_params", "prepare", "train_evaluator")]
+    for cmd in cmds:
+        if subprocess.run(cmd, cwd=root).returncode != 0:
+            raise UserError(f"`{' '.join(cmd)}` failed; fix it before running the grid")
+
+
+def _cell_folder(root: Path, p: Params, spec: GridSpec, cell: Cell, threads: int) -> Path:
+    """A fresh folder holding the cell's params.yaml and links to the shared stages' outputs."""
+    import yaml
+
+    folder = root / LOCAL_DIR / spec.name / cell.exp_name
+    shutil.rmtree(folder, ignore_errors=True)
+    for path in SHARED_OUTPUTS:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).symlink_to(root / path)
+    params = with_override(p, spec.overrides(cell, threads))
+    (folder / "params.yaml").write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    return folder
+
+
+def _run_local(p: Params, spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
+    """Runs each cell as one process (`python -m pipeline.grid cell`) in its own folder, spec.jobs at a
+    time. The processes log to the project's MLflow store (DVC_ROOT points them at it, as DVC does for
+    its temporary copies) and resume from their checkpoints when the grid is run again."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    root = Path.cwd().resolve()
+    _ensure_shared_outputs(root)
+    env = {**os.environ, "DVC_ROOT": str(root), "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+
+    def run_one(cell: Cell) -> tuple[Cell, int, Path, float]:
+        folder = _cell_folder(root, p, spec, cell, threads)
+        t0 = time.perf_counter()
+        with open(folder / "run.log", "w") as out:
+            rc = subprocess.run([sys.executable, "-m", "pipeline.grid", "cell"], cwd=folder, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**env, "SAGAN_RUN_NAME": f"{spec.name}-{cell.exp_name}"}).returncode
+        return cell, rc, folder, time.perf_counter() - t0
+
+    failed: list[Cell] = []
+    with ThreadPoolExecutor(spec.jobs) as pool, tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run") as bar:
+        for future in as_completed([pool.submit(run_one, c) for c in todo]):
+            cell, rc, folder, seconds = future.result()
+            bar.update(1)
+            if rc == 0:
+                log.info("cell %s seed %d done in %.0f s", cell.label, cell.seed, seconds)
+            else:
+                failed.append(cell)
+                log.error("cell %s seed %d failed (exit %d): see %s", cell.label, cell.seed, rc,
+                          folder.relative_to(root) / "run.log")
+    return failed
+
+
+def run_cell() -> None:
+    """train -> sample -> evaluate in the current folder, in one process: one interpreter start and one
+    import of torch and MLflow per run instead of three."""
+    import torch
+
+    from stages import evaluate, sample, train
+
+    p = load_params()
+    if p.train.threads:
+        torch.set_num_threads(p.train.threads)
+    for stage in (train, sample, evaluate):
+        stage.main(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s grid: %(message)s", datefmt="%H:%M:%S")
     ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "status"])
+    ap.add_argument("command", choices=["run", "status", "cell"],
+                    help="run: run the missing cells and write the report; status: which cells are done; "
+                         "cell: train, sample and evaluate the params.yaml of the current folder (the local "
+                         "runner's worker)")
     ap.add_argument("--name", help="grid name (default: ablation.name)")
     ap.add_argument("--steps", type=int, help="train.steps per run (default: ablation.steps)")
     ap.add_argument("--seeds", type=int, nargs="+", help="seeds (default: ablation.seeds)")
     ap.add_argument("--n-samples", type=int, help="samples evaluated per run (default: ablation.n_samples)")
     ap.add_argument("--jobs", type=int, help="parallel experiments (default: ablation.jobs)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device of every run "
+                    "(default: params.yaml's)")
+    ap.add_argument("--runner", choices=RUNNERS, default="dvc",
+                    help="dvc: DVC's experiment queue (default); local: processes without DVC")
     ap.add_argument("--no-report", action="store_true", help="do not write reports/ablation.md")
     args = ap.parse_args(argv)
     try:
+        if args.command == "cell":
+            run_cell()
+            return 0
         p = load_params()
         spec = GridSpec.from_params(p, name=args.name, steps=args.steps, seeds=args.seeds,
-                                    n_samples=args.n_samples, jobs=args.jobs)
+                                    n_samples=args.n_samples, jobs=args.jobs, device=args.device)
         # the spec itself is validated like params.yaml
         with_override(p, {"ablation.name": spec.name, "ablation.steps": spec.steps,
                           "ablation.seeds": spec.seeds, "ablation.n_samples": spec.n_samples,
@@ -257,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             for cell in spec.cells():
                 print(f"{'done ' if (cell.label, cell.seed) in done else 'to do'}  {cell.label}  seed {cell.seed}")
             return 0
-        failed = run_grid(p, spec)
+        failed = run_grid(p, spec, args.runner)
         if not args.no_report:
             from pipeline.report import write_report
 

@@ -46,7 +46,12 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
+def artifact_root(uri: str | None = None) -> str:
+    """Artifacts of a local SQLite store live beside its database (<folder>/mlruns), so the store is one
+    folder that can be moved or archived whole."""
+    uri = uri or tracking_uri()
+    if _is_local_sqlite(uri):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
     return (project_root() / "mlruns").as_uri()
 
 
@@ -66,7 +71,7 @@ def setup(experiment: str) -> str:
         client = mlflow.MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            location = artifact_root() if _is_local_sqlite(uri) else None
+            location = artifact_root(uri) if _is_local_sqlite(uri) else None
             return client.create_experiment(experiment, artifact_location=location)
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it "
@@ -75,6 +80,10 @@ def setup(experiment: str) -> str:
 
 
 def _git_commit() -> str:
+    """HEAD of the project; SAGAN_GIT_COMMIT names it where the code runs from a copy without .git
+    (a lent GPU machine gets the working tree only)."""
+    if os.environ.get("SAGAN_GIT_COMMIT"):
+        return os.environ["SAGAN_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=project_root())
@@ -95,6 +104,24 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+def machine_tags(device: str = "cpu") -> dict[str, str]:
+    """What ran the run: the CPU model and core count, and the GPU's name when training used one."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    tags = {"machine.cpu": cpu, "machine.cores": str(os.cpu_count() or 0), "machine.gpu": "none"}
+    if device.startswith("cuda"):
+        import torch
+
+        tags["machine.gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return tags
+
+
 def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
     tags = {
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
@@ -112,7 +139,8 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
 
     exp_id = setup(params.mlflow.experiment)
     client = mlflow.MlflowClient(tracking_uri())
-    name = run_name or os.environ.get("DVC_EXP_NAME") or None
+    # DVC names its experiments; the grid's local runner names its runs the same way
+    name = run_name or os.environ.get("DVC_EXP_NAME") or os.environ.get("SAGAN_RUN_NAME") or None
     tags = dict(tags or {})
     if params.mlflow.grid:
         tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),

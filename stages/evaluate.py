@@ -7,6 +7,7 @@ names: fid, classifier_score, ...; the floor as floor.fid, ...)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import time
@@ -113,6 +114,8 @@ def main(p: Params) -> None:
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
     with tracking.run_logger(tracking.current_run_id(), end_status="FINISHED") as logger:
         logger.metrics({**scalars, "n_samples": n, **floor_metrics})
+        # FID is only comparable under one evaluator: the report checks that every run shares this
+        logger.tags({"evaluator.sha256": hashlib.sha256(EVALUATOR_FILE.read_bytes()).hexdigest()})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
 

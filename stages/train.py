@@ -86,7 +86,8 @@ def main(p: Params) -> None:
         tags = {"data.source": prepared.meta["source"], "data.sha256": data_sha,
                 "runtime.device": str(rt.device), "runtime.precision": rt.precision,
                 "runtime.compile": rt.compile, "runtime.compile_mode": str(rt.compile_mode),
-                "runtime.world_size": rt.world_size, "runtime.attention_kernel": rt.attention_kernel}
+                "runtime.world_size": rt.world_size, "runtime.attention_kernel": rt.attention_kernel,
+                **tracking.machine_tags(str(rt.device))}
         if previous:
             run_id = tracking.reopen_run(previous, p)
         else:

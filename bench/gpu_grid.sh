@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The default ablation grid on one GPU machine that has no DVC (the grid's local runner), logged to an
+# MLflow store of its own and packed for the way back, with the wall time of the grid.
+#
+#   bash bench/gpu_grid.sh OUT_DIR [extra `pipeline.grid run` options, e.g. --jobs 9]
+#
+# Environment: DEVICE (cuda), JOBS (9), GRID_LIMIT_S (the grid is stopped after this many seconds and
+# what finished is packed; 480), ROOT (/work/main). MLflow records artifact locations as absolute
+# paths, so the grid runs at ROOT, the path the store is read from afterwards. Unpack the result there:
+#   tar xzf store.tgz -C /work/main
+#   MLFLOW_TRACKING_URI=sqlite:////work/main/stores/default-gpu/mlflow.db python -m pipeline.report --grid default
+set -euo pipefail
+out=$(realpath "${1:?usage: bash bench/gpu_grid.sh OUT_DIR [grid options]}")
+shift
+root=${ROOT:-/work/main}
+device=${DEVICE:-cuda}
+jobs=${JOBS:-9}
+if [ "$(pwd -P)" != "$root" ]; then
+  mkdir -p "$root"
+  cp -a . "$root"/
+  cd "$root"
+fi
+store=stores/default-gpu
+rm -rf "$store" .grid
+mkdir -p "$store"
+export MLFLOW_TRACKING_URI="sqlite:///$root/$store/mlflow.db" PYTHONUNBUFFERED=1
+py=$(command -v python3 || command -v python)
+"$py" - <<'EOF'
+import os, torch, mlflow
+print("torch", torch.__version__, "mlflow", mlflow.__version__, "cores", os.cpu_count())
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(), f"{torch.cuda.mem_get_info()[1] / 2**30:.0f} GiB")
+EOF
+
+pack() {
+  tar czf "$out/store.tgz" --exclude='*/artifacts/model' "$store"
+  tar czf "$out/logs.tgz" --exclude='*.npz' --exclude='*.pt' --exclude='*.gif' .grid 2>/dev/null || true
+  ls -la "$out"
+}
+
+# GPU memory and utilisation every 2 s, for sizing --jobs
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 2 > "$out/gpu_usage.csv" &
+fi
+
+# every cell at 50 steps first: a failure then costs seconds, not the grid
+t0=$(date +%s)
+if ! "$py" -m pipeline.grid run --runner local --device "$device" --name gpu-smoke --steps 50 --seeds 0 \
+    --n-samples 500 --jobs 6 --no-report; then
+  tail -n 30 .grid/gpu-smoke/*/run.log || true
+  pack
+  exit 1
+fi
+echo "gpu_grid: smoke grid (6 runs x 50 steps) took $(( $(date +%s) - t0 )) s"
+
+# the grid itself with a cold compiler cache, as a first run on a new machine would have it
+export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
+t0=$(date +%s)
+rc=0
+timeout "${GRID_LIMIT_S:-480}" "$py" -m pipeline.grid run --runner local --device "$device" --jobs "$jobs" \
+  --no-report "$@" || rc=$?
+echo "gpu_grid: default grid exit $rc, wall $(( $(date +%s) - t0 )) s"
+"$py" -m pipeline.grid status || true
+pack
