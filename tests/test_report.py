@@ -1,13 +1,24 @@
-"""The report's statistics on hand-made runs: intervals and paired tests against hand computation."""
+"""The ablation report on hand-made runs: contrasts and their orientation, Holm, interactions, power,
+ranking, missing runs, ablation.json against pipeline.stats; and one tiny real MLflow store."""
+import json
+import logging
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as sps
 
-from pipeline.report import GridRun, main_effects, t_interval
+from pipeline import stats
+from pipeline.config import Params
+from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence,
+                             render, summary, t_interval)
 
 AXES = ["attention.position", "loss.type"]
+POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
+P = Params()  # axes none/pre/post x hinge/bce, seeds 0 1 2, position post and loss hinge chosen
+CELL = "attention.position={},loss.type={}"
 
 
 def _runs(fid) -> list[GridRun]:
@@ -26,12 +37,59 @@ def _effect(effects, axis, a, b):
     return next(e for e in effects if (e.axis, e.a, e.b) == (axis, a, b))
 
 
-def test_t_interval_matches_hand_computation():
-    mean, hw, n = t_interval([1.0, 2.0, 3.0, 6.0])
-    assert (mean, n) == (3.0, 4)
-    sd = math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 3)
-    assert hw == pytest.approx(3.182446305 * sd / 2)
-    assert math.isnan(t_interval([5.0])[1])
+# post - pre per (loss, seed): raw p 0.034, which Holm over the fid family lifts above 0.05
+POST_MINUS_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [1.0, 2.0, 0.4, 1.5, -0.3, 2.2]))
+NOISE_NONE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.1, -0.2, 0.3, 0.0, 0.2, -0.1]))
+NOISE_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.2, 0.1, -0.3, 0.1, -0.2, 0.4]))
+
+
+def _design_fid(pos, loss, seed):
+    none = 60 + 3 * seed + NOISE_NONE[loss, seed]
+    pre = none - 10 + NOISE_PRE[loss, seed]
+    return {"none": none, "pre": pre, "post": pre + POST_MINUS_PRE[loss, seed]}[pos]
+
+
+def _full_runs(drop=(), fid=_design_fid) -> list[GridRun]:
+    """A complete grid of realistic runs (every metric, curves, gammas, tags, times) minus `drop`."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (pos, loss, seed) in enumerate((p, lo, s) for p in POSITIONS for lo in LOSSES for s in SEEDS):
+        if (pos, loss, seed) in drop:
+            continue
+        f = fid(pos, loss, seed)
+        metrics = {"fid": f, "classifier_score": 9 - f / 20 + rng.normal(0, 0.05),
+                   "precision": 0.7 + rng.normal(0, 0.02), "recall": 0.5 + rng.normal(0, 0.02),
+                   "density": 0.9 + rng.normal(0, 0.02), "coverage": 0.6 + rng.normal(0, 0.02),
+                   "floor.fid": 1.25, "floor.classifier_score": 9.8, "floor.precision": 0.8, "floor.recall": 0.8,
+                   "final.wall_s": 300.0 + i}
+        curve = [(s, f + (4000 if pos == "none" else 6000) / s) for s in (1000, 2000, 3000, 4000, 5000)]
+        gammas = {} if pos == "none" else {
+            layer: [(s, scale * s / 5000 + 0.01 * seed) for s in range(100, 5001, 100)]
+            for layer, scale in (("gamma.d14", -0.2), ("gamma.g14", 0.3), ("gamma.g28", 0.1))}
+        params = {"attention.position": pos, "loss.type": loss, "train.steps": "5000", "train.batch_size": "32",
+                  "evaluate.n_samples": "10000", "train.eval_n": "1000", "attention.gamma_init": "0.0"}
+        tags = {"runtime.device": "cuda", "runtime.precision": "bf16", "version.torch": "2.14.1",
+                "git.commit": "0123456789abcdef", "machine.cpu": "Xeon", "machine.gpu": "H100",
+                "evaluator.sha256": "feedbeefcafe0000ffff", "data.source": "embedded", "data.sha256": "ab" * 32}
+        start = 1_700_000_000_000 + 100_000 * i
+        out.append(GridRun(f"run{i}", CELL.format(pos, loss), seed, metrics, params, tags, curve, gammas,
+                           start, start + 300_000))
+    return out
+
+
+# ---------------------------------------------------------------- contrasts
+
+
+def test_orientation_subtracts_none_and_puts_the_chosen_level_first():
+    assert oriented_pairs(["none", "pre", "post"], "post") == [("post", "none"), ("pre", "none"), ("post", "pre")]
+    assert oriented_pairs(["hinge", "bce"], "hinge") == [("hinge", "bce")]
+    assert oriented_pairs(["hinge", "bce"], "bce") == [("bce", "hinge")]
+    assert oriented_pairs(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert oriented_pairs(["post", "none"], "none") == [("post", "none")]  # none is subtracted first of all
+
+
+def test_t_interval_is_still_importable_from_the_report():
+    assert t_interval([1.0, 2.0, 3.0]) == stats.t_interval([1.0, 2.0, 3.0])
 
 
 def test_a_real_effect_is_significant_and_pairs_share_seed_and_other_axes():
@@ -43,21 +101,246 @@ def test_a_real_effect_is_significant_and_pairs_share_seed_and_other_axes():
     def fid(pos, loss, seed):
         return 50 + (0 if pos == "none" else -10) + 5 * seed + jitter[pos, loss, seed]
 
-    effects = main_effects(_runs(fid), AXES, "fid")
-    none_post = _effect(effects, "attention.position", "none", "post")
-    assert none_post.n_pairs == 6  # 2 losses x 3 seeds
-    assert none_post.mean_diff == pytest.approx(10.0, abs=1.0)
-    assert none_post.half_width < 2.0
-    assert none_post.significant
+    effects = main_effects(_runs(fid), P.ablation.axes, "fid", {"attention.position": "post", "loss.type": "hinge"})
+    post_none = _effect(effects, "attention.position", "post", "none")
+    assert post_none.n_pairs == 6  # 2 losses x 3 seeds
+    assert post_none.mean_diff == pytest.approx(-10.0, abs=1.0)
+    assert post_none.half_width < 2.0
+    assert post_none.significant and post_none.better() == "post"
     # the seed term (5 * seed) cancels inside pairs: an unpaired test would drown in it
-    loss = _effect(effects, "loss.type", "bce", "hinge")
-    xa = [fid(p, "bce", s) for p in ("none", "post", "pre") for s in (0, 1, 2)]
-    xb = [fid(p, "hinge", s) for p in ("none", "post", "pre") for s in (0, 1, 2)]
-    assert loss.p_value == pytest.approx(stats.ttest_rel(xa, xb).pvalue)
+    loss = _effect(effects, "loss.type", "hinge", "bce")
+    xa = [fid(p, "hinge", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
+    xb = [fid(p, "bce", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
+    assert loss.p_value == pytest.approx(sps.ttest_rel(xa, xb).pvalue)
     assert not loss.significant
+    assert [(e.a, e.b) for e in effects] == [("post", "none"), ("pre", "none"), ("post", "pre"), ("hinge", "bce")]
+
+
+def test_a_plain_list_of_axes_takes_the_levels_from_the_runs():
+    effects = main_effects(_runs(lambda pos, loss, seed: seed + (pos == "post")), AXES, "fid")
+    assert {(e.a, e.b) for e in effects} == {("post", "none"), ("pre", "none"), ("post", "pre"), ("bce", "hinge")}
 
 
 def test_identical_differences_are_not_tested():
     effects = main_effects(_runs(lambda pos, loss, seed: 7.0), AXES, "fid")
-    assert all(math.isnan(e.p_value) and not e.significant for e in effects)
+    assert all(math.isnan(e.p_value) and math.isnan(e.p_holm) and not e.significant for e in effects)
     assert all(e.mean_diff == 0 for e in effects)
+
+
+def test_holm_overrides_a_raw_p_below_five_percent():
+    effects = main_effects(_full_runs(), P.ablation.axes, "fid", {"attention.position": "post"})
+    post_pre = _effect(effects, "attention.position", "post", "pre")
+    assert post_pre.p_value == pytest.approx(sps.ttest_1samp(list(POST_MINUS_PRE.values()), 0).pvalue)
+    assert post_pre.p_value < 0.05 < post_pre.p_holm
+    assert not post_pre.significant
+    assert [e.p_holm for e in effects] == pytest.approx(stats.holm([e.p_value for e in effects]))
+    assert _effect(effects, "attention.position", "post", "none").significant
+
+
+def test_interaction_is_the_per_seed_difference_of_differences():
+    runs = _full_runs()
+    found = interactions(runs, P.ablation.axes, "fid", {"attention.position": "post", "loss.type": "hinge"})
+    assert [(i.a, i.b, i.c, i.d) for i in found] == [("post", "none", "hinge", "bce"), ("pre", "none", "hinge", "bce"),
+                                                       ("post", "pre", "hinge", "bce")]
+    post_pre = found[2]
+    dod = [POST_MINUS_PRE["hinge", s] - POST_MINUS_PRE["bce", s] for s in SEEDS]
+    assert post_pre.contrast.mean == pytest.approx(np.mean(dod))
+    assert post_pre.contrast.p == pytest.approx(sps.ttest_1samp(dod, 0).pvalue)
+    assert [i.p_holm for i in found] == pytest.approx(stats.holm([i.contrast.p for i in found]))
+
+
+def test_ranking_sentence():
+    final = ["a", "b", "c"]
+    assert "holds at every earlier budget" in ranking_sentence({1: final, 2: final})
+    text = ranking_sentence({1: ["b", "a", "c"], 2: ["a", "b", "c"], 3: final})
+    assert "holds from step 2 on" in text and "differs at step(s) 1" in text
+    assert "best at step(s) 2 of the earlier ones" in text
+    assert "Only one budget" in ranking_sentence({5: final})
+
+
+# ---------------------------------------------------------------- the rendered report
+
+
+def test_render_without_a_store_has_every_section(tmp_path):
+    text = render(P, "default", _full_runs(), tmp_path)
+    for heading in ("## Answer", "## Setup", "## Metrics per cell", "## Main effects", "## Interactions",
+                    "## Power of the contrasts that are not significant", "## Ranking over the training budget",
+                    "## Attention usage"):
+        assert heading in text, heading
+    # Holm: the family is named, and post - pre (raw p 0.034) is not called significant
+    assert "family of all contrasts of one metric" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| attention.position | post − pre | fid |"))
+    assert "not significant at 5% after Holm (p < 0.05 before the correction)" in row
+    assert "significant at 5% after Holm: post is better" in \
+        next(ln for ln in text.splitlines() if ln.startswith("| attention.position | post − none | fid |"))
+    # not significant: what could have been detected, and what would resolve the observed difference
+    power_row = next(ln for ln in text.splitlines() if ln.startswith("| fid | attention.position: post − pre |"))
+    assert "±" in power_row and "pairs =" in power_row and "seeds per cell" in power_row
+    # the interaction of each position contrast with the loss
+    assert "| attention.position: post − pre | loss.type: hinge vs bce | fid |" in text
+    # header: machine, device, evaluator checksum (12 characters), floor, wall times, completeness
+    assert "cpu: Xeon; gpu: H100" in text and "cuda (bf16)" in text and "`feedbeefcafe`" in text
+    assert "`0123456789ab`" in text and "fid 1.250" in text
+    assert "| grid wall time | 33 min 20 s" in text  # 17 starts 100 s apart, then 300 s
+    assert "complete: every cell has every expected seed" in text
+    # the ranking: quick FID per budget, and a sentence about the final ranking at earlier budgets
+    assert "| step 1000 | step 2000 |" in text and "(#1)" in text and "final-budget ranking" in text
+    # gamma table: a row per attention cell, one column per layer
+    assert "| cell | gamma.d14 | gamma.g14 | gamma.g28 |" in text
+    assert not any(ln.startswith("| attention.position=none") for ln in
+                   text.split("## Attention usage")[1].splitlines())
+    # plots, linked relative to the markdown
+    for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png"):
+        assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
+    assert "Sample images not included" in text
+    answer = text.split("## Answer")[1].split("## Setup")[0]
+    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 5
+    assert "**attention.position**: post − none changes FID -" in answer and "significant, Holm p = " in answer
+    assert re.search(r"post − pre changes FID \+1\.133 \(95% CI -?\d\.\d{3} to \d\.\d{3}, not significant, "
+                     r"Holm p = 0\.\d+\), classifier score", answer)
+    assert "nan" not in text
+
+
+def test_missing_runs_are_listed(tmp_path):
+    runs = _full_runs(drop={("post", "bce", 2), ("none", "hinge", 0)})
+    text = render(P, "default", runs, tmp_path)
+    assert "incomplete: 2 of 18 runs missing" in text
+    assert "attention.position=none,loss.type=hinge seed 0; attention.position=post,loss.type=bce seed 2" in text
+    assert "the grid is incomplete" in text.split("## Setup")[0]
+    assert summary(analyze(P, "default", runs))["missing"] == [
+        ["attention.position=none,loss.type=hinge", 0], ["attention.position=post,loss.type=bce", 2]]
+
+
+def test_another_grid_expects_the_seeds_it_has():
+    runs = [r for r in _full_runs() if r.seed < 2]
+    assert analyze(P, "smoke", runs).missing == []
+    assert len(analyze(P, "default", runs).missing) == 6
+    assert len(analyze(P, "smoke", runs, expected_seeds=[0, 1, 2, 3]).missing) == 12
+
+
+def test_single_level_axes_and_one_run_render(tmp_path):
+    runs = [r for r in _full_runs() if r.cell == CELL.format("post", "hinge") and r.seed == 0]
+    text = render(P, "smoke", runs, tmp_path)
+    assert "no axis has two levels with paired runs" in text and "no interaction" in text
+
+
+def test_ablation_json_matches_the_stats_functions():
+    runs = _full_runs()
+    data = json.loads(json.dumps(summary(analyze(P, "default", runs))), parse_constant=pytest.fail)
+    assert set(data) >= {"grid", "generated_from", "budget", "environment", "wall_time_s", "floor", "runs", "cells",
+                         "contrasts", "interactions", "ranking", "missing"}
+    assert data["budget"] == {"steps": 5000, "batch_size": 32, "n_samples": 10000}
+    assert data["environment"] == {"machine_cpu": "Xeon", "machine_gpu": "H100", "device": "cuda", "torch": "2.14.1",
+                                   "commit": "0123456789abcdef", "evaluator_sha256": "feedbeefcafe0000ffff",
+                                   "data_source": "embedded", "data_sha256": "ab" * 32}
+    assert data["wall_time_s"] == {"grid_span": 2000.0, "sum_of_runs": sum(300.0 + i for i in range(18))}
+    assert data["floor"]["fid"] == 1.25 and data["generated_from"] == {"experiment": "sagan-mnist"}
+    assert len(data["runs"]) == 18 and data["missing"] == []
+    cell = data["cells"][CELL.format("post", "hinge")]["fid"]
+    mean, hw, n = stats.t_interval([r.metrics["fid"] for r in runs if r.cell == CELL.format("post", "hinge")])
+    assert cell == {"mean": pytest.approx(mean), "ci95": pytest.approx([mean - hw, mean + hw]), "n": n}
+
+    fid = {(r.params["attention.position"], r.params["loss.type"], r.seed): r.metrics["fid"] for r in runs}
+    units = [(lo, s) for lo in LOSSES for s in SEEDS]
+    family = [stats.paired_contrast([fid["post", lo, s] for lo, s in units], [fid["none", lo, s] for lo, s in units]),
+              stats.paired_contrast([fid["pre", lo, s] for lo, s in units], [fid["none", lo, s] for lo, s in units]),
+              stats.paired_contrast([fid["post", lo, s] for lo, s in units], [fid["pre", lo, s] for lo, s in units]),
+              stats.paired_contrast([fid[p, "hinge", s] for p in POSITIONS for s in SEEDS],
+                                    [fid[p, "bce", s] for p in POSITIONS for s in SEEDS])]
+    holm = stats.holm([c.p for c in family])
+    rows = [c for c in data["contrasts"] if c["metric"] == "fid"]
+    assert [(c["axis"], c["a"], c["b"]) for c in rows] == [
+        ("attention.position", "post", "none"), ("attention.position", "pre", "none"),
+        ("attention.position", "post", "pre"), ("loss.type", "hinge", "bce")]
+    for row, c, p_holm, per_seed in zip(rows, family, holm, (2, 2, 2, 3)):
+        assert row["mean_diff"] == pytest.approx(c.mean)
+        assert row["ci95"] == pytest.approx(list(c.ci95))
+        assert row["n_pairs"] == c.n and row["p"] == pytest.approx(c.p) and row["p_holm"] == pytest.approx(p_holm)
+        assert row["significant"] == (p_holm < 0.05)
+        assert row["mde80"] == pytest.approx(stats.min_detectable_difference(c.sd, c.n))
+        assert row["seeds_needed"] == stats.seeds_needed(c.mean, c.sd, per_seed)
+    assert {c["metric"] for c in data["contrasts"]} == {"fid", "classifier_score", "precision", "recall"}
+    inter = data["interactions"][2]
+    assert (inter["metric"], inter["a"], inter["b"], inter["c"], inter["d"]) == ("fid", "post", "pre", "hinge", "bce")
+    assert inter["mean_diff_of_diffs"] == pytest.approx(
+        np.mean([POST_MINUS_PRE["hinge", s] - POST_MINUS_PRE["bce", s] for s in SEEDS]))
+    assert list(data["ranking"]) == ["1000", "2000", "3000", "4000", "5000"]
+
+
+def test_json_nulls_for_nan_and_inf():
+    # identical runs: no interval, no test, no power numbers
+    runs = _full_runs(fid=lambda pos, loss, seed: 30.0)
+    data = json.loads(json.dumps(summary(analyze(P, "default", runs))), parse_constant=pytest.fail)
+    row = data["contrasts"][0]
+    assert row["mean_diff"] == 0 and row["p"] is None and row["p_holm"] is None and row["mde80"] is None
+    assert row["seeds_needed"] is None and row["significant"] is False
+
+
+# ---------------------------------------------------------------- a real MLflow store
+
+
+def _log_runs(client, exp_id, grid, runs, artifact_dir: Path):
+    from mlflow.entities import Metric, Param, RunTag
+
+    for r in runs:
+        tags = {**r.tags, "grid.name": grid, "grid.cell": r.cell, "grid.seed": str(r.seed)}
+        run = client.create_run(exp_id, start_time=r.start_ms, tags=tags)
+        rid = run.info.run_id
+        metrics = [Metric(k, v, 0, 0) for k, v in r.metrics.items()]
+        metrics += [Metric("fid_quick", v, 0, s) for s, v in r.fid_curve]
+        metrics += [Metric(k, v, 0, s) for k, curve in r.gamma_curves.items() for s, v in curve]
+        client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in r.params.items()],
+                         tags=[RunTag(k, v) for k, v in tags.items()])
+        client.log_artifact(rid, str(artifact_dir / "grid.png"), "samples")  # no attention.png: skipped
+        client.set_terminated(rid, "FINISHED", end_time=r.end_ms)
+
+
+def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.report import write_report
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the lock file and artifact root live in tmp_path
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = tracking.setup(P.mlflow.experiment)
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    (tmp_path / "grid.png").write_bytes(b"\x89PNG not really")
+    positions = {"none", "post"}
+    runs = [r for r in _full_runs() if r.params["attention.position"] in positions and r.seed < 2]
+    _log_runs(client, exp_id, "default", runs, tmp_path)
+    _log_runs(client, exp_id, "smoke", runs[:1], tmp_path)
+    reports = tmp_path / "reports"
+
+    md = write_report(P, out_dir=reports)
+    assert md == reports / "ablation.md"
+    text = md.read_text()
+    data = json.loads((reports / "ablation.json").read_text(), parse_constant=pytest.fail)
+    assert len(data["runs"]) == 8
+    assert ["attention.position=pre,loss.type=hinge", 0] in data["missing"]  # params expect pre and seed 2
+    assert "attention.position=post,loss.type=bce seed 2" in text
+    assert data["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(r.metrics["final.wall_s"] for r in runs))
+    assert data["ranking"]["5000"] and data["environment"]["machine_gpu"] == "H100"
+    assert "gamma.g14" in data["gamma_final"][CELL.format("post", "hinge")]
+    # images: downloaded into ablation_files/ and linked relative to the markdown
+    links = [ln.split("](")[1].rstrip(")") for ln in text.splitlines() if ln.startswith("![")]
+    assert any(link.endswith("-grid.png") for link in links)
+    assert all((md.parent / link).exists() for link in links)
+    assert not (reports / "ablation_files" / "samples").exists()
+
+    # another grid never overwrites the published report
+    smoke = write_report(P, "smoke", out_dir=reports)
+    assert smoke == reports / "smoke" / "ablation.md" and (reports / "smoke" / "ablation.json").exists()
+    assert md.read_text() == text
+    assert all((smoke.parent / ln.split("](")[1].rstrip(")")).exists()
+               for ln in smoke.read_text().splitlines() if ln.startswith("!["))
+
+    # a grid with no runs: an existing report is kept, with a warning saying how to regenerate it
+    kept = reports / "gone" / "ablation.md"
+    kept.parent.mkdir()
+    kept.write_text("the published report\n")
+    with caplog.at_level(logging.WARNING, logger="report"):
+        assert write_report(P, "gone", out_dir=reports) == kept
+    assert kept.read_text() == "the published report\n"
+    assert "kept the existing" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
+    assert "No finished runs" in write_report(P, "never", out_dir=reports).read_text()

@@ -1,0 +1,188 @@
+"""The ablation report's statistics: pure functions of numbers (numpy/scipy), no MLflow.
+
+- `t_interval`: mean and 95% t-interval of a sample.
+- `paired_contrast` / `one_sample_contrast` / `interaction_contrast`: a mean difference with its 95%
+  t-interval and a two-sided t-test (scipy.stats.ttest_rel / ttest_1samp semantics).
+- `holm`: Holm's step-down adjustment of a family of p-values.
+- `paired_t_power`, `min_detectable_difference`, `pairs_needed`, `seeds_needed`: exact power of the
+  two-sided paired t-test (noncentral t).
+- `rank_per_budget`, `kendall_tau`: which cell is ahead at each training budget.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+ALPHA = 0.05
+POWER = 0.8
+
+
+def t_interval(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% t-interval, n); the half-width is nan below two values."""
+    v = np.asarray(list(values), dtype=np.float64)
+    n = len(v)
+    if n < 2:
+        return (float(v.mean()) if n else math.nan), math.nan, n
+    return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)), n
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A mean difference over n units: 95% t-interval, two-sided t-test p, SD of the differences."""
+    mean: float
+    half_width: float
+    n: int
+    p: float
+    sd: float
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return self.mean - self.half_width, self.mean + self.half_width
+
+
+def _all_equal(d: np.ndarray) -> bool:
+    # "identical" up to float rounding: 10.000000000000002 and 10.0 would otherwise give p ~ 0
+    return float(np.ptp(d)) <= 1e-12 * max(1.0, float(np.abs(d).max()))
+
+
+def one_sample_contrast(diffs: Sequence[float]) -> Contrast:
+    """Mean of `diffs`, its 95% t-interval, and the p-value of a two-sided one-sample t-test of
+    mean 0 (scipy.stats.ttest_1samp). p is nan when n < 2 or all differences are identical, where
+    the t statistic is undefined (0/0) or infinite."""
+    d = np.asarray(diffs, dtype=np.float64)
+    mean, half_width, n = t_interval(d)
+    sd = float(d.std(ddof=1)) if n >= 2 else math.nan
+    p = math.nan if n < 2 or _all_equal(d) else float(stats.ttest_1samp(d, 0.0).pvalue)
+    return Contrast(mean, half_width, n, p, sd)
+
+
+def paired_contrast(a: Sequence[float], b: Sequence[float]) -> Contrast:
+    """a - b over pairs (a[i], b[i]): mean difference, 95% interval, n pairs and the two-sided
+    paired t-test p-value (scipy.stats.ttest_rel; nan when n < 2 or all differences identical)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
+    return one_sample_contrast(a - b)
+
+
+def interaction_contrast(a_h: Sequence[float], b_h: Sequence[float],
+                         a_c: Sequence[float], b_c: Sequence[float]) -> Contrast:
+    """The difference of differences (a_h - b_h) - (a_c - b_c) per unit (e.g. per seed): how much
+    the a - b effect changes between levels h and c of another axis. 0 means no interaction.
+    Mean, 95% interval and a one-sample t-test against 0."""
+    arrays = [np.asarray(x, dtype=np.float64) for x in (a_h, b_h, a_c, b_c)]
+    if len({x.shape for x in arrays}) != 1:
+        raise ValueError("interaction arrays differ in length")
+    a_h, b_h, a_c, b_c = arrays
+    return one_sample_contrast((a_h - b_h) - (a_c - b_c))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order. With the m non-nan p-values sorted
+    ascending, p_(i) becomes max over j <= i of min(1, (m - j + 1) p_(j)). nan stays nan and does
+    not count in m. Rejecting where the adjusted p < alpha controls the family-wise error at alpha."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return [float(x) for x in out]
+
+
+def paired_t_power(effect_size: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired (one-sample) t-test with n pairs when the true mean difference
+    is effect_size standard deviations of the differences: P(|T| > t_crit) with T noncentral t
+    (df n - 1, noncentrality effect_size * sqrt(n))."""
+    if n < 2 or math.isnan(effect_size):
+        return math.nan
+    df = n - 1
+    nc = abs(effect_size) * math.sqrt(n)
+    t_crit = stats.t.ppf(1 - alpha / 2, df)
+    upper = float(stats.nct.sf(t_crit, df, nc))
+    lower = float(stats.nct.cdf(-t_crit, df, nc))
+    if not math.isfinite(lower):  # scipy's nct gives nan deep in the far tail, where it is ~0
+        lower = 0.0
+    return min(1.0, upper + lower)
+
+
+def min_detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest true mean difference that a two-sided paired t-test with n pairs detects with
+    the given power, when the differences have standard deviation sd (exact, noncentral t, solved
+    with brentq). nan when n < 2 or sd is nan or 0 (the t-test is undefined without variation)."""
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    hi = 1.0
+    while paired_t_power(hi, n, alpha) < power:
+        hi *= 2
+    effect_size = optimize.brentq(lambda es: paired_t_power(es, n, alpha) - power, 0.0, hi, xtol=1e-10)
+    return effect_size * sd
+
+
+def pairs_needed(diff: float, sd: float, power: float = POWER, alpha: float = ALPHA,
+                 max_pairs: int = 10**9) -> float:
+    """The smallest number of pairs (>= 2) for which a two-sided paired t-test detects a true mean
+    difference `diff` with the given power, when the differences have standard deviation sd.
+    inf when diff is 0 (no number of pairs suffices) or more than max_pairs are needed; nan when
+    diff or sd is nan, or sd is 0 (the t-test is undefined without variation)."""
+    if not (math.isfinite(diff) and math.isfinite(sd)) or sd <= 0:
+        return math.nan
+    if diff == 0:
+        return math.inf
+    effect_size = abs(diff) / sd
+    lo, hi = 1, 2  # power(lo) < target (or lo = 1, which cannot test), power(hi) >= target
+    while paired_t_power(effect_size, hi, alpha) < power:
+        lo, hi = hi, hi * 2
+        if hi > max_pairs:
+            return math.inf
+    while hi - lo > 1:  # power grows with n: bisect on the integers
+        mid = (lo + hi) // 2
+        if paired_t_power(effect_size, mid, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def seeds_needed(diff: float, sd: float, pairs_per_seed: int, power: float = POWER,
+                 alpha: float = ALPHA) -> float:
+    """Seeds per cell for `pairs_needed` pairs, when each seed contributes pairs_per_seed pairs
+    (ceil). inf and nan as in pairs_needed."""
+    pairs = pairs_needed(diff, sd, power, alpha)
+    if not math.isfinite(pairs):
+        return pairs
+    return float(math.ceil(pairs / pairs_per_seed))
+
+
+def rank_per_budget(curves: Mapping[str, Iterable[Mapping[int, float]]], lower_is_better: bool = True
+                    ) -> tuple[dict[int, dict[str, float]], dict[int, list[str]]]:
+    """From per-run curves {step: value} grouped by cell: (means, ranking) where means[step][cell] is
+    the mean over the cell's runs that have that step, and ranking[step] lists those cells best first
+    (ties broken by cell name, so the result is deterministic)."""
+    values: dict[int, dict[str, list[float]]] = {}
+    for cell, runs in curves.items():
+        for curve in runs:
+            for step, value in curve.items():
+                values.setdefault(int(step), {}).setdefault(cell, []).append(float(value))
+    means = {step: {cell: float(np.mean(v)) for cell, v in sorted(by_cell.items())}
+             for step, by_cell in sorted(values.items())}
+    sign = 1.0 if lower_is_better else -1.0
+    ranking = {step: sorted(m, key=lambda c: (sign * m[c], c)) for step, m in means.items()}
+    return means, ranking
+
+
+def kendall_tau(order_a: Sequence[str], order_b: Sequence[str]) -> float:
+    """Kendall's tau between two rankings (lists best first) over the items they share: 1 is the same
+    order, -1 the reverse. nan below two shared items."""
+    shared = [x for x in order_a if x in set(order_b)]
+    if len(shared) < 2:
+        return math.nan
+    pos_b = {x: i for i, x in enumerate(order_b)}
+    return float(stats.kendalltau(range(len(shared)), [pos_b[x] for x in shared]).statistic)

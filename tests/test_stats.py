@@ -1,0 +1,163 @@
+"""pipeline.stats against independent computations: scipy's t-tests, hand-worked Holm examples,
+power by simulation, by the normal approximation and by published sample sizes."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from pipeline import stats
+
+
+def test_t_interval_matches_hand_computation():
+    mean, hw, n = stats.t_interval([1.0, 2.0, 3.0, 6.0])
+    assert (mean, n) == (3.0, 4)
+    sd = math.sqrt((4 + 1 + 0 + 9) / 3)
+    assert hw == pytest.approx(3.182446305 * sd / 2)  # t(0.975, 3) from a table
+    assert math.isnan(stats.t_interval([5.0])[1])
+    assert math.isnan(stats.t_interval([])[0])
+
+
+def test_paired_contrast_matches_ttest_rel():
+    rng = np.random.default_rng(1)
+    a = rng.normal(10, 2, 7)
+    b = a - 1 + rng.normal(0, 0.5, 7)
+    c = stats.paired_contrast(a, b)
+    ref = sps.ttest_rel(a, b)
+    assert c.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert c.mean == pytest.approx(np.mean(a - b))
+    assert c.n == 7
+    assert c.sd == pytest.approx(np.std(a - b, ddof=1))
+    lo, hi = ref.confidence_interval(0.95)
+    assert c.ci95 == pytest.approx((lo, hi))
+
+
+def test_paired_contrast_is_undefined_without_variation_or_pairs():
+    assert math.isnan(stats.paired_contrast([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]).p)
+    # identical nonzero differences (with float rounding) would give t = inf and p = 0 in scipy
+    assert math.isnan(stats.paired_contrast([10.1, 20.1, 30.1], [0.1, 10.1, 20.1]).p)
+    one = stats.paired_contrast([3.0], [1.0])
+    assert (one.mean, one.n) == (2.0, 1) and math.isnan(one.p) and math.isnan(one.half_width)
+    with pytest.raises(ValueError):
+        stats.paired_contrast([1.0, 2.0], [1.0])
+
+
+def test_interaction_is_a_one_sample_test_of_the_difference_of_differences():
+    rng = np.random.default_rng(2)
+    a_h, b_h, a_c, b_c = rng.normal(0, 1, (4, 5))
+    c = stats.interaction_contrast(a_h, b_h, a_c, b_c)
+    dod = (a_h - b_h) - (a_c - b_c)
+    assert c.mean == pytest.approx(dod.mean())
+    assert c.p == pytest.approx(sps.ttest_1samp(dod, 0.0).pvalue, rel=1e-12)
+    # an effect that is the same under both levels: no interaction at all
+    same = stats.interaction_contrast([5.0, 6.0, 7.0], [1.0, 2.0, 3.0], [9.0, 7.0, 8.0], [5.0, 3.0, 4.0])
+    assert same.mean == 0 and math.isnan(same.p)
+
+
+@pytest.mark.parametrize("p, adjusted", [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+    # by hand: sorted 0.01 0.02 0.03 0.5 -> x4 x3 x2 x1 = 0.04 0.06 0.06 0.5
+    ([0.5, 0.01, 0.03, 0.02], [0.5, 0.04, 0.06, 0.06]),
+    # the cap at 1 and the running maximum: 0.4 x 3 = 1.2 -> 1, then max(1, 0.6 x 2) = 1, max(1, 0.9) = 1
+    ([0.9, 0.4, 0.6], [1.0, 1.0, 1.0]),
+    ([0.02], [0.02]),
+    ([], []),
+])
+def test_holm_hand_examples(p, adjusted):
+    assert stats.holm(p) == pytest.approx(adjusted)
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    out = stats.holm([0.01, math.nan, 0.04])
+    assert math.isnan(out[1])
+    assert out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.04)  # m = 2, not 3
+
+
+def test_holm_against_its_definition_on_random_p_values():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = list(rng.uniform(0, 0.2, rng.integers(1, 9)))
+        m = len(p)
+        order = sorted(range(m), key=lambda i: p[i])
+        expected = [0.0] * m
+        for rank, i in enumerate(order):
+            expected[i] = min(1.0, max((m - r) * p[order[r]] for r in range(rank + 1)))
+        assert stats.holm(p) == pytest.approx(expected)
+
+
+def test_power_formula_at_the_mde_is_the_target_power():
+    for n in (2, 3, 6, 9, 30):
+        mde = stats.min_detectable_difference(2.5, n)
+        assert stats.paired_t_power(mde / 2.5, n) == pytest.approx(0.8, abs=1e-8)
+    assert math.isnan(stats.min_detectable_difference(1.0, 1))
+    assert math.isnan(stats.min_detectable_difference(0.0, 5))
+    assert math.isnan(stats.min_detectable_difference(math.nan, 5))
+
+
+def test_power_at_zero_effect_is_alpha():
+    assert stats.paired_t_power(0.0, 6) == pytest.approx(0.05)
+
+
+def test_mde_matches_simulated_power():
+    rng = np.random.default_rng(4)
+    n, sd = 6, 1.7
+    mde = stats.min_detectable_difference(sd, n)
+    diffs = rng.normal(mde, sd, (40_000, n))
+    rejected = sps.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.01)
+
+
+def test_mde_approaches_the_normal_approximation_for_many_pairs():
+    n, sd = 400, 3.0
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    assert stats.min_detectable_difference(sd, n) == pytest.approx(z * sd / math.sqrt(n), rel=0.005)
+
+
+def test_pairs_needed_textbook_values():
+    # Cohen's d_z = 0.5, two-sided alpha 0.05, power 0.8: 33.37 pairs (R pwr.t.test type="paired"),
+    # so 34 (G*Power, "difference between two dependent means")
+    assert stats.pairs_needed(0.5, 1.0) == 34
+    assert stats.paired_t_power(0.5, 34) >= 0.8 > stats.paired_t_power(0.5, 33)
+    # d_z = 0.8: 14.30 -> 15 pairs
+    assert stats.pairs_needed(0.8, 1.0) == 15
+    # only the ratio to sd matters, not its sign
+    assert stats.pairs_needed(-1.5, 3.0) == 34
+
+
+def test_pairs_needed_against_the_normal_approximation():
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    for es in (0.05, 0.1, 0.2):
+        approx = (z / es) ** 2  # the t-test needs slightly more, about z_a^2 / 2 + 1
+        assert approx <= stats.pairs_needed(es, 1.0) <= approx + 4
+
+
+def test_pairs_and_seeds_needed_edge_cases():
+    assert stats.pairs_needed(0.0, 1.0) == math.inf
+    assert stats.seeds_needed(0.0, 1.0, 2) == math.inf
+    assert math.isnan(stats.pairs_needed(1.0, 0.0))
+    assert math.isnan(stats.pairs_needed(math.nan, 1.0))
+    assert stats.pairs_needed(1e-6, 1.0) == math.inf  # beyond a billion pairs
+    assert stats.pairs_needed(100.0, 1.0) == 2
+    # 34 pairs with 3 pairs per seed: 12 seeds
+    assert stats.seeds_needed(0.5, 1.0, 3) == 12
+
+
+def test_rank_per_budget_means_and_order():
+    curves = {
+        "a": [{1000: 30.0, 2000: 20.0}, {1000: 32.0, 2000: 22.0}],
+        "b": [{1000: 25.0, 2000: 24.0}, {1000: 27.0}],
+        "c": [{2000: 10.0}],
+    }
+    means, ranking = stats.rank_per_budget(curves)
+    assert means[1000] == {"a": 31.0, "b": 26.0}
+    assert means[2000] == {"a": 21.0, "b": 24.0, "c": 10.0}
+    assert ranking == {1000: ["b", "a"], 2000: ["c", "a", "b"]}
+    _, higher = stats.rank_per_budget(curves, lower_is_better=False)
+    assert higher[2000] == ["b", "a", "c"]
+
+
+def test_kendall_tau():
+    assert stats.kendall_tau(["a", "b", "c"], ["a", "b", "c"]) == pytest.approx(1.0)
+    assert stats.kendall_tau(["a", "b", "c"], ["c", "b", "a"]) == pytest.approx(-1.0)
+    assert stats.kendall_tau(["a", "b", "c"], ["b", "a", "c"]) == pytest.approx(1 / 3)
+    assert math.isnan(stats.kendall_tau(["a"], ["a", "b"]))
