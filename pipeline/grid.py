@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_report:
             from pipeline.report import write_report
 
-            path = write_report(p, spec.name)
+            path = write_report(p, spec.name, expected_seeds=spec.seeds)
             log.info("report: %s", path)
         if failed:
             log.error("%d runs failed; rerun the same command to retry them", len(failed))

@@ -57,7 +57,7 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
 
 def test_report_has_every_cell_intervals_tests_and_images(grid_repo):
     repo, _, _ = grid_repo
-    text = (repo / "reports/ablation.md").read_text()
+    text = (repo / "reports/t/ablation.md").read_text()
     for pos in AXES["attention.position"]:
         for loss in AXES["loss.type"]:
             assert f"attention.position={pos},loss.type={loss}" in text
@@ -67,12 +67,12 @@ def test_report_has_every_cell_intervals_tests_and_images(grid_repo):
     images = [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert any("grid.png" in i for i in images) and any("attention.png" in i for i in images)
     for i in images:
-        assert (repo / "reports" / i).exists(), i
+        assert (repo / "reports/t" / i).exists(), i
 
 
 def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
     repo, _, _ = grid_repo
-    before = (repo / "reports/ablation.md").read_text()
+    before = (repo / "reports/t/ablation.md").read_text()
     # only the MLflow store and params.yaml: no DVC outputs, no workspace
     alone = tmp_path / "alone"
     alone.mkdir()
@@ -83,7 +83,7 @@ def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
     e["MLFLOW_TRACKING_URI"] = f"sqlite:///{alone / 'mlflow.db'}"
     e["PYTHONPATH"] = str(repo)
     run([sys.executable, "-m", "pipeline.report", "--grid", "t"], alone, env=e)
-    again = (alone / "reports/ablation.md").read_text()
+    again = (alone / "reports/t/ablation.md").read_text()
     strip = lambda t: [ln for ln in t.splitlines() if not ln.startswith("Built from")]  # noqa: E731
     assert strip(again) == strip(before)
 
@@ -175,3 +175,31 @@ def test_a_hung_queue_worker_is_killed(tmp_path):
         for p in (hung, elsewhere, other):
             p.kill()
             p.wait()
+
+
+def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
+    """`--runner local`: each cell x seed a process in .grid/<grid>/, the same tagged MLflow runs,
+    train.device carried to every run, a report of its own under reports/<grid>/, and a second
+    invocation that finds everything done."""
+    import hashlib
+
+    repo = make_repo(tmp_path / "repo", {"ablation": {"axes": AXES}})
+    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "loc",
+           "--steps", "4", "--n-samples", "100", "--seeds", "0", "--jobs", "2"]
+    run(cmd, repo, timeout=900)
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sagan-mnist")
+    runs = client.search_runs([exp.experiment_id], "tags.`grid.name` = 'loc'")
+    assert sorted(r.info.run_name for r in runs) == ["loc-post-bce-s0", "loc-post-hinge-s0"]
+    evaluator_sha = hashlib.sha256((repo / "models/evaluator.pt").read_bytes()).hexdigest()
+    for r in runs:
+        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
+        assert r.data.params["train.device"] == "cpu" and r.data.params["train.steps"] == "4"
+        assert r.data.tags["evaluator.sha256"] == evaluator_sha
+        assert r.data.tags["machine.cpu"] and r.data.tags["machine.gpu"] == "none"
+        # artifacts live beside the store, not in the run's folder
+        assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+    assert (repo / ".grid/loc/post-hinge-s0/run.log").exists()
+    assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
+    again = run(cmd + ["--no-report"], repo, timeout=300)
+    assert "2 finished, 0 to run" in again.stderr
