@@ -1,0 +1,146 @@
+"""Rebuild MLflow runs from the folders the grid's local runner leaves (.grid/<grid>/<cell>/).
+
+A run folder holds everything its MLflow run held: params.yaml, metrics/train.json and evaluate.json,
+the per-step losses and the quick-FID curve (plots/*.csv), the sample grid and attention maps. So a
+store that was lost, or left behind on a machine that could not send it back (a lent GPU box), is
+rebuilt from the folders:
+
+    python -m pipeline.run_import .grid/default --tag machine.gpu="NVIDIA H200"
+
+Each imported run is tagged `imported.from` and `imported.run_id` (the original run's id, from
+models/run.json); a folder whose original run is already in the store is skipped. What the folders do
+not keep is not invented: per-step γ histories (only the final γ), and tags such as versions unless
+given with --tag.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline import tracking
+from pipeline.config import parse_params
+from pipeline.errors import USER_ERRORS, UserError
+
+log = logging.getLogger("run_import")
+
+ARTIFACTS = {"samples/grid.png": "samples", "samples/attention.png": "samples",
+             "samples/training.gif": "samples", "metrics/train.json": "metrics",
+             "metrics/evaluate.json": "metrics", "plots/train_losses.csv": "plots",
+             "plots/class_histogram.png": "evaluate"}
+LOSS_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mtime_ms(path: Path) -> int:
+    return int(path.stat().st_mtime * 1000)
+
+
+def folder_metrics(folder: Path, timestamp: int) -> list:
+    """The run's metrics as MLflow logged them: per-step losses and quick FID, final values, evaluation."""
+    from mlflow.entities import Metric
+
+    train = json.loads((folder / "metrics/train.json").read_text())
+    evaluate = json.loads((folder / "metrics/evaluate.json").read_text())
+    out = [Metric(k, float(row[k]), timestamp, int(row["step"]))
+           for row in _read_csv(folder / "plots/train_losses.csv") for k in LOSS_KEYS]
+    out += [Metric("fid_quick", float(row["fid_quick"]), timestamp, int(row["step"]))
+            for row in _read_csv(folder / "plots/train_fid.csv")]
+    step = int(train["steps"])
+    final = {k: v for k, v in train.items() if k.startswith("gamma.")}
+    final |= {"final.images_per_s": train["images_per_s"], "final.wall_s": train["wall_s"]}
+    final |= {k: v for k, v in evaluate.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n_real", "n_knn", "k", "splits")}
+    final |= {f"floor.{k}": v for k, v in evaluate.get("floor", {}).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out += [Metric(k, float(v), timestamp, step if k.startswith(("gamma.", "final.")) else 0)
+            for k, v in final.items()]
+    return out
+
+
+def import_folder(folder: Path, extra_tags: dict[str, str]) -> str | None:
+    """Creates one FINISHED run from a run folder; returns its id (None when already imported)."""
+    import mlflow
+    from mlflow.entities import Param
+
+    for needed in ("params.yaml", "metrics/train.json", "metrics/evaluate.json"):
+        if not (folder / needed).exists():
+            raise UserError(f"{folder} is not a finished run folder: {needed} is missing")
+    p = parse_params(yaml.safe_load((folder / "params.yaml").read_text()))
+    original = json.loads((folder / "models/run.json").read_text())["run_id"] \
+        if (folder / "models/run.json").exists() else ""
+    exp_id = tracking.setup(p.mlflow.experiment)
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    if original and client.search_runs([exp_id], f"tags.`imported.run_id` = '{original}'", max_results=1):
+        log.info("%s: run %s is already in the store", folder, original)
+        return None
+    train = json.loads((folder / "metrics/train.json").read_text())
+    tags = {f"runtime.{k}": str(v) for k, v in train.get("runtime", {}).items()}
+    meta_path = folder / "data/prepared/meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        tags |= {"data.source": meta["source"], "data.sha256": meta["sha256"]["x_train"]}
+    if p.mlflow.grid:
+        tags |= {"grid.name": p.mlflow.grid, "grid.cell": p.grid_cell(), "grid.seed": str(p.seed)}
+    tags |= {"imported.from": str(folder), "imported.run_id": original, **extra_tags}
+    start = _mtime_ms(folder / "params.yaml")
+    end = _mtime_ms(folder / "metrics/evaluate.json")
+    name = f"{p.mlflow.grid}-{folder.name}" if p.mlflow.grid else folder.name
+    run = client.create_run(exp_id, start_time=start, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    flat = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in p.flat().items()]
+    metrics = folder_metrics(folder, end)
+    for i in range(0, len(flat), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+        client.log_batch(run_id, params=flat[i:i + 100], synchronous=True)
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
+    for rel, artifact_path in ARTIFACTS.items():
+        if (folder / rel).exists():
+            client.log_artifact(run_id, str(folder / rel), artifact_path)
+    client.set_tag(run_id, "mlflow.note.content", f"imported from the run folder {folder}")
+    client.set_terminated(run_id, "FINISHED", end_time=end)
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s run_import: %(message)s", datefmt="%H:%M:%S")
+    ap = argparse.ArgumentParser(prog="python -m pipeline.run_import", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folders", nargs="+", type=Path,
+                    help="run folders, or folders of run folders (e.g. .grid/default)")
+    ap.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                    help="a tag for every imported run (e.g. machine.gpu=..., version.torch=...)")
+    args = ap.parse_args(argv)
+    try:
+        tags = {}
+        for kv in args.tag:
+            if "=" not in kv:
+                raise UserError(f"--tag {kv!r}: expected KEY=VALUE")
+            k, v = kv.split("=", 1)
+            tags[k] = v
+        folders = []
+        for f in args.folders:
+            if not f.is_dir():
+                raise UserError(f"{f} is not a folder")
+            folders += [f] if (f / "params.yaml").exists() else sorted(d for d in f.iterdir() if d.is_dir())
+        done = [r for f in folders if (r := import_folder(f.resolve(), tags))]
+        log.info("imported %d of %d run folders into %s", len(done), len(folders), tracking.tracking_uri())
+    except USER_ERRORS as e:
+        print(f"error (run_import): {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
