@@ -1,0 +1,43 @@
+"""The ablation report, built from the grid's MLflow runs alone (so it regenerates from the store).
+
+Writes `ablation.md`, `ablation.json` (the same numbers, machine-readable) and `ablation_files/`
+(plots, sample images). The published grid (params `ablation.name`) goes to `reports/`; any other grid
+(e.g. CI's `smoke`) to `reports/<name>/`, so it never replaces the published report.
+
+The statistics (pipeline/stats.py), in the report's words:
+- per cell: mean ± 95% t-interval over seeds;
+- per axis, every pair of levels as a paired contrast "a − b": runs paired when they share the seed and
+  the other axes' values, paired t-test, Holm correction over all contrasts of one metric, a verdict only
+  where Holm allows one, and for the rest the smallest difference the seeds could have detected;
+- per pair of axes, the interaction (difference of differences), tested and Holm-corrected the same way;
+- the ranking of cells by quick FID at each training budget, and the attention gammas over training.
+
+Orientation of "a − b": b is `none` when one level is (what the option adds over leaving it out);
+otherwise a is the level params.yaml sets (the pipeline's choice against the alternative); otherwise a is
+the level listed first in `ablation.axes`. With the default params: post − none, pre − none, post − pre,
+hinge − bce.
+
+ablation.json: floats are plain numbers, nan and inf are null; `ci95` is [low, high]; an environment
+value is a string when all runs agree and a list of the distinct values when they do not.
+
+The package, one idea per module: `runs` (GridRun, load_runs from MLflow), `analysis` (contrasts,
+interactions, the Analysis of a grid, environment facts), `formatting` (numbers as text), `plots`
+(figures), `markdown` (the sections and render), `json_summary` (ablation.json), `write` (report_dir,
+write_report, the command line; `python -m pipeline.report`).
+"""
+from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, Interaction, analyze,
+                                      environment, floor_metrics, interactions, main_effects, oriented_pairs,
+                                      wall_times)
+from pipeline.report.json_summary import summary
+from pipeline.report.markdown import ANSWER_METRICS, MAX_BUDGET_COLUMNS, ranking_sentence, render, render_analysis
+from pipeline.report.runs import GridRun, load_runs
+from pipeline.report.write import REPORT_DIR, main, report_dir, write_report
+from pipeline.stats import t_interval  # also imported from here by callers
+
+__all__ = [
+    "ALPHA", "ANSWER_METRICS", "CELL_METRICS", "MAX_BUDGET_COLUMNS", "METRICS", "REPORT_DIR",
+    "Analysis", "Effect", "GridRun", "Interaction",
+    "analyze", "environment", "floor_metrics", "interactions", "load_runs", "main", "main_effects",
+    "oriented_pairs", "ranking_sentence", "render", "render_analysis", "report_dir", "summary", "t_interval",
+    "wall_times", "write_report",
+]
