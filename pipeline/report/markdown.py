@@ -261,14 +261,18 @@ def _gamma_section(a: Analysis) -> list[str]:
         return lines + ["No gamma histories in these runs (no attention layers, or not logged).", ""]
     lines += ["An attention layer adds gamma × attention to its input; gamma starts at "
               f"{_shown(_values(a.runs, _param('attention.gamma_init')))}, so how far it moves says how much the "
-              "network uses the layer. Final gamma per layer, mean ± 95% t-interval over seeds:", "",
+              "network uses the layer. Its sign is not meaningful (the value projection can flip with it), "
+              "so the table gives the final |gamma| per layer, mean ± 95% t-interval over seeds, and the "
+              "signed values of the seeds:", "",
               "| cell | " + " | ".join(a.gamma_layers) + " |",
               "| --- | " + " | ".join("---" for _ in a.gamma_layers) + " |"]
     for c in a.cells:
         finals = {layer: [g for r in a.runs if r.cell == c and (g := _final_gamma(r, layer)) is not None]
                   for layer in a.gamma_layers}
         if any(finals.values()):
-            lines.append(f"| {c} | " + " | ".join(_fmt(*t_interval(v)[:2]) for v in finals.values()) + " |")
+            lines.append(f"| {c} | " + " | ".join(
+                f"{_fmt(*t_interval([abs(g) for g in v])[:2])} ({', '.join(f'{g:+.2f}' for g in v)})" if v else "–"
+                for v in finals.values()) + " |")
     return lines + ["", "![gamma_over_training.png](ablation_files/gamma_over_training.png)", ""]
 
 

@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+",
                     help="seeds the grid should have, for the list of missing runs (default: params "
                          "ablation.seeds for the params' grid, the seeds in the store for another grid)")
+    ap.add_argument("--out", type=Path, default=REPORT_DIR,
+                    help="folder for the report (default: reports/; another grid goes to a subfolder of it)")
     args = ap.parse_args(argv)
     try:
-        write_report(load_params(), args.grid, expected_seeds=args.seeds)
+        write_report(load_params(), args.grid, out_dir=args.out, expected_seeds=args.seeds)
     except USER_ERRORS as e:
         print(f"error (report): {e}", file=sys.stderr)
         return 2
