@@ -7,8 +7,11 @@
 # Environment: DEVICE (cuda), JOBS (9), GRID_LIMIT_S (the grid is stopped after this many seconds and
 # what finished is packed; 480), ROOT (/work/main). MLflow records artifact locations as absolute
 # paths, so the grid runs at ROOT, the path the store is read from afterwards. Unpack the result there:
-#   tar xzf store.tgz -C /work/main
+#   cat store.tgz.part-* | tar xzf - -C /work/main
 #   MLFLOW_TRACKING_URI=sqlite:////work/main/stores/default-gpu/mlflow.db python -m pipeline.report --grid default
+# The run folders come back too (runs.tgz, small): where the store cannot (the device tool returns files
+# of at most 16 MiB; 24 runs' per-step metrics made a larger store on 2026-11-26), rebuild it from them:
+#   tar xzf runs.tgz && python -m pipeline.run_import .grid/default --tag machine.gpu=...
 set -euo pipefail
 out=$(realpath "${1:?usage: bash bench/gpu_grid.sh OUT_DIR [grid options]}")
 shift
@@ -33,14 +36,17 @@ if torch.cuda.is_available():
 EOF
 
 pack() {
-  tar czf "$out/store.tgz" --exclude='*/artifacts/model' "$store"
-  tar czf "$out/logs.tgz" --exclude='*.npz' --exclude='*.pt' --exclude='*.gif' .grid 2>/dev/null || true
+  tar czf - --exclude='*/artifacts/model' "$store" | split -b 15m - "$out/store.tgz.part-"
+  tar czf "$out/runs.tgz" --exclude='*.npz' --exclude='*.pt' --exclude='*.gif' .grid 2>/dev/null || true
   ls -la "$out"
 }
 
 # GPU memory and utilisation every 2 s, for sizing --jobs
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 2 > "$out/gpu_usage.csv" &
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -l 2 > "$out/gpu_usage.csv" 2>&1 &
+  # stopped on exit: a live child holding the caller's pipe kept a run waiting until its time limit
+  monitor=$!
+  trap 'kill $monitor 2>/dev/null' EXIT
 fi
 
 # every cell at 50 steps first: a failure then costs seconds, not the grid
