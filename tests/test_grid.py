@@ -203,3 +203,15 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
     assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
     again = run(cmd + ["--no-report"], repo, timeout=300)
     assert "2 finished, 0 to run" in again.stderr
+
+
+def test_the_device_travels_to_every_run_and_gpu_memory_bounds_the_workers():
+    from pipeline.config import Params
+    from pipeline.grid import GridSpec, gpu_room
+
+    spec = GridSpec.from_params(Params(), device="cuda", jobs=9)
+    for cell in spec.cells():
+        over = spec.overrides(cell, threads=1)
+        assert over["train.device"] == "cuda" and over["train.threads"] == 1
+    assert "train.device" not in GridSpec.from_params(Params()).overrides(spec.cells()[0])
+    assert gpu_room(139 * 2**30) == 69 and gpu_room(int(1.9 * 2**30)) == 0
