@@ -79,7 +79,7 @@ def setup(experiment: str) -> str:
         return exp.experiment_id
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     """HEAD of the project; SAGAN_GIT_COMMIT names it where the code runs from a copy without .git
     (a lent GPU machine gets the working tree only)."""
     if os.environ.get("SAGAN_GIT_COMMIT"):
@@ -126,7 +126,7 @@ def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
     tags = {
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
-        "git.commit": _git_commit(),
+        "git.commit": git_commit(),
         **version_tags(),
     }
     tags.update({k: str(v) for k, v in (extra or {}).items()})
