@@ -1,6 +1,7 @@
-"""What every stage entry point shares: load params first, turn user errors into one clear line."""
+"""What every stage entry point shares: `--help`, params loaded first, user errors as one clear line."""
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable
@@ -9,7 +10,18 @@ from pipeline.config import Params, load_params
 from pipeline.errors import USER_ERRORS
 
 
+def parse_stage_args(name: str, argv: list[str] | None = None) -> None:
+    """A stage takes no arguments (params.yaml drives it): `--help` describes it, anything else is refused
+    before any work starts."""
+    doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+    argparse.ArgumentParser(
+        prog=f"python -m stages.{name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="It takes no arguments: params.yaml drives it (change a value with `dvc exp run -S key=value`). "
+               "DVC runs it as part of `dvc repro`.").parse_args(argv)
+
+
 def run_stage(name: str, main: Callable[[Params], None]) -> None:
+    parse_stage_args(name)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params()  # validated before any work starts

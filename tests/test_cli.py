@@ -1,0 +1,32 @@
+"""Every entry point answers --help without doing any work, and refuses arguments it does not take."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
+MODULES = [f"stages.{s}" for s in STAGES] + ["pipeline.grid", "pipeline.report", "pipeline.run_import"]
+SCRIPTS = sorted(str(p) for p in (ROOT / "bench").glob("bench_*.py"))
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("target", MODULES + SCRIPTS)
+def test_help_describes_and_does_nothing(target, tmp_path):
+    res = _run(["-m", target, "--help"] if target in MODULES else [target, "--help"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage:") and len(res.stdout.splitlines()) > 2
+    assert list(tmp_path.iterdir()) == []  # no params.yaml needed, nothing written
+
+
+def test_a_stage_refuses_arguments(tmp_path):
+    res = _run(["-m", "stages.check_params", "--steps", "5"], tmp_path)
+    assert res.returncode == 2 and "unrecognized arguments: --steps 5" in res.stderr
+    assert list(tmp_path.iterdir()) == []
