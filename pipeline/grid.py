@@ -107,17 +107,7 @@ def _yaml_value(v: object) -> str:
 
 def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
     """(cell label, seed) -> run id of the grid's finished, evaluated runs in MLflow."""
-    import mlflow
-
-    exp_id = tracking.setup(p.mlflow.experiment)
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    runs = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status = 'FINISHED'",
-                              max_results=5000, order_by=["attributes.start_time DESC"])
-    done: dict[tuple[str, int], str] = {}
-    for r in runs:
-        if "fid" in r.data.metrics:
-            done.setdefault((r.data.tags.get("grid.cell", ""), int(r.data.tags.get("grid.seed", -1))), r.info.run_id)
-    return done
+    return {key: r.info.run_id for key, r in tracking.finished_grid_runs(p.mlflow.experiment, grid).items()}
 
 
 def _dvc(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:

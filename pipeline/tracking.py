@@ -133,6 +133,21 @@ def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
     return tags
 
 
+def finished_grid_runs(experiment: str, grid: str) -> dict[tuple[str, int], Any]:
+    """(grid.cell, grid.seed) -> the latest FINISHED and evaluated (has `fid`) MLflow run of `grid`."""
+    import mlflow
+
+    exp_id = setup(experiment)
+    client = mlflow.MlflowClient(tracking_uri())
+    found = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status = 'FINISHED'",
+                               max_results=5000, order_by=["attributes.start_time DESC"])
+    runs: dict[tuple[str, int], Any] = {}
+    for r in found:
+        if "fid" in r.data.metrics:
+            runs.setdefault((r.data.tags.get("grid.cell", ""), int(r.data.tags.get("grid.seed", -1))), r)
+    return runs
+
+
 def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] | None = None) -> str:
     """Creates the pipeline execution's run, logs params and tags, records its id in RUN_FILE."""
     import mlflow

@@ -29,20 +29,15 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
     histories."""
     import mlflow
 
-    exp_id = tracking.setup(p.mlflow.experiment)
+    found = tracking.finished_grid_runs(p.mlflow.experiment, grid)
     client = mlflow.MlflowClient(tracking.tracking_uri())
-    found = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status = 'FINISHED'",
-                               max_results=5000, order_by=["attributes.start_time DESC"])
     runs: dict[tuple[str, int], GridRun] = {}
-    for r in found:
-        key = (r.data.tags.get("grid.cell", ""), int(r.data.tags.get("grid.seed", -1)))
-        if "fid" not in r.data.metrics or key in runs:
-            continue
+    def history(run_id: str, metric: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric))
 
-        def history(metric: str) -> list[tuple[int, float]]:
-            return sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, metric))
-
-        gammas = {k: history(k) for k in sorted(r.data.metrics) if k.startswith("gamma.")}
-        runs[key] = GridRun(r.info.run_id, key[0], key[1], dict(r.data.metrics), dict(r.data.params),
-                            dict(r.data.tags), history("fid_quick"), gammas, r.info.start_time, r.info.end_time)
+    for key, r in found.items():
+        rid = r.info.run_id
+        gammas = {k: history(rid, k) for k in sorted(r.data.metrics) if k.startswith("gamma.")}
+        runs[key] = GridRun(rid, key[0], key[1], dict(r.data.metrics), dict(r.data.params), dict(r.data.tags),
+                            history(rid, "fid_quick"), gammas, r.info.start_time, r.info.end_time)
     return sorted(runs.values(), key=lambda g: (g.cell, g.seed))
