@@ -76,11 +76,13 @@ def _plots(a: Analysis, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, len(a.gamma_layers), figsize=(4.5 * len(a.gamma_layers), 3.6), squeeze=False)
         for ax, layer in zip(axes[0], a.gamma_layers):
             for c in cells:
-                curves = [r.gamma_curves[layer] for r in runs if r.cell == c and r.gamma_curves.get(layer)]
+                # |gamma|: its sign is arbitrary (the value projection flips with it), seeds would cancel
+                curves = [[(step, abs(g)) for step, g in r.gamma_curves[layer]]
+                          for r in runs if r.cell == c and r.gamma_curves.get(layer)]
                 if curves:
                     ax.plot(*_mean_curve(curves), color=color[c], label=_short(c))
             ax.axhline(0, color="gray", lw=0.5)
-            ax.set_title(f"{layer} (mean over seeds)", fontsize=9)
+            ax.set_title(f"|{layer}| (mean over seeds)", fontsize=9)
             ax.set_xlabel("training step")
             ax.legend(fontsize=7)
         fig.tight_layout()
