@@ -38,6 +38,9 @@ class DataParams:
     source: Literal["embedded", "torchvision", "idx_dir"] = "embedded"
     idx_dir: Optional[str] = None
     holdout_fraction: float = _f(0.2, **_range(0.0, 0.9, lo_open=True))
+    # the held-out split's own seed: every training seed of a grid trains on the same images and is
+    # judged by the same evaluator (FID compares only under one evaluator)
+    split_seed: int = _f(0, **_range(0, 2**32 - 1))
 
 
 @dataclass(frozen=True)

@@ -140,9 +140,9 @@ def _embedded(p: Params) -> tuple[dict[str, np.ndarray], dict]:
     x = np.asarray(x).reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8)
     y = np.asarray(y).astype(np.int64)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=p.data.holdout_fraction, stratify=y,
-                                          random_state=p.seed)
+                                          random_state=p.data.split_seed)
     return ({"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte},
-            {"split": f"stratified, holdout_fraction={p.data.holdout_fraction}, seed={p.seed}"})
+            {"split": f"stratified, holdout_fraction={p.data.holdout_fraction}, seed={p.data.split_seed}"})
 
 
 def _torchvision(p: Params, cache_dir: Path, mirrors: list[str] | None = None,
@@ -213,7 +213,7 @@ def prepare(p: Params, out_dir: Path = PREPARED_DIR, cache_dir: Path = RAW_DIR,
         "class_counts": {split: {str(c): int((named[f"y_{split}"] == c).sum()) for c in range(10)}
                          for split in ("train", "test")},
         "sha256": {k: _sha256(v) for k, v in named.items()},
-        "seed": p.seed,
+        "split_seed": p.data.split_seed,
         "versions": _versions(),
         **extra,
     }

