@@ -185,6 +185,21 @@ def save_evaluator(model: MnistClassifier, path: str | Path = Path("models/evalu
     torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
+def weights_sha256(path: str | Path = Path("models/evaluator.pt")) -> str:
+    """The evaluator's identity: sha256 over its tensors (names, dtypes, shapes, bytes). Not the file's
+    hash: torch.save names the archive after the (temporary) file it writes, so the same weights
+    saved twice differ in bytes."""
+    import hashlib
+
+    state = torch_load(Path(path))
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_evaluator(path: str | Path = Path("models/evaluator.pt")) -> MnistClassifier:
     path = Path(path)
     if not path.exists():

@@ -7,7 +7,6 @@ names: fid, classifier_score, ...; the floor as floor.fid, ...)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.errors import UserError
-from pipeline.evaluator import embed, load_evaluator
+from pipeline.evaluator import embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import evaluate_features
 
@@ -115,7 +114,7 @@ def main(p: Params) -> None:
     with tracking.run_logger(tracking.current_run_id(), end_status="FINISHED") as logger:
         logger.metrics({**scalars, "n_samples": n, **floor_metrics})
         # FID is only comparable under one evaluator: the report checks that every run shares this
-        logger.tags({"evaluator.sha256": hashlib.sha256(EVALUATOR_FILE.read_bytes()).hexdigest()})
+        logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE)})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
 

@@ -16,7 +16,7 @@ import torch
 from pipeline.config import ClassifierParams, Params
 from pipeline.errors import UserError
 from pipeline.evaluator import (FEATURES, MnistClassifier, accuracy, embed, inference_copy, load_evaluator,
-                                save_evaluator, to_float, train_classifier)
+                                save_evaluator, to_float, train_classifier, weights_sha256)
 from pipeline.metrics import RealReference, classes_covered, class_histogram, evaluate_features, fid, quick_fid
 
 
@@ -98,6 +98,15 @@ def test_saved_evaluator_loads_with_weights_only(trained, tmp_path):
     again = load_evaluator(tmp_path / "e.pt")
     assert isinstance(again, MnistClassifier) and not again.training
     np.testing.assert_array_equal(embed(model, data.x_test[:20])[0], embed(again, data.x_test[:20])[0])
+    # the identity the runs are tagged with follows the weights, not the file's bytes
+    save_evaluator(model, tmp_path / "f.pt")
+    assert weights_sha256(tmp_path / "e.pt") == weights_sha256(tmp_path / "f.pt")
+    tweaked = MnistClassifier()
+    tweaked.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        next(tweaked.parameters()).view(-1)[0] += 1e-6
+    save_evaluator(tweaked, tmp_path / "g.pt")
+    assert weights_sha256(tmp_path / "g.pt") != weights_sha256(tmp_path / "e.pt")
     with pytest.raises(UserError, match="missing"):
         load_evaluator(tmp_path / "nope.pt")
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")

@@ -184,7 +184,7 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
     """`--runner local`: each cell x seed a process in .grid/<grid>/, the same tagged MLflow runs,
     train.device carried to every run, a report of its own under reports/<grid>/, and a second
     invocation that finds everything done."""
-    import hashlib
+    from pipeline.evaluator import weights_sha256
 
     repo = make_repo(tmp_path / "repo", {"ablation": {"axes": AXES}})
     cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "loc",
@@ -194,7 +194,7 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
     exp = client.get_experiment_by_name("sagan-mnist")
     runs = client.search_runs([exp.experiment_id], "tags.`grid.name` = 'loc'")
     assert sorted(r.info.run_name for r in runs) == ["loc-post-bce-s0", "loc-post-hinge-s0"]
-    evaluator_sha = hashlib.sha256((repo / "models/evaluator.pt").read_bytes()).hexdigest()
+    evaluator_sha = weights_sha256(repo / "models/evaluator.pt")
     for r in runs:
         assert r.info.status == "FINISHED" and "fid" in r.data.metrics
         assert r.data.params["train.device"] == "cpu" and r.data.params["train.steps"] == "4"
