@@ -2,12 +2,16 @@
 
     python bench/bench_train.py --quick      # ~1-2 minutes
     python bench/bench_train.py              # more iterations, steadier figures
+    # an AVX-512/AMX machine acting as an AVX2 one (PyTorch and the kernel held to AVX2):
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 SAGAN_KERNEL_TARGET=x86-64-v3 python bench/bench_train.py --quick
 
-Both run in this process on the same random data with the same thread count. A training iteration
+All run in this process on the same random data with the same thread count. A training iteration
 is one D step and one G step at batch 64; images/s = batch / iteration time. Run on an idle machine.
 The speedup compares the same networks: the project's path runs the tutorial's discriminator
-(`model.d_channels=16`, `model.d_extra_convs=0`) like the naive port; `default_train_images_per_s`
-is the shipped default model (a wider, deeper D) on the project's path.
+(`model.d_channels=16`, `model.d_extra_convs=0`) like the naive port, once per CPU attention path
+(the project's kernel, PyTorch's SDPA, and `auto`, which picks per shape); `default_train_images_per_s`
+is the shipped default model (a wider, deeper D) on `auto`. The header names the CPU, its class and
+the instruction sets PyTorch (ATen), oneDNN and the kernel were built for.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from naive_sagan import NaiveAttention, NaiveGenerator, NaiveTrainer  # noqa: E402
 
+from pipeline import cpu, fast_attention  # noqa: E402
 from pipeline.config import Params, with_override  # noqa: E402
 from pipeline.models import SelfAttention  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
@@ -58,7 +63,7 @@ def attention_equivalence() -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=64)
@@ -67,24 +72,31 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
     ap.add_argument("--compile-mode", default=None,
                     help="torch.compile mode to try (default, reduce-overhead, max-autotune-no-cudagraphs)")
-    ap.add_argument("--attention-kernel", default="auto", choices=["auto", "sdpa"],
-                    help="sdpa: the project's path with PyTorch's attention instead of its own kernel")
+    ap.add_argument("--attention-kernel", default="all", choices=["all", "auto", "kernel", "sdpa"],
+                    help="which CPU attention paths to time (default: all three; the speedup is auto's)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    iters, warm = (8, 3) if args.quick else (30, 5)
+    iters, warm, rounds = (6, 2, 3) if args.quick else (15, 3, 4)
     data = np.random.default_rng(0).integers(0, 256, (4096, 28, 28), dtype=np.uint8)
-    results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__}
+    results: dict[str, object] = {"threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+                                  **{f"cpu.{k}": v for k, v in cpu.describe().items()}}
+    kern = fast_attention.kernel()
+    results["kernel.target"] = f"{kern.target} ({kern.vector_width} floats a vector)" if kern else "unavailable"
 
+    paths = ["kernel", "sdpa", "auto"] if args.attention_kernel == "all" else [args.attention_kernel]
+    if kern is None:
+        paths = [m for m in paths if m != "kernel"]
     runtime_keys = {"train.batch_size": args.batch, "train.precision": args.precision,
                     "train.device": args.device, "train.compile": args.compile,
-                    "train.attention_kernel": args.attention_kernel}
+                    "train.attention_kernel": paths[-1]}
     p = with_override(Params(), {**runtime_keys, "model.d_channels": 16, "model.d_extra_convs": 0})
     rt = resolve_runtime(p)
     if args.compile_mode:
         rt = dataclasses.replace(rt, compile_mode=args.compile_mode)
     results["runtime"] = {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
-                          "compile_mode": rt.compile_mode, "attention_kernel": rt.attention_kernel}
+                          "compile_mode": rt.compile_mode, "attention_kernel": rt.attention_kernel,
+                          "attention_paths": rt.attention_paths}
     trainer = Trainer(p, data, "bench", rt)
 
     def synced_step(tr: Trainer):
@@ -95,7 +107,14 @@ def main() -> None:
             return out
         return step
 
-    t_project = timed(synced_step(trainer), iters, warm)
+    per_path = {path: float("inf") for path in paths}
+    for _ in range(rounds):  # interleaved, best of the rounds: no path gains from running later
+        for path in paths:  # the last one (auto, by default) stays set for the rest
+            fast_attention.set_mode(path)
+            per_path[path] = min(per_path[path], timed(synced_step(trainer), iters, warm))
+    for path, t in per_path.items():
+        results[f"train_images_per_s.{path}"] = args.batch / t
+    t_project = per_path[paths[-1]]
     results["train_images_per_s"] = args.batch / t_project
     default = Trainer(with_override(Params(), runtime_keys), data, "bench", rt)
     results["default_train_images_per_s"] = args.batch / timed(synced_step(default), iters, warm)
@@ -105,6 +124,8 @@ def main() -> None:
         t_naive = timed(naive.train_step, max(iters // 2, 3), 2)
         results["naive_train_images_per_s"] = args.batch / t_naive
         results["train_speedup"] = t_naive / t_project
+        for path, t in per_path.items():
+            results[f"train_speedup.{path}"] = t_naive / t
 
         n = 2000 if args.quick else 10000
         g = NaiveGenerator().eval()
@@ -122,8 +143,12 @@ def main() -> None:
     for k, v in results.items():
         print(f"{k:32s} {v:.4g}" if isinstance(v, float) else f"{k:32s} {v}")
     if "train_speedup" in results:
-        print(f"\ntraining: project {results['train_images_per_s']:.0f} img/s vs naive "
-              f"{results['naive_train_images_per_s']:.0f} img/s = {results['train_speedup']:.2f}x")
+        print(f"\n{results['cpu.cpu']} ({results['cpu.effective_class']}; ATen {results['cpu.aten_isa']}, "
+              f"oneDNN {results['cpu.onednn_isa']}, kernel {results['kernel.target']}), "
+              f"{args.threads} threads, {rt.precision}:")
+        for path, t in per_path.items():
+            print(f"  training, attention {path:6s}: {args.batch / t:6.0f} img/s = "
+                  f"{results[f'train_speedup.{path}']:.2f}x naive ({results['naive_train_images_per_s']:.0f} img/s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -94,9 +94,9 @@ class TrainParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: Literal["auto", "true", "false"] = "auto"
-    # CPU attention: auto (the project's kernel, pipeline/fast_attention.py, where a C++ compiler
-    # builds it; else PyTorch's SDPA) | sdpa (always PyTorch's)
-    attention_kernel: Literal["auto", "sdpa"] = "auto"
+    # CPU attention: auto (per shape, the faster of the project's kernel, pipeline/fast_attention.py,
+    # and PyTorch's SDPA, timed once per machine) | kernel (always the kernel where it builds) | sdpa
+    attention_kernel: Literal["auto", "kernel", "sdpa"] = "auto"
     threads: int = _f(0, **_range(0, 1024))
 
 

@@ -82,7 +82,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         f, g, h = self.qkv(x)
-        if fast_attention.supports(f) and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and fast_attention.supports(f):
             ctx = fast_attention.attention(f, g, h)
         else:
             with torch.autocast(x.device.type, enabled=False):
@@ -164,6 +164,19 @@ class Discriminator(nn.Module):
 
     def attention_layers(self) -> dict[str, SelfAttention]:
         return {n: m.attn for n, m in (("d14", self.down14), ("d7", self.down7)) if m.attn is not None}
+
+
+def attention_shapes(cfg: ModelConfig, batch: int) -> dict[str, list[tuple[int, int, int]]]:
+    """(batch, positions, head size) of each attention layer's q/k/v in a training step: G runs on
+    one batch, D on real and fake together (D step) and on the fakes alone (G step)."""
+    with torch.random.fork_rng(devices=[]):  # building the modules draws their initial weights
+        g, d = Generator(cfg), Discriminator(cfg)
+    shapes = {}
+    for net, batches in ((g, (batch,)), (d, (2 * batch, batch))):
+        for name, layer in net.attention_layers().items():
+            res = int(name[1:])
+            shapes[name] = [(b, res * res, layer.inner) for b in batches]
+    return shapes
 
 
 def gammas(g: Generator, d: Discriminator) -> dict[str, float]:

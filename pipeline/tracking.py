@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock
 
+from pipeline import cpu
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import write_json
@@ -106,15 +107,8 @@ def version_tags() -> dict[str, str]:
 
 def machine_tags(device: str = "cpu") -> dict[str, str]:
     """What ran the run: the CPU model and core count, and the GPU's name when training used one."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    tags = {"machine.cpu": cpu, "machine.cores": str(os.cpu_count() or 0), "machine.gpu": "none"}
+    tags = {"machine.cpu": cpu.model(), "machine.cores": str(os.cpu_count() or 0), "machine.gpu": "none",
+            "machine.cpu_class": cpu.effective_class()}
     if device.startswith("cuda"):
         import torch
 

@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pipeline import augment, fast_attention, losses
+from pipeline import augment, cpu, fast_attention, losses
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import torch_load, torch_save
-from pipeline.models import Discriminator, Generator, ModelConfig, gammas
+from pipeline.models import Discriminator, Generator, ModelConfig, attention_shapes, gammas
 from pipeline.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     compile_mode: str | None = None   # torch.compile mode; None is its default
-    attention_kernel: str = "sdpa"    # what CPU attention runs on: native (pipeline/fast_attention.py) | sdpa
+    attention_kernel: str = "sdpa"    # what CPU attention runs on: native (pipeline/fast_attention.py) | sdpa | mixed
+    attention_paths: str = ""         # per layer, e.g. "d14=native g14=native g28=native" (auto decides per shape)
 
     @property
     def is_main(self) -> bool:
@@ -53,15 +54,6 @@ class Runtime:
     @property
     def autocast_dtype(self):
         return torch.bfloat16 if self.precision == "bf16" else None
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 convolutions are then faster than fp32 on the CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def resolve_runtime(p: Params) -> Runtime:
@@ -77,7 +69,7 @@ def resolve_runtime(p: Params) -> Runtime:
     else:
         device = torch.device("cpu")
     if p.train.precision == "auto":
-        fast_bf16 = (torch.cuda.is_bf16_supported() if use_cuda else cpu_has_fast_bf16())
+        fast_bf16 = (torch.cuda.is_bf16_supported() if use_cuda else cpu.has_fast_bf16())
         precision = "bf16" if fast_bf16 else "fp32"
     else:
         precision = p.train.precision
@@ -85,9 +77,22 @@ def resolve_runtime(p: Params) -> Runtime:
     # On one GPU this model is launch-bound (~21 ms of CPU work per step for ~3 ms of GPU work at
     # batch 256): CUDA graphs ("reduce-overhead") remove that. Not with DDP, whose hooks break capture.
     mode = "reduce-overhead" if compile_ and use_cuda and world_size == 1 else None
-    fast_attention.set_enabled(p.train.attention_kernel == "auto")
-    kernel = "sdpa" if use_cuda else fast_attention.kernel_name()
-    return Runtime(device, precision, compile_, rank, world_size, mode, kernel)
+    fast_attention.set_mode(p.train.attention_kernel)
+    kernel, paths = "sdpa", ""
+    if not use_cuda:
+        kernel, paths = attention_plan(p)
+    return Runtime(device, precision, compile_, rank, world_size, mode, kernel, paths)
+
+
+def attention_plan(p: Params) -> tuple[str, str]:
+    """What each attention layer of a training step runs on at the current thread count (with
+    `auto`, timed once per machine and shape): native, sdpa or mixed, and the per-layer detail."""
+    cfg = ModelConfig.from_params(p)
+    paths = {name: {fast_attention.path_for(*shape, grad=True) for shape in shapes}
+             for name, shapes in attention_shapes(cfg, p.train.batch_size).items()}
+    used = set().union(*paths.values()) if paths else {fast_attention.kernel_name()}
+    summary = used.pop() if len(used) == 1 else "mixed"
+    return summary, " ".join(f"{name}={'+'.join(sorted(v))}" for name, v in sorted(paths.items()))
 
 
 # ---------------------------------------------------------------- params identity

@@ -18,7 +18,7 @@ from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.fileio import atomic_path, torch_save, write_json
 from pipeline.models import gammas
-from pipeline import tracking
+from pipeline import fast_attention, tracking
 from pipeline.training import Trainer, resolve_runtime
 
 log = logging.getLogger("train")
@@ -67,9 +67,10 @@ def _quick_fid_hook(p: Params, prepared):
 
 
 def main(p: Params) -> None:
-    rt = resolve_runtime(p)
-    if rt.device.type == "cpu":
+    if p.train.device == "cpu" or not torch.cuda.is_available():
+        # before resolve_runtime: the attention path is chosen for this thread count
         torch.set_num_threads(p.train.threads or os.cpu_count() or 1)
+    rt = resolve_runtime(p)
     _init_distributed(rt)
     prepared = load_prepared()
     data_sha = prepared.meta["sha256"]["x_train"]
@@ -87,6 +88,7 @@ def main(p: Params) -> None:
                 "runtime.device": str(rt.device), "runtime.precision": rt.precision,
                 "runtime.compile": rt.compile, "runtime.compile_mode": str(rt.compile_mode),
                 "runtime.world_size": rt.world_size, "runtime.attention_kernel": rt.attention_kernel,
+                "runtime.attention_paths": rt.attention_paths,
                 **tracking.machine_tags(str(rt.device))}
         if previous:
             run_id = tracking.reopen_run(previous, p)
@@ -139,7 +141,8 @@ def main(p: Params) -> None:
         "fid_quick": round(evals[-1]["fid_quick"], 4) if evals else None,
         "runtime": {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
                     "compile_mode": rt.compile_mode, "world_size": rt.world_size,
-                    "attention_kernel": rt.attention_kernel},
+                    "attention_kernel": rt.attention_kernel, "attention_paths": rt.attention_paths,
+                    "attention_kernel_target": fast_attention.target() if rt.attention_kernel != "sdpa" else None},
     }
     write_json(METRICS_FILE, metrics)
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)

@@ -1,8 +1,12 @@
 """The project's CPU attention kernel (pipeline/fast_attention.py): exact against a float64
-reference, thread-count independent, a drop-in for SDPA inside the model, and optional."""
+reference for every build target (this CPU's own, AVX2 and the portable baseline), thread-count
+independent, a drop-in for SDPA inside the model, optional, and used by `auto` only where it is
+faster than SDPA."""
 from __future__ import annotations
 
+import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +23,23 @@ pytestmark = pytest.mark.skipif(not fast_attention.available(),
                                 reason="no C++ compiler: the model runs on SDPA (tested elsewhere)")
 
 
+def _can_run(target: str) -> bool:
+    """x86-64-v3 code runs on CPUs with AVX2 and FMA; native and portable run anywhere."""
+    if target != "x86-64-v3":
+        return True
+    from pipeline import cpu
+    return {"avx2", "fma", "bmi2"} <= cpu.flags()
+
+
+TARGETS = [pytest.param(t, marks=pytest.mark.skipif(not _can_run(t), reason=f"this CPU cannot run {t} code"))
+           for t in fast_attention.TARGETS]
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def kern(request):
+    return fast_attention.build(request.param)
+
+
 def reference(q, k, v):
     p = torch.softmax(q.double() @ k.double().transpose(1, 2), dim=-1)
     return p @ v.double()
@@ -26,12 +47,12 @@ def reference(q, k, v):
 
 @pytest.mark.parametrize("b,n,d,scale", [(2, 784, 4, 1.0), (3, 196, 8, 1.0), (2, 49, 16, 0.5),
                                          (2, 50, 2, 2.0), (1, 10, 1, 1.0), (2, 196, 4, 3.0)])
-def test_matches_float64_reference_forward_and_backward(b, n, d, scale):
+def test_matches_float64_reference_forward_and_backward(kern, b, n, d, scale):
     gen = torch.Generator().manual_seed(n * d)
     q, k, v = (torch.randn(b, n, d, generator=gen) * scale for _ in range(3))
     grad = torch.randn(b, n, d, generator=gen)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = fast_attention.attention(*leaves)
+    out = fast_attention.attention(*leaves, kern=kern)
     grads = torch.autograd.grad(out, leaves, grad)
     ref_leaves = [t.double().requires_grad_() for t in (q, k, v)]
     ref = reference(*ref_leaves)
@@ -44,7 +65,14 @@ def test_matches_float64_reference_forward_and_backward(b, n, d, scale):
         assert (g.double() - r).abs().max() < 10 * tol, name
 
 
-def test_bit_identical_for_any_thread_count():
+def test_each_target_uses_its_own_vector_width(kern):
+    expected = {"x86-64-v3": 8, "portable": 4 if platform.machine() in ("x86_64", "AMD64") else None}
+    if expected.get(kern.target):
+        assert kern.vector_width == expected[kern.target]
+    assert kern.vector_width in (4, 8, 16)
+
+
+def test_bit_identical_for_any_thread_count(kern):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(6, 196, 8, generator=gen) for _ in range(3))
     grad = torch.randn(6, 196, 8, generator=gen)
@@ -54,7 +82,7 @@ def test_bit_identical_for_any_thread_count():
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-            out = fast_attention.attention(*leaves)
+            out = fast_attention.attention(*leaves, kern=kern)
             results.append([out, *torch.autograd.grad(out, leaves, grad)])
     finally:
         torch.set_num_threads(before)
@@ -71,7 +99,7 @@ def test_model_layer_same_as_with_sdpa():
     outs, grads = [], []
     try:
         for on in (True, False):
-            fast_attention.set_enabled(on)
+            fast_attention.set_mode("kernel" if on else "sdpa")
             layer.zero_grad()
             out = layer(x)
             out.square().mean().backward()
@@ -120,3 +148,49 @@ def test_setting_picks_the_kernel_and_the_run_records_it():
         assert auto.attention_kernel == "native" and fast_attention.available()
     finally:
         fast_attention.set_enabled(True)
+
+
+def test_auto_keeps_sdpa_where_the_kernel_is_slower(tmp_path, monkeypatch):
+    """A planted slow kernel (the same source built without optimisation) loses to SDPA; the
+    choice is cached beside its build and not timed again."""
+    monkeypatch.setenv("SAGAN_CACHE", str(tmp_path))
+    slow = fast_attention.build("native", ["-O0"])
+    assert fast_attention.choose(slow, 16, 784, 4, grad=True) == "sdpa"
+    cached = json.loads(slow.choices_path.read_text())
+    assert list(cached.values()) == ["sdpa"] and slow.choices_path.parent == slow.path.parent
+    # a second process reads the cache instead of timing again: plant the opposite answer to see it
+    slow.choices_path.write_text(json.dumps({k: "kernel" for k in cached}))
+    again = fast_attention.build("native", ["-O0"])
+    assert fast_attention.choose(again, 16, 784, 4, grad=True) == "kernel"
+
+
+def test_auto_times_both_paths_on_the_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAGAN_CACHE", str(tmp_path))
+    kern = fast_attention.build("native")
+    t = fast_attention.time_paths(kern, 4, 196, 8, grad=True)
+    assert set(t) == {"kernel", "sdpa"} and all(0 < v < 10 for v in t.values())
+    rng_before = torch.get_rng_state()
+    fast_attention.choose(kern, 4, 196, 8, grad=False)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the training's random stream is untouched
+
+
+def test_runtime_records_each_layers_path():
+    from pipeline.config import Params, with_override
+    from pipeline.training import resolve_runtime
+
+    try:
+        rt = resolve_runtime(with_override(Params(), {"train.device": "cpu", "train.attention_kernel": "kernel"}))
+        assert rt.attention_kernel == "native"
+        assert rt.attention_paths == "d14=native g14=native g28=native"
+        rt = resolve_runtime(with_override(Params(), {"train.device": "cpu"}))
+        assert rt.attention_kernel in ("native", "sdpa", "mixed")
+        assert {p.split("=")[0] for p in rt.attention_paths.split()} == {"d14", "g14", "g28"}
+    finally:
+        fast_attention.set_mode("auto")
+
+
+def test_target_setting_is_checked():
+    env = {**os.environ, "SAGAN_KERNEL_TARGET": "avx9"}
+    res = subprocess.run([sys.executable, "-c", "from pipeline import fast_attention as fa; fa.target()"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "SAGAN_KERNEL_TARGET = 'avx9'; allowed: native, x86-64-v3, portable" in res.stderr

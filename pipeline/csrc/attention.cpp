@@ -5,9 +5,9 @@
 //
 // Layout: q, k, v, o and their gradients are (B, N, D) float32, contiguous; lse is (B, N).
 // Per image, keys and values are transposed to (D, Np) (Np: N rounded up to the vector width) so
-// the inner loops run over key positions, 16 at a time in vector registers, for two query rows at
-// once (each key vector loaded is used twice). Built by pipeline/fast_attention.py with -O3
-// -march=native; GCC vector extensions give AVX-512 (one register a vector) or AVX2 (two).
+// the inner loops run over key positions, one hardware vector at a time (W below), for two query
+// rows at once (each key vector loaded is used twice). Built by pipeline/fast_attention.py with -O3
+// and -march=native, x86-64-v3 (AVX2 + FMA) or the compiler's baseline, with GCC vector extensions.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -20,9 +20,23 @@
 
 namespace {
 
-constexpr int W = 16;
+// Vector width in floats: one hardware register per vector (16 with AVX-512, 8 with AVX2, 4 with
+// SSE/NEON). A wider GCC vector than the hardware's is split into several registers, which doubles
+// the live set of the row loops and spills (AVX2 with 16-wide vectors was slower than PyTorch's SDPA).
+#ifndef SAGAN_W
+#if defined(__AVX512F__)
+#define SAGAN_W 16
+#elif defined(__AVX__)
+#define SAGAN_W 8
+#else
+#define SAGAN_W 4
+#endif
+#endif
+constexpr int W = SAGAN_W;
+// Query rows per pass (each key vector loaded is used for ROWS rows), chosen per width by
+// measurement (bench/bench_attention.py): registers are what limits it.
 #ifndef ROWS_SMALL
-#define ROWS_SMALL 2  // query rows per pass (s holds 2 rows)
+#define ROWS_SMALL 2  // head sizes <= 4
 #endif
 #ifndef ROWS_BIG
 #define ROWS_BIG 1
@@ -39,20 +53,19 @@ inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 // polynomial, relative error below 2e-7.
 inline vf vexp(vf x) {
     const vf keep = (vf)(x >= splat(-80.0f));
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && SAGAN_W == 16
     const __m512 xv = (__m512)x;
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xv);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
 #else
-    x = x < splat(-87.0f) ? splat(-87.0f) : x;
+    // no clamp: lanes below -80 (and -inf for padding) give garbage here and are zeroed by `keep`
     const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
     const vf t = x * splat(1.44269504088896341f) + magic;
     const vf n = t - magic;
-    vi ni;
-    std::memcpy(&ni, &t, sizeof ni);
-    ni -= 0x4B400000;  // the bits of `magic`: leaves n as an int32
+    vi ti;
+    std::memcpy(&ti, &t, sizeof ti);  // the low bits of t hold n (plus the bits of `magic`)
     vf r = x - n * splat(0.693359375f);
     r = r - n * splat(-2.12194440e-4f);
 #endif
@@ -64,10 +77,10 @@ inline vf vexp(vf x) {
     p = p * rv + splat(1.6666665459e-1f);
     p = p * rv + splat(5.0000001201e-1f);
     p = p * (rv * rv) + rv + splat(1.0f);
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && SAGAN_W == 16
     const vf e = (vf)_mm512_scalef_ps((__m512)p, n);
 #else
-    const vi bits = (ni + 127) << 23;
+    const vi bits = (ti - (0x4B400000 - 127)) << 23;  // 2^n: n + 127 in the exponent field
     vf scale;
     std::memcpy(&scale, &bits, sizeof scale);
     const vf e = p * scale;
@@ -80,22 +93,28 @@ inline vf vexp(vf x) {
     return res;
 }
 
-// Horizontal sum and max in a fixed tree order.
-inline float hsum(vf v) {
-    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return v[0];
+// Horizontal sum and max in a fixed tree order (halves, then quarters, ...).
+template <int N>
+inline float tree_sum(const float* a) {
+    if constexpr (N == 1) return a[0];
+    else {
+        float h[N / 2];
+        for (int l = 0; l < N / 2; ++l) h[l] = a[l] + a[l + N / 2];
+        return tree_sum<N / 2>(h);
+    }
 }
+template <int N>
+inline float tree_max(const float* a) {
+    if constexpr (N == 1) return a[0];
+    else {
+        float h[N / 2];
+        for (int l = 0; l < N / 2; ++l) h[l] = a[l] > a[l + N / 2] ? a[l] : a[l + N / 2];
+        return tree_max<N / 2>(h);
+    }
+}
+inline float hsum(vf v) { float a[W]; std::memcpy(a, &v, sizeof v); return tree_sum<W>(a); }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-inline float hmax(vf v) {
-    v = vmax(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-    v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-    v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-    v = vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-    return v[0];
-}
+inline float hmax(vf v) { float a[W]; std::memcpy(a, &v, sizeof v); return tree_max<W>(a); }
 
 // Denormal floats are slow on x86; flush them to zero inside the kernel and restore on return.
 struct FlushDenormals {
@@ -113,7 +132,7 @@ struct Keys {
     int n, np;
     std::vector<float> kt, vt, s;
     vf tail;
-    explicit Keys(int n_) : n(n_), np((n_ + W - 1) / W * W), kt(D * np, 0.0f), vt(D * np, 0.0f), s(2 * np) {
+    explicit Keys(int n_) : n(n_), np((n_ + W - 1) / W * W), kt(D * np, 0.0f), vt(D * np, 0.0f), s((ROWS_SMALL > ROWS_BIG ? ROWS_SMALL : ROWS_BIG) * np) {
         for (int l = 0; l < W; ++l) tail[l] = (np - W + l < n) ? 0.0f : -INFINITY;
     }
     void load(const float* k, const float* v) {
@@ -267,6 +286,9 @@ void over_batch(int batch, int threads, F&& range) {
 }  // namespace
 
 extern "C" {
+
+// The vector width this build was compiled for (recorded with benchmarks).
+int sagan_attention_vector_width() { return W; }
 
 // Both return 0 on success, -1 for an unsupported head size (the caller then uses PyTorch's SDPA).
 int sagan_attention_forward(int n, int d, int batch, int threads, const float* q, const float* k, const float* v,
