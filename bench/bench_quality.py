@@ -32,7 +32,8 @@ from pipeline.data import load_prepared  # noqa: E402
 from pipeline.evaluator import embed, load_evaluator  # noqa: E402
 from pipeline.metrics import evaluate_features  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
-from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
 from pipeline.visualize import grid, save_png  # noqa: E402
 
 KEYS = ("fid", "classifier_score", "precision", "recall", "coverage")
@@ -59,7 +60,7 @@ def samplers(trainer: Trainer) -> dict[str, torch.nn.Module]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, help="default: train.steps from params.yaml; 0: score the "
                     "untrained generator")

@@ -34,7 +34,8 @@ from pipeline import cpu, fast_attention  # noqa: E402
 from pipeline.config import Params, with_override  # noqa: E402
 from pipeline.models import SelfAttention  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
-from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
 
 
 def timed(fn, iters: int, warmup: int) -> float:

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml  # noqa: E402
 
 from pipeline.config import Params, with_override  # noqa: E402
-from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from pipeline.fileio import torch_load
 
 log = logging.getLogger(__name__)
 
+EVALUATOR_FILE = Path("models/evaluator.pt")  # the train_evaluator stage's output
+
 FEATURES = 128
 EMBED_BATCH = 500  # 250..1000 are within noise of each other on 2 cores; 500 had the steadiest timings
 
@@ -178,14 +180,14 @@ def accuracy(model: MnistClassifier, x_uint8: np.ndarray, y: np.ndarray) -> floa
     return float((probs.argmax(1) == np.asarray(y)).mean())
 
 
-def save_evaluator(model: MnistClassifier, path: str | Path = Path("models/evaluator.pt")) -> None:
+def save_evaluator(model: MnistClassifier, path: str | Path = EVALUATOR_FILE) -> None:
     """Atomically writes the state_dict (tensors only, so it loads with weights_only=True)."""
     from pipeline.fileio import torch_save
 
     torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
-def weights_sha256(path: str | Path = Path("models/evaluator.pt")) -> str:
+def weights_sha256(path: str | Path = EVALUATOR_FILE) -> str:
     """The evaluator's identity: sha256 over its tensors (names, dtypes, shapes, bytes). Not the file's
     hash: torch.save names the archive after the (temporary) file it writes, so the same weights
     saved twice differ in bytes."""
@@ -200,7 +202,7 @@ def weights_sha256(path: str | Path = Path("models/evaluator.pt")) -> str:
     return h.hexdigest()
 
 
-def load_evaluator(path: str | Path = Path("models/evaluator.pt")) -> MnistClassifier:
+def load_evaluator(path: str | Path = EVALUATOR_FILE) -> MnistClassifier:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} is missing: run `dvc repro train_evaluator` first")

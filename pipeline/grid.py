@@ -29,15 +29,18 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from pipeline import tracking
 from pipeline.config import Params, load_params, with_override
+from pipeline.data import PREPARED_DIR
+from pipeline.evaluator import EVALUATOR_FILE
 from pipeline.errors import USER_ERRORS, UserError
 
 log = logging.getLogger("grid")
@@ -122,20 +125,17 @@ def _dvc(*args: str, check: bool = True, timeout: float | None = None) -> subpro
     return res
 
 
-def queue_processes(root: Path) -> list[int]:
-    """PIDs of DVC queue workers (and their `dvc queue start` wrappers) running in `root` (Linux /proc;
-    elsewhere none are found)."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = Path(os.readlink(proc / "cwd"))
-        except OSError:
+def queue_processes(root: Path) -> list[psutil.Process]:
+    """DVC queue workers (and their `dvc queue start` wrappers) running in `root`."""
+    procs = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmd, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd")
+        if not cmd or not cwd:
             continue
-        is_queue = b"queue-worker" in cmd or (b"queue" in cmd and b"start" in cmd)
-        if is_queue and any(b"dvc" in part for part in cmd[:2]) and (cwd == root or root in cwd.parents):
-            pids.append(int(proc.name))
-    return pids
+        is_queue = "queue-worker" in cmd or ("queue" in cmd and "start" in cmd)
+        if is_queue and any("dvc" in part for part in cmd[:2]) and (Path(cwd) == root or root in Path(cwd).parents):
+            procs.append(proc)
+    return procs
 
 
 def stop_workers(root: Path, grace_s: float = 30.0) -> int:
@@ -147,16 +147,32 @@ def stop_workers(root: Path, grace_s: float = 30.0) -> int:
 
 
 def kill_lingering_workers(root: Path, grace_s: float = 30.0) -> int:
-    """Waits up to grace_s for the queue processes of `root` to exit, then kills the rest."""
-    deadline = time.time() + grace_s
-    while (left := queue_processes(root)) and time.time() < deadline:
-        time.sleep(1)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    if left:
-        log.warning("killed %d DVC queue process(es) that did not exit after the queue stopped", len(left))
-    return len(left)
+    """Waits up to grace_s for the queue processes of `root` to exit, then kills the rest (psutil
+    checks each is still the process it found: a reused PID is not killed)."""
+    _, alive = psutil.wait_procs(queue_processes(root), timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    if alive:
+        log.warning("killed %d DVC queue process(es) that did not exit after the queue stopped", len(alive))
+    return len(alive)
+
+
+def experiment_states() -> dict[str, str] | None:
+    """Experiment name -> queued | running | success | failed, from `dvc exp show --json` (`dvc queue
+    status` prints text only); None when DVC does not answer (busy: ask again)."""
+    res = _dvc("exp", "show", "--json", check=False, timeout=120)
+    if res.returncode != 0:
+        return None
+    states: dict[str, str] = {}
+    for baseline in json.loads(res.stdout or "[]"):
+        for exp in baseline.get("experiments") or []:
+            name = exp.get("name") or next((r.get("name") for r in exp.get("revs") or [] if r.get("name")), None)
+            # a finished experiment is a git ref; DVC reports an executor for it only while the queue remembers it
+            state = (exp.get("executor") or {}).get("state") or "success"
+            if name:
+                states[name] = state
+    return states
 
 
 def _start_workers(jobs: int) -> tuple[subprocess.Popen, Path]:
@@ -191,9 +207,22 @@ def run_grid(p: Params, spec: GridSpec, runner: str = "dvc") -> list[Cell]:
     log.info("%d CPU thread(s) per worker%s", threads, f", train.device={spec.device}" if spec.device else "")
     if _wants_cuda(p, spec):
         check_gpu_room(spec.jobs)
-    if runner == "local":
-        return _run_local(p, spec, todo, threads)
-    return _run_queued(spec, todo, threads)
+    # the grid's parent run, before any of its runs: they nest under it in the MLflow UI
+    parent = tracking.grid_parent_run(p.mlflow.experiment, spec.name, create=True)
+    failed: list[Cell] = []
+    try:
+        failed = _run_local(p, spec, todo, threads) if runner == "local" else _run_queued(spec, todo, threads)
+    finally:
+        _end_parent(parent, failed)
+    return failed
+
+
+def _end_parent(run_id: str, failed: list[Cell]) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client.set_tag(run_id, "grid.failed_runs", str(len(failed)))
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
 def _wants_cuda(p: Params, spec: GridSpec) -> bool:
@@ -247,27 +276,34 @@ def _run_queued(spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
     bar = tqdm(total=len(todo), desc=f"grid {spec.name}", unit="run")
     finished: set[str] = set()
     failed: list[Cell] = []
+    idle = 0
     try:
         while True:
             if starter.poll():
                 raise UserError(f"`dvc queue start -j {spec.jobs}` failed (exit {starter.returncode}):\n"
                                 f"{start_log.read_text().strip()}")
-            res = _dvc("queue", "status", check=False, timeout=120)
-            if res.returncode == -1:
-                continue  # a busy queue: ask again
-            if res.returncode != 0:
-                raise UserError(f"`dvc queue status` failed:\n{res.stderr.strip() or res.stdout.strip()}")
-            status = res.stdout
-            for line in status.splitlines():
-                parts = line.split()
-                for name, cell in names.items():
-                    if name in parts and name not in finished and ("Success" in parts or "Failed" in parts):
-                        finished.add(name)
-                        bar.update(1)
-                        if "Failed" in parts:
-                            failed.append(cell)
-                            log.error("cell %s seed %d failed: `dvc queue logs %s`", cell.label, cell.seed, name)
-            if len(finished) >= len(names) or not any(w in status for w in ("Queued", "Running")):
+            states = experiment_states()
+            if states is None:
+                continue  # a busy repository: ask again
+            for name, cell in names.items():
+                state = states.get(name)
+                if state in ("success", "failed") and name not in finished:
+                    finished.add(name)
+                    bar.update(1)
+                    if state == "failed":
+                        failed.append(cell)
+                        log.error("cell %s seed %d failed: `dvc queue logs %s`", cell.label, cell.seed, name)
+            pending = [n for n in names if n not in finished]
+            if not pending:
+                break
+            # nothing of ours queued or running, twice in a row (not a task between two states): the
+            # queue has stopped; what is left did not run
+            idle = 0 if any(states.get(n) in ("queued", "running") for n in pending) else idle + 1
+            if idle >= 2:
+                for name in pending:
+                    failed.append(names[name])
+                    log.error("cell %s seed %d never ran (DVC's queue stopped): see `dvc queue status` and %s",
+                              names[name].label, names[name].seed, start_log)
                 break
             time.sleep(5)
     finally:
@@ -280,7 +316,7 @@ def _run_queued(spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
 
 LOCAL_DIR = Path(".grid")
 # what every run reads from the shared stages; a run's folder links to them
-SHARED_OUTPUTS = (Path("data/prepared"), Path("models/evaluator.pt"), Path("metrics/evaluator.json"))
+SHARED_OUTPUTS = (PREPARED_DIR, EVALUATOR_FILE, Path("metrics/evaluator.json"))
 
 
 def _ensure_shared_outputs(root: Path) -> None:

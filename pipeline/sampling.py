@@ -1,4 +1,5 @@
-"""Loading a trained generator and drawing images from it."""
+"""The trained generator's file (written by the train stage, read by sample and the tests) and drawing
+images from it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,29 @@ import numpy as np
 import torch
 
 from pipeline.errors import UserError
-from pipeline.fileio import torch_load
+from pipeline.draws import fixed_latent
+from pipeline.fileio import torch_load, torch_save
 from pipeline.models import Generator, ModelConfig
-from pipeline.training import Runtime, fixed_latent, to_uint8
+from pipeline.runtime import Runtime
+
+GENERATOR_FILE = Path("models/generator.pt")  # the train stage's output
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] floats (N,1,28,28) -> uint8 (N,28,28)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x[:, 0].cpu().numpy()
+
+
+def save_generator(path: Path, generator: Generator, generator_ema: Generator | None, step: int) -> None:
+    """The generator's weights (and its EMA's), its architecture and its step: what `load_generator`
+    reads; tensors and plain values only, so it loads with weights_only=True."""
+    cfg = generator.cfg
+    torch_save({"generator": generator.state_dict(),
+                "generator_ema": generator_ema.state_dict() if generator_ema is not None else None,
+                "config": cfg.__dict__ | {"g_attention_at": list(cfg.g_attention_at),
+                                          "d_attention_at": list(cfg.d_attention_at)},
+                "step": step}, path)
 
 
 def load_generator(path: Path, device: torch.device | str = "cpu", ema: bool = True) -> Generator:

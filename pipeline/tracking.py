@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -142,9 +141,49 @@ def finished_grid_runs(experiment: str, grid: str) -> dict[tuple[str, int], Any]
     return runs
 
 
-def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] | None = None) -> str:
+def standard_tags(source_name: str) -> dict[str, str]:
+    """The tags MLflow's fluent API sets by itself (the UI shows them as Source, User, Git commit)."""
+    import getpass
+
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {MLFLOW_GIT_COMMIT: git_commit(), MLFLOW_USER: user, MLFLOW_SOURCE_NAME: source_name,
+            MLFLOW_SOURCE_TYPE: "LOCAL"}
+
+
+GRID_PARENT_TAG = "grid.parent"
+
+
+def grid_parent_run(experiment: str, grid: str, create: bool = False) -> str | None:
+    """The run that groups a grid's runs in the MLflow UI (its runs nest under it): found by its tags,
+    created by the grid runner before any of its runs start."""
+    import mlflow
+
+    exp_id = setup(experiment)
+    client = mlflow.MlflowClient(tracking_uri())
+    found = client.search_runs([exp_id], filter_string=f"tags.`{GRID_PARENT_TAG}` = 'true' and tags.`grid.name` = '{grid}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        if create:  # the grid runs (again): its parent is running as long as it does
+            client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    if not create:
+        return None
+    run = client.create_run(exp_id, run_name=f"grid {grid}",
+                            tags={**run_tags({GRID_PARENT_TAG: "true", "grid.name": grid}),
+                                  **standard_tags("pipeline.grid")})
+    return run.info.run_id
+
+
+def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] | None = None,
+              source_name: str = "stages.train") -> str:
     """Creates the pipeline execution's run, logs params and tags, records its id in RUN_FILE."""
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     exp_id = setup(params.mlflow.experiment)
     client = mlflow.MlflowClient(tracking_uri())
@@ -154,7 +193,10 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
     if params.mlflow.grid:
         tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),
                      "grid.seed": params.seed})
-    run = client.create_run(exp_id, run_name=name, tags=run_tags(tags))
+        parent = grid_parent_run(params.mlflow.experiment, params.mlflow.grid)
+        if parent:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+    run = client.create_run(exp_id, run_name=name, tags={**run_tags(tags), **standard_tags(source_name)})
     flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.flat().items()}
     from mlflow.entities import Param
 
@@ -185,38 +227,59 @@ def current_run_id(run_file: Path = RUN_FILE) -> str:
         raise UserError(f"{run_file} is missing: run the train stage first (`dvc repro train`)")
 
 
-class RunLogger:
-    """Logs to one MLflow run by id. Metrics are buffered and sent in batches from a
-    background thread, because a synchronous call costs 10-70 ms here."""
+def log_dataset(run_id: str, x: Any, y: Any, meta: dict[str, Any], context: str = "training") -> None:
+    """The prepared data as an MLflow dataset input of the run (the UI's Datasets column): its name
+    names the source, its digest is the data's checksum, its profile the shape."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
 
-    def __init__(self, run_id: str, flush_every: float = 5.0):
+    sha = meta.get("sha256", {}).get("x_train", "")
+    ds = mlflow.data.from_numpy(x, targets=y, name=f"mnist-{meta.get('source', 'unknown')}",
+                                source=str(project_root() / "data" / "prepared"), digest=sha[:16] or None)
+    mlflow.MlflowClient(tracking_uri()).log_inputs(
+        run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+
+def log_state_dict(run_id: str, state_dict: dict[str, Any], artifact_path: str) -> None:
+    """A state dict in MLflow's format: `mlflow.pytorch.load_state_dict(f"runs:/{run_id}/{artifact_path}",
+    weights_only=True)` loads it back."""
+    import tempfile
+
+    import mlflow.pytorch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pytorch.save_state_dict(state_dict, tmp)
+        mlflow.MlflowClient(tracking_uri()).log_artifacts(run_id, tmp, artifact_path)
+
+
+class RunLogger:
+    """Logs to one MLflow run by id. Metrics go through MLflow's asynchronous logging: a call queues
+    them and returns at once (a synchronous call costs 10-70 ms against a SQLite store), and MLflow
+    batches and sends them from its own thread; `flush` and `close` wait until they are stored."""
+
+    def __init__(self, run_id: str):
         import mlflow
 
         self.client = mlflow.MlflowClient(tracking_uri())
         self.run_id = run_id
-        self._buf: list = []
-        self._lock = threading.Lock()
-        self._flush_every = flush_every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._flush_every):
-            self.flush()
+        self._operations: list = []
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        with self._lock:
-            self._buf.extend(Metric(k, float(v), ts, step or 0) for k, v in values.items())
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in values.items()]
+        self._operations.append(self.client.log_batch(self.run_id, metrics=batch, synchronous=False))
+        if len(self._operations) >= 1000:  # bounded: the oldest are stored long since (else: wait for them)
+            older, self._operations = self._operations[:-100], self._operations[-100:]
+            for op in older:
+                op.wait()
 
     def flush(self) -> None:
-        with self._lock:
-            buf, self._buf = self._buf, []
-        for i in range(0, len(buf), 1000):
-            self.client.log_batch(self.run_id, metrics=buf[i:i + 1000], synchronous=True)
+        """Waits until every queued metric is stored; raises what the store answered if one failed."""
+        operations, self._operations = self._operations, []
+        for op in operations:
+            op.wait()
 
     def artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -229,11 +292,11 @@ class RunLogger:
             self.client.set_tag(self.run_id, k, str(v))
 
     def close(self, status: str | None = None) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.flush()
-        if status:
-            self.client.set_terminated(self.run_id, status)
+        try:
+            self.flush()
+        finally:
+            if status:
+                self.client.set_terminated(self.run_id, status)
 
 
 @contextlib.contextmanager

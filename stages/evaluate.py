@@ -19,20 +19,17 @@ from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.errors import UserError
-from pipeline.evaluator import embed, load_evaluator, weights_sha256
+from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
-from pipeline.metrics import evaluate_features
+from pipeline.metrics import SCALARS, evaluate_features
 
 log = logging.getLogger("evaluate")
 
 SAMPLES_FILE = Path("samples/samples.npz")
-EVALUATOR_FILE = Path("models/evaluator.pt")
 FLOOR_FILE = Path("metrics/evaluator.json")
 METRICS_FILE = Path("metrics/evaluate.json")
 HIST_CSV = Path("plots/class_histogram.csv")
 HIST_PNG = Path("plots/class_histogram.png")
-SCALARS = ("fid", "classifier_score", "classifier_score_std", "precision", "recall", "density", "coverage",
-           "classes_covered")
 
 
 def load_samples(path: Path, n: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from pipeline import tracking
 from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.fileio import atomic_dir
-from pipeline.sampling import generate_images, load_generator
-from pipeline.training import resolve_runtime
+from pipeline.sampling import GENERATOR_FILE, generate_images, load_generator
+from pipeline.runtime import resolve_runtime
 from pipeline.visualize import attention_maps, grid, save_gif, save_png
 
 log = logging.getLogger("sample")
@@ -23,7 +23,7 @@ OUT_DIR = Path("samples")
 
 def main(p: Params) -> None:
     rt = resolve_runtime(p)
-    generator = load_generator(Path("models/generator.pt"), rt.device)
+    generator = load_generator(GENERATOR_FILE, rt.device)
     run_id = tracking.current_run_id()
     with atomic_dir(OUT_DIR) as out:
         images = generate_images(generator, p.sample.n, p.sample.seed, rt)

@@ -16,14 +16,16 @@ import torch
 from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
-from pipeline.fileio import atomic_path, torch_save, write_json
+from pipeline.fileio import atomic_path, write_json
+from pipeline.sampling import GENERATOR_FILE, save_generator
 from pipeline.models import gammas
 from pipeline import fast_attention, tracking
-from pipeline.training import Trainer, resolve_runtime
+from pipeline.runtime import resolve_runtime
+from pipeline.trainer import Trainer
 
 log = logging.getLogger("train")
 
-MODEL_FILE = Path("models/generator.pt")
+MODEL_FILE = GENERATOR_FILE
 SNAPSHOTS_FILE = Path("models/snapshots.npz")
 METRICS_FILE = Path("metrics/train.json")
 LOSSES_PLOT = Path("plots/train_losses.csv")
@@ -48,14 +50,14 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def _quick_fid_hook(p: Params, prepared):
     """FID on a small fixed N every train.eval_every steps, when the evaluator exists."""
-    evaluator_path = Path("models/evaluator.pt")
-    if not p.train.eval_every or not evaluator_path.exists():
-        return None
-    from pipeline.evaluator import load_evaluator
-    from pipeline.metrics import RealReference, quick_fid
-    from pipeline.training import fixed_latent
+    from pipeline.evaluator import EVALUATOR_FILE, load_evaluator
 
-    evaluator = load_evaluator(evaluator_path)
+    if not p.train.eval_every or not EVALUATOR_FILE.exists():
+        return None
+    from pipeline.metrics import RealReference, quick_fid
+    from pipeline.draws import fixed_latent
+
+    evaluator = load_evaluator(EVALUATOR_FILE)
     reference = RealReference.from_images(evaluator, prepared.x_test)
     z = fixed_latent(p.train.eval_n, p.model.z_dim, p.sample.seed + 1)
 
@@ -94,10 +96,10 @@ def main(p: Params) -> None:
             run_id = tracking.reopen_run(previous, p)
         else:
             run_id = tracking.start_run(p, tags=tags)
+            tracking.log_dataset(run_id, prepared.x_train, prepared.y_train, prepared.meta)
         trainer.extra_state["run_id"] = run_id
         logger = tracking.RunLogger(run_id)
         log.info("MLflow run %s in %s", run_id, tracking.tracking_uri())
-    fid_hook = _quick_fid_hook(p, prepared) if rt.is_main else None
 
     def on_eval(t: Trainer) -> dict[str, float]:
         vals = fid_hook(t)
@@ -106,25 +108,33 @@ def main(p: Params) -> None:
         return vals
 
     try:
+        fid_hook = _quick_fid_hook(p, prepared) if rt.is_main else None
         result = trainer.run(on_log=(lambda step, vals: logger.metrics(vals, step=step)) if logger else None,
                              on_eval=on_eval if fid_hook else None)
+        if not rt.is_main:
+            torch.distributed.barrier()
+            return
+        _write_outputs(trainer, result, rt, logger)
     except KeyboardInterrupt:
         if logger:
             logger.close("KILLED")
         raise
     except BaseException:
+        # any failure, also after training (saving, metrics, artifact upload): the run must not stay RUNNING
         if logger:
             logger.close("FAILED")
         raise
-    if not rt.is_main:
+    logger.close("FINISHED")
+    trainer.checkpoint_path.unlink(missing_ok=True)  # the finished weights are the output now
+    if rt.world_size > 1:
         torch.distributed.barrier()
-        return
+    log.info("done: %d steps in %.0f s (%.0f img/s); weights in %s", result.step, result.wall_s,
+             result.images_per_s, MODEL_FILE)
 
-    G_ema = trainer.G_ema.state_dict() if trainer.G_ema is not None else None
-    torch_save({"generator": trainer.G.state_dict(), "generator_ema": G_ema,
-                "config": trainer.cfg.__dict__ | {"g_attention_at": list(trainer.cfg.g_attention_at),
-                                                   "d_attention_at": list(trainer.cfg.d_attention_at)},
-                "step": result.step}, MODEL_FILE)
+
+def _write_outputs(trainer: Trainer, result, rt, logger: tracking.RunLogger) -> None:
+    """The stage's DVC outputs (weights, snapshots, metrics, plots), then their MLflow copies."""
+    save_generator(MODEL_FILE, trainer.G, trainer.G_ema, result.step)
     with atomic_path(SNAPSHOTS_FILE, suffix=".npz") as tmp:
         np.savez_compressed(tmp, images=result.snapshots, steps=np.array(result.snapshot_steps))
     hist = result.history
@@ -147,15 +157,10 @@ def main(p: Params) -> None:
     write_json(METRICS_FILE, metrics)
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)
     logger.artifact(MODEL_FILE, "model")
+    # what the samples come from (the EMA where there is one), loadable with mlflow.pytorch.load_state_dict
+    tracking.log_state_dict(logger.run_id, trainer.sampler.state_dict(), "generator_state_dict")
     logger.artifact(METRICS_FILE, "metrics")
     logger.artifact(LOSSES_PLOT, "plots")
-    logger.close("FINISHED")
-    trainer.checkpoint_path.unlink(missing_ok=True)  # the finished weights are the output now
-    if rt.world_size > 1:
-        torch.distributed.barrier()
-    log.info("done: %d steps in %.0f s (%.0f img/s); weights in %s", result.step, result.wall_s,
-             result.images_per_s, MODEL_FILE)
-
 
 if __name__ == "__main__":
     run_stage("train", main)

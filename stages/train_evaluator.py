@@ -17,16 +17,14 @@ import torch
 from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
-from pipeline.evaluator import accuracy, embed, save_evaluator, train_classifier
+from pipeline.evaluator import EVALUATOR_FILE, accuracy, embed, save_evaluator, train_classifier
 from pipeline.fileio import write_json
-from pipeline.metrics import evaluate_features
+from pipeline.metrics import SCALARS, evaluate_features
 
 log = logging.getLogger("train_evaluator")
 
-MODEL_FILE = Path("models/evaluator.pt")
+MODEL_FILE = EVALUATOR_FILE
 METRICS_FILE = Path("metrics/evaluator.json")
-FLOOR_KEYS = ("fid", "classifier_score", "classifier_score_std", "precision", "recall", "density", "coverage",
-              "classes_covered")
 
 
 def main(p: Params) -> None:
@@ -45,7 +43,7 @@ def main(p: Params) -> None:
         "data_sha256": data.meta.get("sha256", {}).get("x_train", ""),
         "n_train": len(data.x_train),
         "n_test": len(data.x_test),
-        "floor": {k: round(float(floor[k]), 5) if isinstance(floor[k], float) else floor[k] for k in FLOOR_KEYS},
+        "floor": {k: round(float(floor[k]), 5) if isinstance(floor[k], float) else floor[k] for k in SCALARS},
         "floor_n_knn": floor["n_knn"],
         "floor_class_histogram": floor["class_histogram"],
     })

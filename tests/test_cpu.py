@@ -18,7 +18,7 @@ AS_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 def _describe(env: dict[str, str]) -> dict:
     code = ("import json; from pipeline import cpu; from pipeline.config import Params, with_override;"
-            "from pipeline.training import resolve_runtime;"
+            "from pipeline.runtime import resolve_runtime;"
             "rt = resolve_runtime(with_override(Params(), {'train.device': 'cpu'}));"
             "print(json.dumps({**cpu.describe(), 'bf16': cpu.has_fast_bf16(), 'precision': rt.precision}))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},

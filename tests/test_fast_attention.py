@@ -139,7 +139,7 @@ def test_builds_once_into_the_cache(tmp_path):
 
 def test_setting_picks_the_kernel_and_the_run_records_it():
     from pipeline.config import Params, with_override
-    from pipeline.training import resolve_runtime
+    from pipeline.runtime import resolve_runtime
 
     try:
         sdpa = resolve_runtime(with_override(Params(), {"train.attention_kernel": "sdpa", "train.device": "cpu"}))
@@ -176,7 +176,7 @@ def test_auto_times_both_paths_on_the_shape(tmp_path, monkeypatch):
 
 def test_runtime_records_each_layers_path():
     from pipeline.config import Params, with_override
-    from pipeline.training import resolve_runtime
+    from pipeline.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(with_override(Params(), {"train.device": "cpu", "train.attention_kernel": "kernel"}))

@@ -170,7 +170,7 @@ def test_a_hung_queue_worker_is_killed(tmp_path):
     elsewhere = subprocess.Popen(["dvc", *sleep, "queue-worker", "y"], executable=sys.executable, cwd=ROOT_DIR)
     other = subprocess.Popen(["dvc", *sleep, "exp", "show"], executable=sys.executable, cwd=tmp_path)
     try:
-        assert queue_processes(tmp_path.resolve()) == [hung.pid]
+        assert [p.pid for p in queue_processes(tmp_path.resolve())] == [hung.pid]
         assert kill_lingering_workers(tmp_path.resolve(), grace_s=1) == 1
         assert hung.wait(timeout=10) != 0
         assert elsewhere.poll() is None and other.poll() is None

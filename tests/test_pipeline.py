@@ -77,6 +77,30 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     assert exp.artifact_location == (repo / "mlruns").as_uri()
 
 
+def test_mlflow_run_follows_mlflow_conventions(repo):
+    """What MLflow's own UI and API expect: its source, user and git tags, the prepared data as a
+    dataset input, and the generator as a state dict that loads with weights_only=True."""
+    import getpass
+
+    import mlflow.pytorch
+    import torch
+
+    client, _, _ = _runs(repo)
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    r = client.get_run(run_id)
+    tags = r.data.tags
+    assert tags["mlflow.source.git.commit"] == tags["git.commit"] != "unknown"
+    assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.name"] == "stages.train"
+    sha = json.loads((repo / "data/prepared/meta.json").read_text())["sha256"]["x_train"]
+    (ds,) = r.inputs.dataset_inputs
+    assert ds.dataset.name == "mnist-embedded" and ds.dataset.digest == sha[:16]
+    assert {t.key: t.value for t in ds.tags}["mlflow.data.context"] == "training"
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    state = mlflow.pytorch.load_state_dict(f"runs:/{run_id}/generator_state_dict", weights_only=True)
+    saved = torch.load(repo / "models/generator.pt", weights_only=True)["generator_ema"]
+    assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+
+
 def test_second_repro_is_cached(repo):
     _, _, before = _runs(repo)
     out = run(["dvc", "repro"], repo).stdout
@@ -196,4 +220,54 @@ def test_runs_go_to_a_shared_mlflow_server(repo, tmp_path):
     assert list(artifacts.rglob("grid.png"))  # stored at the server's artifact destination
     _, _, local_after = _runs(repo)
     assert len(local_after) == len(local_before)
+    run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_every_failure_after_training_ends_the_run_failed(tmp_path):
+    """A stage that fails after training (here: metrics/train.json cannot be written) must not leave
+    a RUNNING run behind in the MLflow UI."""
+    import sys
+
+    path = make_repo(tmp_path / "repo")
+    run([sys.executable, "-m", "stages.prepare"], path)
+    (path / "metrics" / "train.json").mkdir(parents=True)  # a folder where the file goes: the write fails
+    res = run([sys.executable, "-m", "stages.train"], path, check=False)
+    assert res.returncode != 0
+    client, _, runs = _runs(path)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert (path / "models/generator.pt").exists()  # training itself had finished
+
+
+def test_operational_keys_rerun_nothing_and_training_keys_rerun_training(repo):
+    """dvc.yaml lists the exact keys each stage reads: threads, device, the MLflow experiment's name
+    ... re-run nothing but the validator; a learning rate re-runs train, sample and evaluate only."""
+    import yaml
+
+    from pipeline.config import Params, flatten
+    from pipeline.checkpoint import OPERATIONAL_KEYS
+
+    # dvc.yaml's train keys are train.* minus the operational ones (snapshot_every shapes an output)
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["params"]
+    listed = {k for k in stage if isinstance(k, str) and k.startswith("train.")}
+    train_keys = {k for k in flatten(Params().to_dict()) if k.startswith("train.")}
+    assert listed == train_keys - {f"train.{k}" for k in OPERATIONAL_KEYS if k != "snapshot_every"}
+
+    def repro_with(changes: dict) -> set[str]:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        for dotted, value in changes.items():
+            node = params
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = run(["dvc", "repro"], repo, timeout=900).stdout
+        return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+    run(["git", "checkout", "params.yaml"], repo)
+    run(["dvc", "repro"], repo, timeout=900)
+    operational = {"train.threads": 2, "train.log_every": 3, "train.checkpoint_every": 2, "train.device": "cpu",
+                   "train.compile": "false", "train.attention_kernel": "sdpa", "mlflow.experiment": "renamed"}
+    assert repro_with(operational) <= {"check_params", "report"}
+    assert repro_with({"train.lr_g": 0.0003}) == {"check_params", "train", "sample", "evaluate", "report"}
     run(["git", "checkout", "params.yaml"], repo)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
-from pipeline.training import NonFiniteLoss, batch_indices
+from pipeline.draws import batch_indices
+from pipeline.trainer import NonFiniteLoss
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_driver import make_trainer  # noqa: E402

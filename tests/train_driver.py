@@ -11,7 +11,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import Params, with_override  # noqa: E402
-from pipeline.training import Trainer, resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
 
 SMALL = {"train.steps": 12, "train.batch_size": 16, "train.checkpoint_every": 3, "train.log_every": 3,
          "train.snapshot_every": 4, "train.ema_start": 2, "train.lr_decay": "linear", "train.precision": "fp32",

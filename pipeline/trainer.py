@@ -1,149 +1,28 @@
-"""The SAGAN training loop: deterministic, resumable, tracked, and fast on CPU and GPU.
-
-Determinism and resume: the data order and the latent noise of step s are functions of (seed, s),
-so a run resumed from a checkpoint at step s draws exactly what an uninterrupted run would draw.
-Checkpoints live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC deletes
-outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
-"""
+"""The SAGAN training loop: deterministic (pipeline/draws.py), resumable (pipeline/checkpoint.py),
+tracked through callbacks, and fast on CPU and GPU (pipeline/runtime.py)."""
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from pipeline import augment, cpu, fast_attention, losses
+from pipeline import augment, checkpoint, losses
+from pipeline.checkpoint import params_hash
 from pipeline.config import Params
+from pipeline.draws import batch_indices, epoch_permutation, fixed_latent, latent, step_generator
 from pipeline.errors import UserError
-from pipeline.fileio import torch_load, torch_save
-from pipeline.models import Discriminator, Generator, ModelConfig, attention_shapes, gammas
+from pipeline.models import Discriminator, Generator, ModelConfig, gammas
+from pipeline.runtime import Runtime
+from pipeline.sampling import to_uint8
 from pipeline.seeding import seed_everything
 
 log = logging.getLogger(__name__)
-
-# Keys that change how a run is operated, not what it computes: they may differ on resume.
-OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile",
-                    "attention_kernel")
-
-
-# ---------------------------------------------------------------- runtime choices
-
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    precision: str        # fp32 | bf16
-    compile: bool
-    rank: int = 0
-    world_size: int = 1
-    compile_mode: str | None = None   # torch.compile mode; None is its default
-    attention_kernel: str = "sdpa"    # what CPU attention runs on: native (pipeline/fast_attention.py) | sdpa | mixed
-    attention_paths: str = ""         # per layer, e.g. "d14=native g14=native g28=native" (auto decides per shape)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def autocast_dtype(self):
-        return torch.bfloat16 if self.precision == "bf16" else None
-
-
-def resolve_runtime(p: Params) -> Runtime:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    want = p.train.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = cuda but no CUDA device is visible; use train.device=auto or cpu")
-    use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    if p.train.precision == "auto":
-        fast_bf16 = (torch.cuda.is_bf16_supported() if use_cuda else cpu.has_fast_bf16())
-        precision = "bf16" if fast_bf16 else "fp32"
-    else:
-        precision = p.train.precision
-    compile_ = {"true": True, "false": False, "auto": use_cuda}[p.train.compile]
-    # On one GPU this model is launch-bound (~21 ms of CPU work per step for ~3 ms of GPU work at
-    # batch 256): CUDA graphs ("reduce-overhead") remove that. Not with DDP, whose hooks break capture.
-    mode = "reduce-overhead" if compile_ and use_cuda and world_size == 1 else None
-    fast_attention.set_mode(p.train.attention_kernel)
-    kernel, paths = "sdpa", ""
-    if not use_cuda:
-        kernel, paths = attention_plan(p)
-    return Runtime(device, precision, compile_, rank, world_size, mode, kernel, paths)
-
-
-def attention_plan(p: Params) -> tuple[str, str]:
-    """What each attention layer of a training step runs on at the current thread count (with
-    `auto`, timed once per machine and shape): native, sdpa or mixed, and the per-layer detail."""
-    cfg = ModelConfig.from_params(p)
-    paths = {name: {fast_attention.path_for(*shape, grad=True) for shape in shapes}
-             for name, shapes in attention_shapes(cfg, p.train.batch_size).items()}
-    used = set().union(*paths.values()) if paths else {fast_attention.kernel_name()}
-    summary = used.pop() if len(used) == 1 else "mixed"
-    return summary, " ".join(f"{name}={'+'.join(sorted(v))}" for name, v in sorted(paths.items()))
-
-
-# ---------------------------------------------------------------- params identity
-
-def training_params(p: Params) -> dict[str, Any]:
-    """The params that determine the trained weights (resume refuses a checkpoint made from others)."""
-    train = {k: v for k, v in asdict(p.train).items() if k not in OPERATIONAL_KEYS}
-    return {"seed": p.seed, "model": asdict(p.model), "attention": asdict(p.attention),
-            "loss": asdict(p.loss), "train": train}
-
-
-def params_hash(p: Params, data_sha: str) -> str:
-    blob = json.dumps({**training_params(p), "data": data_sha}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- deterministic draws
-
-def _step_generator(seed: int, step: int, stream: int, device: str | torch.device = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step * 17 + stream) % (2**63 - 1))
-    return g
-
-
-def epoch_permutation(n: int, seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    return torch.randperm(n, generator=_step_generator(seed, epoch, 1, device), device=device)
-
-
-def batch_indices(n: int, batch_size: int, seed: int, draw: int, device: str | torch.device = "cpu",
-                  perm: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of the `draw`-th batch: epochs are seeded permutations, so any draw is recomputable.
-    Draws are made on `device` (on CUDA they differ from CPU draws but are just as repeatable)."""
-    per_epoch = n // batch_size
-    epoch, pos = divmod(draw, per_epoch)
-    if perm is None:
-        perm = epoch_permutation(n, seed, epoch, device)
-    return perm[pos * batch_size:(pos + 1) * batch_size]
-
-
-def latent(batch: int, z_dim: int, seed: int, draw: int, stream: int = 2,
-           device: str | torch.device = "cpu") -> torch.Tensor:
-    return torch.randn(batch, z_dim, generator=_step_generator(seed, draw, stream, device), device=device)
-
-
-def fixed_latent(n: int, z_dim: int, seed: int) -> torch.Tensor:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return torch.randn(n, z_dim, generator=g)
-
-
-# ---------------------------------------------------------------- the loop
 
 class NonFiniteLoss(UserError):
     pass
@@ -158,12 +37,6 @@ class TrainResult:
     wall_s: float
     snapshots: np.ndarray        # (T, n, 28, 28) uint8, fixed-latent samples across training
     snapshot_steps: list[int]
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] floats (N,1,28,28) -> uint8 (N,28,28)."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x[:, 0].cpu().numpy()
 
 
 class Trainer:
@@ -274,7 +147,7 @@ class Trainer:
         if policy == "none":
             return x
         bs = self.p.train.batch_size
-        params = augment.draw(halves * bs, policy, _step_generator(self.seed, draw, stream, self.rt.device),
+        params = augment.draw(halves * bs, policy, step_generator(self.seed, draw, stream, self.rt.device),
                               tuple(x.shape[-2:]), self.rt.device)
         if self.rt.world_size > 1:
             rows = torch.cat([self._local_slice(torch.arange(h * bs, (h + 1) * bs, device=self.rt.device))
@@ -333,46 +206,14 @@ class Trainer:
     # -- checkpoints
 
     def state(self) -> dict[str, Any]:
-        return {
-            "params_hash": self.hash,
-            "training_params": json.dumps(training_params(self.p), sort_keys=True),
-            "step": self.step,
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
-            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
-            "snapshots": torch.from_numpy(np.stack(self.snapshots)) if self.snapshots else torch.zeros(0),
-            "snapshot_steps": torch.tensor(self.snapshot_steps, dtype=torch.int64),
-            "extra": json.dumps(self.extra_state),
-        }
+        return checkpoint.pack(self)
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None and self.rt.is_main:
-            torch_save(self.state(), self.checkpoint_path)
+            checkpoint.save(self, self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
-        try:
-            st = torch_load(path, map_location=str(self.rt.device))
-        except Exception as e:  # noqa: BLE001 - a damaged file is a user-level problem
-            raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over")
-        if st.get("params_hash") != self.hash:
-            mine = training_params(self.p)
-            theirs = json.loads(st.get("training_params", "{}"))
-            diff = _diff_keys(mine, theirs)
-            raise UserError(f"checkpoint {path} was made with different params ({', '.join(diff) or 'data'}); "
-                            f"it cannot be resumed with these. Delete it to start over.")
-        self.G.load_state_dict(st["G"])
-        self.D.load_state_dict(st["D"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(st["G_ema"])
-        self.opt_g.load_state_dict(st["opt_g"])
-        self.opt_d.load_state_dict(st["opt_d"])
-        self.step = int(st["step"])
-        self.history = {k: v.tolist() for k, v in st["history"].items()}
-        if st["snapshots"].numel():
-            self.snapshots = list(st["snapshots"].numpy())
-        self.snapshot_steps = st["snapshot_steps"].tolist()
-        self.extra_state = json.loads(st.get("extra", "{}"))
+        checkpoint.restore(self, path)
 
     def resume(self) -> bool:
         """Loads the checkpoint of these params if one exists (after an interruption)."""
@@ -448,14 +289,3 @@ class Trainer:
         final = {k: v[-1] for k, v in self.history.items() if v}
         snaps = np.stack(self.snapshots) if self.snapshots else np.zeros((0, 0, 28, 28), np.uint8)
         return TrainResult(self.step, self.history, final, rate, wall, snaps, self.snapshot_steps)
-
-
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {vb!r} -> {va!r}")
-    return out

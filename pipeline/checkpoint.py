@@ -1,0 +1,93 @@
+"""Checkpoints: which params identify a training (a checkpoint made from others is refused) and the
+file's format. They live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC
+deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pipeline.config import Params
+from pipeline.errors import UserError
+from pipeline.fileio import torch_load, torch_save
+
+if TYPE_CHECKING:
+    from pipeline.trainer import Trainer
+
+# Keys that change how a run is operated, not what it computes: they may differ on resume.
+OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile",
+                    "attention_kernel")
+
+
+def training_params(p: Params) -> dict[str, Any]:
+    """The params that determine the trained weights (resume refuses a checkpoint made from others)."""
+    train = {k: v for k, v in asdict(p.train).items() if k not in OPERATIONAL_KEYS}
+    return {"seed": p.seed, "model": asdict(p.model), "attention": asdict(p.attention),
+            "loss": asdict(p.loss), "train": train}
+
+
+def params_hash(p: Params, data_sha: str) -> str:
+    blob = json.dumps({**training_params(p), "data": data_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {vb!r} -> {va!r}")
+    return out
+
+
+# ---------------------------------------------------------------- the file
+
+def pack(tr: "Trainer") -> dict[str, Any]:
+    """Everything a resumed run needs, as tensors and strings (loads with weights_only=True)."""
+    return {
+        "params_hash": tr.hash,
+        "training_params": json.dumps(training_params(tr.p), sort_keys=True),
+        "step": tr.step,
+        "G": tr.G.state_dict(), "D": tr.D.state_dict(),
+        "G_ema": tr.G_ema.state_dict() if tr.G_ema is not None else {},
+        "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(),
+        "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in tr.history.items()},
+        "snapshots": torch.from_numpy(np.stack(tr.snapshots)) if tr.snapshots else torch.zeros(0),
+        "snapshot_steps": torch.tensor(tr.snapshot_steps, dtype=torch.int64),
+        "extra": json.dumps(tr.extra_state),
+    }
+
+
+def save(tr: "Trainer", path: Path) -> None:
+    torch_save(pack(tr), path)
+
+
+def restore(tr: "Trainer", path: Path) -> None:
+    """Loads `path` into the trainer; refuses a damaged file or one made from other params."""
+    try:
+        st = torch_load(path, map_location=str(tr.rt.device))
+    except Exception as e:  # noqa: BLE001 - a damaged file is a user-level problem
+        raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over")
+    if st.get("params_hash") != tr.hash:
+        diff = diff_keys(training_params(tr.p), json.loads(st.get("training_params", "{}")))
+        raise UserError(f"checkpoint {path} was made with different params ({', '.join(diff) or 'data'}); "
+                        f"it cannot be resumed with these. Delete it to start over.")
+    tr.G.load_state_dict(st["G"])
+    tr.D.load_state_dict(st["D"])
+    if tr.G_ema is not None:
+        tr.G_ema.load_state_dict(st["G_ema"])
+    tr.opt_g.load_state_dict(st["opt_g"])
+    tr.opt_d.load_state_dict(st["opt_d"])
+    tr.step = int(st["step"])
+    tr.history = {k: v.tolist() for k, v in st["history"].items()}
+    if st["snapshots"].numel():
+        tr.snapshots = list(st["snapshots"].numpy())
+    tr.snapshot_steps = st["snapshot_steps"].tolist()
+    tr.extra_state = json.loads(st.get("extra", "{}"))

@@ -1,0 +1,85 @@
+"""FID: the Fréchet distance between Gaussians fitted to the MNIST evaluator's penultimate features
+(not Inception's), so values are comparable across runs of this project only; and the cheap FID
+against precomputed real statistics that training logs."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+
+        ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrt(sigma1 sigma2))
+
+    computed as pytorch-fid does:
+    - sqrt(sigma1 sigma2) by scipy.linalg.sqrtm (float64);
+    - if that root is not finite (near-singular product), eps * I is added to both covariances
+      and the root is taken again;
+    - numerical error can leave an imaginary part: if any diagonal entry's imaginary part exceeds
+      1e-3 in absolute value a ValueError is raised (the inputs are broken), otherwise the real
+      part is kept.
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise ValueError(f"shapes do not match: mu {mu1.shape}, {mu2.shape}; sigma {sigma1.shape}, {sigma2.shape}")
+    diff = mu1 - mu2
+    with warnings.catch_warnings():  # "matrix is singular": handled below, as pytorch-fid does
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm(sigma1 sigma2)")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased, N-1) covariance of features (N, D), float64."""
+    feats = np.asarray(feats, dtype=np.float64)
+    if feats.ndim != 2 or len(feats) < 2:
+        raise ValueError(f"need at least 2 feature rows (N, D), got shape {feats.shape}")
+    return feats.mean(axis=0), np.cov(feats, rowvar=False)
+
+
+def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """FID between two feature sets (N, D): Gaussian statistics of each, then `frechet_distance`."""
+    return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+
+
+@dataclass
+class RealReference:
+    """Gaussian statistics of real held-out features, computed once, for a cheap FID during training."""
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def from_features(cls, feats: np.ndarray) -> "RealReference":
+        return cls(*gaussian_stats(feats))
+
+    @classmethod
+    def from_images(cls, evaluator, images_uint8: np.ndarray) -> "RealReference":
+        from pipeline.evaluator import embed
+
+        return cls.from_features(embed(evaluator, images_uint8)[0])
+
+
+def quick_fid(evaluator, reference: RealReference, images: torch.Tensor) -> float:
+    """FID of generated float images (N,1,28,28) in [-1, 1] against the reference statistics.
+
+    The images are quantised to uint8 levels first, as the sample stage stores them, so the value
+    is the one `evaluate` would give for the same images (up to sample size)."""
+    from pipeline.evaluator import embed_float
+
+    x = images.detach().float().cpu().clamp(-1, 1)
+    x = ((x + 1) * 127.5).round().div(127.5).sub(1)
+    feats, _ = embed_float(evaluator, x)
+    return frechet_distance(*gaussian_stats(feats), reference.mu, reference.sigma)

@@ -1,0 +1,50 @@
+"""A short training and the metrics on fixed arrays, printed as JSON: tests/test_recorded.py compares
+them with the values recorded before training.py and metrics.py were split into modules (the split
+must not change one bit). Runs on PyTorch's and oneDNN's baseline instruction sets and the kernel's
+portable build, one thread, fp32, so any x86-64 CPU gives the same bits."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import torch
+
+
+def training() -> dict:
+    from pipeline.config import Params, with_override
+    try:
+        from pipeline.trainer import Trainer
+        from pipeline.runtime import resolve_runtime
+    except ImportError:  # before the split
+        from pipeline.training import Trainer, resolve_runtime  # noqa: F401
+
+    torch.set_num_threads(1)
+    p = with_override(Params(), {"train.device": "cpu", "train.precision": "fp32", "train.batch_size": 8,
+                                 "train.steps": 3, "train.attention_kernel": "kernel", "train.ema_start": 1})
+    rt = resolve_runtime(p)
+    data = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    trainer = Trainer(p, data, "recorded", rt)
+    losses = [{k: float(v) for k, v in trainer.train_step().items()} for _ in range(3)]
+    digest = hashlib.sha256()
+    for net in (trainer.G, trainer.D, trainer.G_ema):
+        for name, value in sorted(net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return {"weights_sha256": digest.hexdigest(), "losses": losses, "attention": rt.attention_paths}
+
+
+def metrics() -> dict:
+    from pipeline import metrics as m
+
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(300, 16)), rng.normal(0.3, 1.1, size=(280, 16))
+    logits = rng.normal(size=(280, 10)) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return {"fid": m.fid(real, fake), "classifier_score": list(m.classifier_score(probs, 10)),
+            "knn": m.knn_metrics(real, fake, 3), "histogram": m.class_histogram(probs),
+            "order": m.canonical_order(real[:20]).tolist(), "subsample": m.subsample(real, 7).sum()}
+
+
+if __name__ == "__main__":
+    print(json.dumps({"training": training(), "metrics": metrics()}, indent=1))
