@@ -88,6 +88,9 @@ def main() -> None:
         overrides["train.steps"] = 200 if args.quick else args.steps
     if args.at:
         overrides["train.steps"] = max(args.at)
+    steps = overrides.get("train.steps", base.train.steps)
+    if steps <= base.train.ema_start and "train.ema_start" not in overrides:
+        overrides["train.ema_start"] = steps // 2  # a short run: the EMA must start within it
     untrained = args.steps == 0 and not args.quick
     rows = []
     for seed in args.seeds[:1] if args.quick else args.seeds:

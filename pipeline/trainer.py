@@ -217,7 +217,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Loads the checkpoint of these params if one exists (after an interruption)."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+        if self.checkpoint_path is None or not checkpoint.exists(self.checkpoint_path):
             return False
         self.load_checkpoint(self.checkpoint_path)
         log.info("resuming from %s at step %d of %d", self.checkpoint_path, self.step, self.p.train.steps)

@@ -12,4 +12,4 @@ from pipeline.fileio import write_text
 MARKER = Path("data/params.ok")
 
 if __name__ == "__main__":
-    run_stage("check_params", lambda params: write_text(MARKER, "params.yaml is valid\n"))
+    run_stage("check_params", lambda params: write_text(MARKER, "params.yaml is valid\n"), tracked=True)

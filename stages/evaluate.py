@@ -117,4 +117,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", main)
+    run_stage("evaluate", main, tracked=True)

@@ -3,4 +3,4 @@ from pipeline.cli import run_stage
 from pipeline.report import write_report
 
 if __name__ == "__main__":
-    run_stage("report", lambda params: write_report(params))
+    run_stage("report", lambda params: write_report(params), tracked=True)

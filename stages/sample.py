@@ -45,4 +45,4 @@ def main(p: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("sample", main)
+    run_stage("sample", main, tracked=True)

@@ -19,7 +19,7 @@ from pipeline.data import load_prepared
 from pipeline.fileio import atomic_path, write_json
 from pipeline.sampling import GENERATOR_FILE, save_generator
 from pipeline.models import gammas
-from pipeline import fast_attention, tracking
+from pipeline import checkpoint, fast_attention, tracking
 from pipeline.runtime import resolve_runtime
 from pipeline.trainer import Trainer
 
@@ -125,7 +125,7 @@ def main(p: Params) -> None:
             logger.close("FAILED")
         raise
     logger.close("FINISHED")
-    trainer.checkpoint_path.unlink(missing_ok=True)  # the finished weights are the output now
+    checkpoint.remove(trainer.checkpoint_path)  # the finished weights are the output now
     if rt.world_size > 1:
         torch.distributed.barrier()
     log.info("done: %d steps in %.0f s (%.0f img/s); weights in %s", result.step, result.wall_s,
@@ -158,9 +158,9 @@ def _write_outputs(trainer: Trainer, result, rt, logger: tracking.RunLogger) -> 
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)
     logger.artifact(MODEL_FILE, "model")
     # what the samples come from (the EMA where there is one), loadable with mlflow.pytorch.load_state_dict
-    tracking.log_state_dict(logger.run_id, trainer.sampler.state_dict(), "generator_state_dict")
+    logger.state_dict(trainer.sampler.state_dict(), "generator_state_dict")
     logger.artifact(METRICS_FILE, "metrics")
     logger.artifact(LOSSES_PLOT, "plots")
 
 if __name__ == "__main__":
-    run_stage("train", main)
+    run_stage("train", main, tracked=True)

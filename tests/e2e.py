@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +27,7 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-r
 
 # a budget that exercises every stage in seconds
 TINY = {
-    "train": {"steps": 6, "batch_size": 16, "checkpoint_every": 3, "log_every": 2, "eval_every": 3,
+    "train": {"steps": 6, "ema_start": 2, "batch_size": 16, "checkpoint_every": 3, "log_every": 2, "eval_every": 3,
               "eval_n": 50, "snapshot_every": 2, "precision": "fp32", "threads": 1},
     "sample": {"n": 200, "grid_rows": 4},
     "evaluate": {"n_samples": 100, "classifier": {"epochs": 1}},
@@ -98,14 +99,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (stopped on exit); yields its URL."""
-    port = free_port()
+def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None, auth_config: Path | None = None,
+                  port: int | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (stopped on exit); yields its URL. `auth_config`: MLflow's
+    basic-auth app with that configuration file; `port`: a fixed port (to restart a server in place)."""
+    port = port or free_port()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend_uri, "--workers", "1"]
     if artifacts is not None:
         cmd += ["--artifacts-destination", str(artifacts)]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server_env = env()
+    if auth_config is not None:
+        cmd += ["--app-name", "basic-auth"]
+        server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -113,6 +120,10 @@ def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None) ->
             try:
                 if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
                     break
+            except urllib.error.HTTPError as err:
+                if err.code in (401, 403):  # up, and asking for credentials
+                    break
+                time.sleep(0.5)
             except OSError:
                 time.sleep(0.5)
         else:

@@ -91,3 +91,28 @@ def test_bool_strings_for_compile_enum():
 def test_params_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Params().seed = 3
+
+
+# ---------------------------------------------------------------- documentation
+
+def test_readme_parameter_table_is_generated_from_the_help_texts():
+    """One source for what each key means: the help text beside it in pipeline/config.py. The README's
+    table must be exactly what `python -m pipeline.config --readme` writes, and cover every key."""
+    from pathlib import Path
+
+    from pipeline.config import Params, flatten, param_docs, params_table, readme_with_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert readme_with_table(readme) == readme, "README's table is stale: run python -m pipeline.config --readme"
+    assert params_table() in readme
+    keys = [k for k, *_ in param_docs()]
+    assert set(keys) == set(flatten(Params().to_dict())) and len(keys) == len(set(keys))
+    assert all(help.strip() for *_, help in param_docs())
+
+
+def test_readme_stays_a_reference():
+    """Measurements and recipe history live in docs/, not in the README (at most 12 KB)."""
+    from pathlib import Path
+
+    size = len((Path(__file__).resolve().parent.parent / "README.md").read_bytes())
+    assert size <= 12 * 1024, f"README.md is {size} bytes: move detail to docs/"

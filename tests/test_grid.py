@@ -30,10 +30,21 @@ def grid_repo(tmp_path_factory):
     return repo, res, time.time() - t0
 
 
-def _grid_runs(repo):
+def _grid_runs(repo, parent: bool = False):
+    """The grid's runs (or, with parent=True, the run they nest under)."""
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sagan-mnist")
-    return client, exp, client.search_runs([exp.experiment_id], "tags.`grid.name` = 't'")
+    runs = client.search_runs([exp.experiment_id], "tags.`grid.name` = 't'")
+    return client, exp, [r for r in runs if (r.data.tags.get("grid.parent") == "true") == parent]
+
+
+def test_the_grids_runs_nest_under_one_parent_run(grid_repo):
+    repo, _, _ = grid_repo
+    _, _, (parent,) = _grid_runs(repo, parent=True)
+    _, _, runs = _grid_runs(repo)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "grid t"
+    assert parent.data.tags["grid.failed_runs"] == "0"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
 
 
 def test_one_finished_run_per_cell_and_seed(grid_repo):
@@ -130,14 +141,20 @@ def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
             # wide enough that the compare table renders every run's column
             page = browser.new_page(viewport={"width": 4000, "height": 1400})
             page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs")
+            # the grid's parent run, its runs nested under it, and the data set each trained on
+            page.get_by_text("grid t", exact=False).first.wait_for(timeout=60_000)
+            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # unfold its runs
             for r in runs[:3]:
                 page.get_by_text(r.info.run_name, exact=False).first.wait_for(timeout=60_000)
+            runs_page = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
             page.goto(compare)
             page.get_by_text("fid", exact=True).first.wait_for(timeout=60_000)
             body = page.inner_text("body")
             page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         finally:
             browser.close()
+    assert "mnist-embedded" in runs_page and "stages.train" in runs_page  # Dataset (log_input), Source
     for r in runs:
         assert r.info.run_name in body
     # the UI shows metrics rounded to a few significant digits
@@ -192,8 +209,11 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
     run(cmd, repo, timeout=900)
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sagan-mnist")
-    runs = client.search_runs([exp.experiment_id], "tags.`grid.name` = 'loc'")
+    found = client.search_runs([exp.experiment_id], "tags.`grid.name` = 'loc'")
+    (parent,) = [r for r in found if r.data.tags.get("grid.parent") == "true"]
+    runs = [r for r in found if r is not parent]
     assert sorted(r.info.run_name for r in runs) == ["loc-post-bce-s0", "loc-post-hinge-s0"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     evaluator_sha = weights_sha256(repo / "models/evaluator.pt")
     for r in runs:
         assert r.info.status == "FINISHED" and "fid" in r.data.metrics

@@ -153,25 +153,66 @@ def test_queued_experiments_land_in_the_same_experiment(repo):
         assert client.search_runs([default.experiment_id]) == []
 
 
-@pytest.mark.parametrize("override,key", [
-    ("attention.position=sideways", "attention.position"),
-    ("train.steps=-3", "train.steps"),
-    ("loss.typ=bce", "loss.typ"),
-])
-def test_bad_override_fails_before_any_work(repo, override, key):
-    outputs = ("metrics/train.json", "plots/train_losses.csv", "models/generator.pt", "data/prepared/meta.json")
+# (override, the key its error must name): types, ranges, choices, unknown keys, NaN and infinity,
+# and rules across keys, each of which used to fail only after training (or never)
+BAD_OVERRIDES = [
+    ("attention.position=sideways", "attention.position"), ("loss.typ=bce", "loss.typ"),
+    ("loss.type=mse", "loss.type"), ("seed=-1", "seed"), ("seed=1.5", "seed"),
+    ("train.steps=-3", "train.steps"), ("train.steps=0", "train.steps"), ("train.batch_size=1", "train.batch_size"),
+    ("train.batch_size=abc", "train.batch_size"), ("train.lr_g=nan", "train.lr_g"), ("train.lr_d=inf", "train.lr_d"),
+    ("train.lr_g=0", "train.lr_g"), ("train.lr_d=-0.0001", "train.lr_d"), ("train.beta1_g=1.5", "train.beta1_g"),
+    ("train.beta2_d=-0.1", "train.beta2_d"), ("train.ema_decay=2", "train.ema_decay"),
+    ("train.ema_start=20000", "train.ema_start"), ("train.lr_decay=cosine", "train.lr_decay"),
+    ("train.lr_decay_from=1.5", "train.lr_decay_from"), ("train.d_steps=0", "train.d_steps"),
+    ("train.augment=flip", "train.augment"), ("train.eval_n=5", "train.eval_n"),
+    ("train.checkpoint_every=0", "train.checkpoint_every"), ("train.snapshot_every=-1", "train.snapshot_every"),
+    ("train.precision=fp16", "train.precision"), ("train.device=tpu", "train.device"),
+    ("train.compile=maybe", "train.compile"), ("train.attention_kernel=fast", "train.attention_kernel"),
+    ("train.threads=-2", "train.threads"), ("evaluate.n_samples=20000", "evaluate.n_samples"),
+    ("evaluate.k=0", "evaluate.k"), ("evaluate.splits=0", "evaluate.splits"), ("evaluate.splits=150", "evaluate.splits"),
+    ("evaluate.classifier.epochs=0", "evaluate.classifier.epochs"), ("evaluate.classifier.lr=nan", "evaluate.classifier.lr"),
+    ("sample.n=0", "sample.n"), ("sample.grid_rows=0", "sample.grid_rows"), ("sample.grid_rows=20", "sample.grid_rows"),
+    ("model.z_dim=0", "model.z_dim"), ("model.g_attention_at=[7]", "model.g_attention_at"),
+    ("model.d_attention_at=[28]", "model.d_attention_at"), ("model.d_channels=0", "model.d_channels"),
+    ("model.d_extra_convs=9", "model.d_extra_convs"), ("model.spectral_norm_d=maybe", "model.spectral_norm_d"),
+    ("data.source=internet", "data.source"), ("data.holdout_fraction=0", "data.holdout_fraction"),
+    ("data.holdout_fraction=0.95", "data.holdout_fraction"), ("data.source=idx_dir", "data.idx_dir"),
+    ("mlflow.experiment=' '", "mlflow.experiment"), ("mlflow.connect_timeout_s=0", "mlflow.connect_timeout_s"),
+    ("ablation.seeds=[1,1]", "ablation.seeds"), ("ablation.jobs=0", "ablation.jobs"),
+]
+if not __import__("torch").cuda.is_available():
+    BAD_OVERRIDES.append(("train.device=cuda", "train.device"))
+
+
+def test_bad_overrides_fail_in_seconds_with_one_line_and_touch_nothing(repo):
+    """Each bad `dvc exp run -S` stops in check_params: non-zero exit within seconds, one line that
+    names the key, the value and what is allowed, no traceback, no MLflow run, every output as it was."""
+    import time
+
+    assert len(BAD_OVERRIDES) >= 40
+    outputs = ("metrics/train.json", "plots/train_losses.csv", "models/generator.pt", "data/prepared/meta.json",
+               "metrics/evaluate.json", "models/evaluator.pt", "samples/samples.npz")
     _, _, before = _runs(repo)
     kept = {path: (repo / path).read_bytes() for path in outputs}
-    res = run(["dvc", "exp", "run", "-S", override], repo, check=False)
-    run(["git", "checkout", "params.yaml"], repo)
-    assert res.returncode != 0
-    assert key in res.stderr + res.stdout
-    assert "Traceback" not in res.stderr
+    problems, slowest = [], 0.0
+    for override, key in BAD_OVERRIDES:
+        t0 = time.monotonic()
+        res = run(["dvc", "exp", "run", "-S", override], repo, check=False)
+        slowest = max(slowest, time.monotonic() - t0)
+        run(["git", "checkout", "params.yaml"], repo)
+        out = res.stdout + res.stderr
+        lines = [ln for ln in out.splitlines() if ln.startswith("error (check_params)")]
+        if res.returncode == 0 or len(lines) != 1 or f"`{key}`" not in lines[0] or "Traceback" in out \
+                or not any(w in lines[0] for w in ("expected", "Allowed keys")):
+            problems.append((override, res.returncode, out[-600:]))
+    assert not problems, problems
+    assert slowest < 60, f"the slowest bad override took {slowest:.0f} s"
     _, _, after = _runs(repo)
     assert len(after) == len(before)
     # the previous run's outputs are untouched (DVC deletes a stage's outputs before re-running it)
     for path, content in kept.items():
         assert (repo / path).exists() and (repo / path).read_bytes() == content, path
+    print(f"{len(BAD_OVERRIDES)} bad overrides refused, slowest {slowest:.1f} s")
 
 
 def test_plots_render_offline_in_a_browser(repo, tmp_path):
@@ -271,3 +312,59 @@ def test_operational_keys_rerun_nothing_and_training_keys_rerun_training(repo):
     assert repro_with(operational) <= {"check_params", "report"}
     assert repro_with({"train.lr_g": 0.0003}) == {"check_params", "train", "sample", "evaluate", "report"}
     run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_a_tracking_server_that_is_down_stops_the_stage_at_once(repo):
+    """MLflow alone retries an unreachable server for minutes, then dies with a traceback; the stage
+    stops first, in seconds, with one line naming the URI and the fix, before touching any output."""
+    import time
+
+    from e2e import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    kept = (repo / "metrics/train.json").read_bytes()
+    t0 = time.monotonic()
+    res = run(["dvc", "exp", "run", "-S", "seed=11"], repo, check=False, env={**env(), "MLFLOW_TRACKING_URI": uri})
+    elapsed = time.monotonic() - t0
+    run(["git", "checkout", "params.yaml"], repo)
+    assert res.returncode != 0 and elapsed < 60, elapsed
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("error (")]
+    assert len(lines) == 1 and uri in lines[0] and "unreachable" in lines[0] and "MLFLOW_TRACKING_URI" in lines[0]
+    assert "Traceback" not in res.stderr
+    assert (repo / "metrics/train.json").read_bytes() == kept
+
+
+def test_team_server_with_authentication(repo, tmp_path):
+    """The README's team server: MLflow's basic-auth app refuses anonymous requests, a wrong password
+    stops the pipeline at its first stage with one line, and credentials from the environment log."""
+    import urllib.error
+    import urllib.request
+
+    ini = tmp_path / "auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
+                   "admin_password = team-Passw0rd-1\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    with mlflow_server(f"sqlite:///{tmp_path / 'team.db'}", tmp_path, tmp_path / "artifacts", auth_config=ini) as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        assert refused.value.code == 401
+        creds = {**env(), "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin"}
+        wrong = run(["dvc", "exp", "run", "-S", "seed=12"], repo, check=False,
+                    env={**creds, "MLFLOW_TRACKING_PASSWORD": "wrong"})
+        run(["git", "checkout", "params.yaml"], repo)
+        assert wrong.returncode != 0 and "refused the request (HTTP 401)" in wrong.stderr + wrong.stdout
+        run(["dvc", "exp", "run", "-n", "authed", "-S", "seed=12"], repo,
+            env={**creds, "MLFLOW_TRACKING_PASSWORD": "team-Passw0rd-1"})
+        run(["git", "checkout", "params.yaml"], repo)
+        import os
+
+        os.environ.update({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "team-Passw0rd-1"})
+        try:
+            client = mlflow.MlflowClient(url)
+            exp = client.get_experiment_by_name("sagan-mnist")
+            (r,) = client.search_runs([exp.experiment_id])
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_USERNAME")
+            os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+        assert r.info.status == "FINISHED" and r.data.params["seed"] == "12" and "fid" in r.data.metrics

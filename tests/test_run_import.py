@@ -13,7 +13,7 @@ from pipeline.visualize import save_png
 
 
 def _run_folder(path, seed: int, fid: float):
-    p = with_override(Params(), {"seed": seed, "train.steps": 40, "mlflow.grid": "g",
+    p = with_override(Params(), {"seed": seed, "train.steps": 40, "train.ema_start": 20, "mlflow.grid": "g",
                                  "attention.position": "pre", "loss.type": "bce"})
     for sub in ("metrics", "plots", "samples", "models", "data/prepared"):
         (path / sub).mkdir(parents=True, exist_ok=True)

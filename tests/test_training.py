@@ -96,6 +96,45 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert torch.load(ckpt, weights_only=True)["step"] == 3
 
 
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    ckpt = tmp_path / "ckpt.pt"
+    make_trainer(ckpt).run(progress=False)   # checkpoints at steps 3, 6, 9, 12: latest 12, previous 9
+    assert torch.load(ckpt.with_name("ckpt.prev.pt"), weights_only=True)["step"] == 9
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])   # truncated, as by a crash of the disk under it
+    again = make_trainer(ckpt)
+    assert again.resume() and again.step == 9
+    assert "resuming from the previous checkpoint" in caplog.text
+    ckpt.unlink()                                # missing altogether: the same
+    assert make_trainer(ckpt).resume()
+
+
+def test_a_failed_checkpoint_write_keeps_both_checkpoints_and_stops_clearly(tmp_path):
+    """A full disk, for real: the training process may write files of at most 1 MB (RLIMIT_FSIZE), so
+    the next checkpoint write fails half-way; the two earlier checkpoints stay byte for byte."""
+    import resource
+
+    ckpt, out = tmp_path / "ckpt.pt", tmp_path / "out.pt"
+    proc = subprocess.Popen([sys.executable, DRIVER, ckpt, out, "0.3"])
+    prev = ckpt.with_name("ckpt.prev.pt")
+    deadline = time.time() + 120
+    while not prev.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {p: p.read_bytes() for p in (ckpt, prev)}
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # the write fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    res = subprocess.run([sys.executable, DRIVER, ckpt, out], preexec_fn=small_disk, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    assert "cannot write checkpoint" in res.stderr and "rerun to resume" in res.stderr
+    assert {p: p.read_bytes() for p in (ckpt, prev)} == kept
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp.pt")]  # no partial file left
+
+
 def test_linear_lr_decay_reaches_zero():
     # (the resume-after-kill test runs with this schedule on: see train_driver.SMALL)
     t = make_trainer(None, **{"train.lr_decay": "linear", "train.lr_decay_from": 0.5, "train.steps": 12})
