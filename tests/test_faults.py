@@ -172,7 +172,9 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path):
             run(["dvc", "repro", "train_evaluator"], repo, env=e, timeout=600)
             for seed in seeds:
                 run(["dvc", "exp", "run", "--queue", "-S", f"seed={seed}"], repo, env=e)
-            run(["dvc", "queue", "start", "-j", "1"], repo, env=e)
+            # not captured: the workers inherit the starter's output and would hold a pipe open to the end
+            subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=e, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True, timeout=120)
             trains: set[int] = set()
             deadline = time.time() + 900
             while len(trains) < 2 and time.time() < deadline:
@@ -180,7 +182,7 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path):
                 if proc is not None:
                     trains.add(proc.pid)
                 time.sleep(0.2)
-            assert len(trains) == 2, "the second experiment's training never started"
+            assert len(trains) == 2, f"the second experiment's training never started: {run(['dvc', 'queue', 'status'], repo, check=False).stdout}"
             client = mlflow.MlflowClient(url)
             while time.time() < deadline:  # its run exists: it is training, past its start checks
                 exp = client.get_experiment_by_name("sagan-mnist")
