@@ -26,7 +26,7 @@ pipeline: $(VENV)/.installed
 	dvc repro
 
 test: $(VENV)/.installed chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 grid: $(VENV)/.installed
 	$(PY) -m pipeline.grid run

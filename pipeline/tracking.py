@@ -384,7 +384,7 @@ class RunLogger:
         self._artifacts.append((str(Path(path).resolve()), artifact_path))
         if not self.offline:
             try:
-                self.client.log_artifact(self.run_id, str(path), artifact_path)
+                _log_path(self.client, self.run_id, str(path), artifact_path)  # a folder: its contents
                 self._artifacts.pop()
             except Exception as e:  # noqa: BLE001
                 self._went_away(e)

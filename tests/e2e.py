@@ -112,6 +112,7 @@ def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None, au
     if auth_config is not None:
         cmd += ["--app-name", "basic-auth"]
         server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)
+        server_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "test-only-csrf-secret"  # the auth app refuses to start without one
     proc = subprocess.Popen(cmd, cwd=cwd, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -97,7 +97,7 @@ def test_kill_9_in_each_stage_then_rerun_gives_the_same_outputs(reference, tmp_p
 
 def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path):
     FAULTS["tried"] += 1
-    repo = make_repo(tmp_path / "repo", SLOWER)
+    repo = make_repo(tmp_path / "repo")
     first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     deadline = time.time() + 300
