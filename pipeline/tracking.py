@@ -299,6 +299,7 @@ class RunLogger:
     BATCH = 1000
     SECONDS = 5.0
     MAX_KEPT = 2_000_000
+    GRACE_S = 30.0  # at the end of a run, how long to wait for a server that went away
 
     def __init__(self, run_id: str):
         import mlflow
@@ -313,6 +314,10 @@ class RunLogger:
         self._tags: dict[str, str] = {}
         self.offline = False
         self._probed_at = 0.0
+        if (project_root() / PENDING_DIR / f"{run_id}.json").exists():
+            # an earlier stage of this run could not reach the server: send what it kept, now that it answers
+            with contextlib.suppress(Exception):
+                sync_pending(only=run_id)
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -426,7 +431,10 @@ class RunLogger:
     def close(self, status: str | None = None) -> None:
         """Ends the run with `status`; if the server is away, everything unsent goes to the pending store."""
         self.flush()
-        if self.offline and self._server_back(force=True):
+        deadline = time.monotonic() + self.GRACE_S  # a server being restarted: wait for it a little
+        while self.offline and not self._server_back(force=True) and time.monotonic() < deadline:
+            time.sleep(2)
+        if not self.offline:
             self.flush()
         if not self.offline:
             try:
@@ -464,13 +472,14 @@ def save_pending(run_id: str, metrics: list, artifacts: list, tags: dict[str, st
     return path
 
 
-def sync_pending(root: Path | None = None) -> int:
-    """Sends every run kept in the pending store to its tracking server; returns how many were sent."""
+def sync_pending(root: Path | None = None, only: str | None = None) -> int:
+    """Sends every run kept in the pending store (or only run `only`) to its tracking server; returns
+    how many were sent."""
     import mlflow
     from mlflow.entities import Metric
 
     sent = 0
-    for path in sorted(((root or project_root()) / PENDING_DIR).glob("*.json")):
+    for path in sorted(((root or project_root()) / PENDING_DIR).glob(f"{only or '*'}.json")):
         data = json.loads(path.read_text())
         check_reachable(10.0, data["tracking_uri"])
         client = mlflow.MlflowClient(data["tracking_uri"])
