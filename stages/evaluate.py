@@ -21,7 +21,7 @@ from pipeline.data import load_prepared
 from pipeline.errors import UserError
 from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
-from pipeline.metrics import SCALARS, evaluate_features
+from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
 
 log = logging.getLogger("evaluate")
 
@@ -92,14 +92,17 @@ def main(p: Params) -> None:
     t0 = time.perf_counter()
     real_f, real_p = embed(evaluator, data.x_test)
     fake_f, fake_p = embed(evaluator, images)
-    m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits)
+    # subsets and splits ordered by the images (the same bytes on any CPU), not by float features
+    m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
+                          real_keys=data.x_test, fake_keys=images)
     seconds = time.perf_counter() - t0
     hist = m["class_histogram"]
     scalars = {k: float(m[k]) for k in SCALARS}
     write_json(METRICS_FILE, {**{k: round(v, 5) for k, v in scalars.items()},
                               "classes_covered": int(m["classes_covered"]), "n_samples": n,
                               "n_real": len(data.x_test), "n_knn": m["n_knn"], "k": p.evaluate.k,
-                              "splits": p.evaluate.splits, "class_histogram": hist, "floor": floor})
+                              "splits": p.evaluate.splits, "metrics_version": METRICS_VERSION,
+                              "class_histogram": hist, "floor": floor})
     write_histogram_csv(hist, HIST_CSV)
     write_histogram_png(hist, HIST_PNG)
     log.info("FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f, density %.3f, "
@@ -111,7 +114,7 @@ def main(p: Params) -> None:
     with tracking.run_logger(tracking.current_run_id(), end_status="FINISHED") as logger:
         logger.metrics({**scalars, "n_samples": n, **floor_metrics})
         # FID is only comparable under one evaluator: the report checks that every run shares this
-        logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE)})
+        logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION)})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
 

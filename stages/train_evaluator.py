@@ -19,7 +19,7 @@ from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.evaluator import EVALUATOR_FILE, accuracy, embed, save_evaluator, train_classifier
 from pipeline.fileio import write_json
-from pipeline.metrics import SCALARS, evaluate_features
+from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
 
 log = logging.getLogger("train_evaluator")
 
@@ -35,7 +35,8 @@ def main(p: Params) -> None:
     log.info("held-out accuracy %.4f on %d images", acc, len(data.x_test))
     test_f, test_p = embed(model, data.x_test)
     train_f, train_p = embed(model, data.x_train)
-    floor = evaluate_features(train_f, train_p, test_f, test_p, p.evaluate.k, p.evaluate.splits)
+    floor = evaluate_features(train_f, train_p, test_f, test_p, p.evaluate.k, p.evaluate.splits,
+                              real_keys=data.x_train, fake_keys=data.x_test)
     save_evaluator(model, MODEL_FILE)
     write_json(METRICS_FILE, {
         "accuracy": round(acc, 5),
@@ -46,6 +47,7 @@ def main(p: Params) -> None:
         "floor": {k: round(float(floor[k]), 5) if isinstance(floor[k], float) else floor[k] for k in SCALARS},
         "floor_n_knn": floor["n_knn"],
         "floor_class_histogram": floor["class_histogram"],
+        "metrics_version": METRICS_VERSION,
     })
     log.info("floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f",
              floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"], floor["density"],

@@ -168,6 +168,63 @@ def test_canonical_order_ignores_input_order():
     assert len(np.unique(subsample(x, 100), axis=0)) == 100
 
 
+def _ulp_noise(x: np.ndarray, ulps: int, seed: int = 0) -> np.ndarray:
+    """x with each value moved by up to `ulps` units in the last place: what another CPU's SIMD exp
+    or convolution order leaves in the last bits."""
+    steps = np.random.default_rng(seed).integers(-ulps, ulps + 1, size=x.shape)
+    return x + steps * np.spacing(np.abs(x))
+
+
+def _softmax_probs(n: int, seed: int = 3) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=(n, 10)) * 3
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def test_order_and_splits_survive_a_few_ulps_of_float_noise():
+    """The same samples computed on another CPU class: each float differs by a few ULPs. The order,
+    the subsets, the classifier score's splits and the score itself do not move."""
+    probs = _softmax_probs(5000)
+    noisy = _ulp_noise(probs, 4)
+    assert (noisy != probs).mean() > 0.5  # most values really differ in their last bits
+    np.testing.assert_array_equal(canonical_order(probs), canonical_order(noisy))
+    a, b = classifier_score(probs, 10), classifier_score(noisy, 10)
+    assert a == pytest.approx(b, rel=1e-9, abs=0)
+    feats = np.random.default_rng(5).normal(size=(3000, 32))
+    np.testing.assert_array_equal(canonical_order(feats), canonical_order(_ulp_noise(feats, 4, seed=1)))
+    np.testing.assert_allclose(subsample(feats, 500), subsample(_ulp_noise(feats, 4, seed=3), 500), rtol=1e-14)
+    picked = subsample(np.arange(3000), 500, keys=feats)
+    np.testing.assert_array_equal(picked, subsample(np.arange(3000), 500, keys=_ulp_noise(feats, 4, seed=2)))
+    # ... and a value that changes beyond its rounding moves only its own row, not the rest
+    moved = probs.copy()
+    moved[17] = np.roll(moved[17], 1)
+    order, order_moved = canonical_order(probs), canonical_order(moved)
+    assert list(order[order != 17]) == list(order_moved[order_moved != 17])
+
+
+def test_classifier_score_ordered_by_the_images_ignores_the_probabilities_last_bits():
+    """The evaluate stage orders by the generated images' uint8 bytes: then even noise far above
+    a few ULPs (an fp32 convolution's 1e-7) leaves the splits exactly as they were."""
+    rng = np.random.default_rng(9)
+    images = rng.integers(0, 256, size=(2000, 28, 28), dtype=np.uint8)
+    probs = _softmax_probs(2000, seed=4)
+    noisy = probs * (1 + rng.normal(scale=1e-7, size=probs.shape))
+    a, b = classifier_score(probs, 10, keys=images), classifier_score(noisy, 10, keys=images)
+    assert a == pytest.approx(b, rel=1e-6)
+    perm = rng.permutation(2000)
+    assert classifier_score(probs[perm], 10, keys=images[perm]) == pytest.approx(a, rel=1e-12)
+    with pytest.raises(ValueError, match="keys"):
+        classifier_score(probs, 10, keys=images[:10])
+
+
+def test_duplicates_are_spread_over_the_splits():
+    """A collapsed generator's identical images must not all land in one split."""
+    images = np.zeros((1000, 28, 28), np.uint8)
+    images[:500] = 1
+    order = canonical_order(images)
+    first_split = images[order[:100]]
+    assert 20 < (first_split[:, 0, 0] == 1).sum() < 80
+
+
 def _report(seed=4, n_real=300, n_fake=700):
     rng = np.random.default_rng(seed)
     real, fake = rng.normal(size=(n_real, 8)), rng.normal(0.3, 1.0, size=(n_fake, 8))

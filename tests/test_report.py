@@ -70,7 +70,7 @@ def _full_runs(drop=(), fid=_design_fid) -> list[GridRun]:
                   "evaluate.n_samples": "10000", "train.eval_n": "1000", "attention.gamma_init": "0.0"}
         tags = {"runtime.device": "cuda", "runtime.precision": "bf16", "version.torch": "2.14.1",
                 "git.commit": "0123456789abcdef", "machine.cpu": "Xeon", "machine.gpu": "H100",
-                "evaluator.sha256": "feedbeefcafe0000ffff", "data.source": "embedded", "data.sha256": "ab" * 32}
+                "evaluator.sha256": "feedbeefcafe0000ffff", "data.source": "embedded", "data.sha256": "ab" * 32, "metrics.version": "2"}
         start = 1_700_000_000_000 + 100_000 * i
         out.append(GridRun(f"run{i}", CELL.format(pos, loss), seed, metrics, params, tags, curve, gammas,
                            start, start + 300_000))
@@ -201,6 +201,18 @@ def test_render_without_a_store_has_every_section(tmp_path):
     assert "nan" not in text
 
 
+def test_header_names_the_metrics_code_and_flags_machine_dependent_classifier_scores(tmp_path):
+    """Runs evaluated before metrics.version existed (version 1) drew the classifier score's splits
+    from float bits that differ between CPU classes: the header says so; version 2 alone needs no note."""
+    runs = _full_runs()
+    assert "| metrics code | version 2 |" in render(P, "default", runs, tmp_path)
+    for r in runs[:6]:
+        del r.tags["metrics.version"]
+    text = render(P, "default", runs, tmp_path)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| metrics code |"))
+    assert "2 (12 runs), 1 (6 runs)" in row and "machine-dependent" in row and "FID is unaffected" in row
+
+
 def test_missing_runs_are_listed(tmp_path):
     runs = _full_runs(drop={("post", "bce", 2), ("none", "hinge", 0)})
     text = render(P, "default", runs, tmp_path)
@@ -232,7 +244,7 @@ def test_ablation_json_matches_the_stats_functions():
     assert data["budget"] == {"steps": 5000, "batch_size": 32, "n_samples": 10000}
     assert data["environment"] == {"machine_cpu": "Xeon", "machine_gpu": "H100", "device": "cuda", "torch": "2.14.1",
                                    "commit": "0123456789abcdef", "evaluator_sha256": "feedbeefcafe0000ffff",
-                                   "data_source": "embedded", "data_sha256": "ab" * 32}
+                                   "data_source": "embedded", "data_sha256": "ab" * 32, "metrics_version": "2"}
     assert data["wall_time_s"] == {"grid_span": 2000.0, "sum_of_runs": sum(300.0 + i for i in range(18))}
     assert data["floor"]["fid"] == 1.25 and data["generated_from"] == {"experiment": "sagan-mnist"}
     assert len(data["runs"]) == 18 and data["missing"] == []

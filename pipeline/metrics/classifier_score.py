@@ -6,17 +6,21 @@ import numpy as np
 
 from pipeline.metrics.ordering import canonical_order
 
-def classifier_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+def classifier_score(probs: np.ndarray, splits: int = 10, keys: np.ndarray | None = None) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))) per split, then mean and std over the splits: the Inception score
     computed with the MNIST evaluator's class probabilities (N, 10).
 
     Between 1 (every image gets the same prediction) and 10 (confident predictions, uniform over the
-    classes). Splits are contiguous after `canonical_order`, so the result does not depend on the
-    samples' order; p(y) is each split's mean prediction, as in the original Inception score."""
+    classes). Splits are contiguous after `canonical_order` of `keys` (the images the probabilities
+    came from; default: the probabilities, rounded well above their float noise), so the result
+    depends neither on the samples' order nor on the CPU that computed them; p(y) is each split's mean
+    prediction, as in the original Inception score."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) == 0:
         raise ValueError(f"expected probabilities (N, C), got shape {probs.shape}")
-    probs = probs[canonical_order(probs)]
+    if keys is not None and len(keys) != len(probs):
+        raise ValueError(f"{len(keys)} keys for {len(probs)} rows of probabilities")
+    probs = probs[canonical_order(probs if keys is None else keys)]
     scores = []
     for part in np.array_split(probs, min(splits, len(probs))):
         py = part.mean(axis=0, keepdims=True)

@@ -245,6 +245,8 @@ def environment(runs: list[GridRun]) -> dict[str, Counter]:
         "evaluator_sha256": _values(runs, _tag("evaluator.sha256")),
         "data_source": _values(runs, _tag("data.source")),
         "data_sha256": _values(runs, _tag("data.sha256")),
+        # runs evaluated before the tag existed drew the classifier score's splits the old way (version 1)
+        "metrics_version": _values(runs, lambda r: r.tags.get("metrics.version", "1")),
     }
 
 

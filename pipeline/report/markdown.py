@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline import stats, tracking
 from pipeline.config import Params
+from pipeline.metrics import METRICS_VERSION
 from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, _final_gamma, _param, _tag,
                                       _values, analyze, environment, floor_metrics, wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
@@ -76,6 +77,15 @@ def _answer(a: Analysis) -> list[str]:
     return lines
 
 
+def _old_metrics_note(versions) -> str:
+    if all(str(v) == str(METRICS_VERSION) for v in versions):
+        return ""
+    return (f" (**the classifier score of version 1 is machine-dependent**: its splits were drawn from the "
+            f"probabilities' float bits, which differ between CPU classes, so on another machine it can move by "
+            f"up to its split-to-split spread; version {METRICS_VERSION} draws them from the images. FID is "
+            f"unaffected)")
+
+
 def _header(a: Analysis) -> list[str]:
     env = environment(a.runs)
     wall = wall_times(a.runs)
@@ -106,6 +116,7 @@ def _header(a: Analysis) -> list[str]:
         f"| commit | `{_shown(env['commit'], 12)}` |",
         f"| evaluator checksum | `{_shown(env['evaluator_sha256'], 12)}` (sha256, first 12 characters) |",
         f"| data | {_shown(env['data_source'])} (sha256 `{_shown(env['data_sha256'], 12)}`) |",
+        f"| metrics code | version {_shown(env['metrics_version'])}{_old_metrics_note(env['metrics_version'])} |",
         "| real-data floor (held-out vs training) | "
         + (", ".join(f"{m} {_num(floor[m])}" for m in CELL_METRICS if m in floor) or "?") + " |",
         f"| grid wall time | {_duration(wall['grid_span'])} (first run start to last run end) |",
