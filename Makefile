@@ -25,8 +25,12 @@ chromium:
 pipeline: $(VENV)/.installed
 	dvc repro
 
+# two pytest-xdist workers: the 2-core machines this runs on; tests that read one module- or
+# session-wide fixture stay on one worker (tests/conftest.py). TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed chromium
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 grid: $(VENV)/.installed
 	$(PY) -m pipeline.grid run

@@ -81,9 +81,11 @@ class GridSpec:
         return cls(**spec)
 
     def cells(self) -> list[Cell]:
+        """Seed by seed: contrasts pair the runs of one seed, so a grid stopped half-way (or spread over
+        sessions and machines) leaves whole seeds, each run on one machine."""
         keys = list(self.axes)
         return [Cell(tuple(zip(keys, combo)), seed)
-                for combo in itertools.product(*(self.axes[k] for k in keys)) for seed in self.seeds]
+                for seed in self.seeds for combo in itertools.product(*(self.axes[k] for k in keys))]
 
     def overrides(self, cell: Cell, threads: int = 0) -> dict[str, object]:
         """The params of one cell x seed: axis values, seed, the grid's budget and its tag, and the CPU

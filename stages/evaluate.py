@@ -3,7 +3,8 @@ histogram of the first evaluate.n_samples generated images against all held-out 
 
 Writes metrics/evaluate.json (with the real-data floor copied from metrics/evaluator.json),
 plots/class_histogram.csv and .png, and logs every scalar to the train stage's MLflow run (plain
-names: fid, classifier_score, ...; the floor as floor.fid, ...)."""
+names: fid, classifier_score, ...; the floor as floor.fid, ...). A grid's run is then finished: its
+record goes to results/<grid>/ at the project root (pipeline.records), whichever runner ran it."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,7 @@ from pipeline.errors import UserError
 from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
+from pipeline.records.export import save_run_record
 
 log = logging.getLogger("evaluate")
 
@@ -111,12 +113,15 @@ def main(p: Params) -> None:
              m["classes_covered"], seconds)
     floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    with tracking.run_logger(tracking.current_run_id(), end_status="FINISHED") as logger:
+    run_id = tracking.current_run_id()
+    with tracking.run_logger(run_id, end_status="FINISHED") as logger:
         logger.metrics({**scalars, "n_samples": n, **floor_metrics})
         # FID is only comparable under one evaluator: the report checks that every run shares this
         logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION)})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
+    if p.mlflow.grid:  # the last stage of a grid's run: its record, read back from the store it finished in
+        save_run_record(run_id)
 
 
 if __name__ == "__main__":

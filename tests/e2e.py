@@ -65,8 +65,50 @@ def deep_update(d: dict, u: dict) -> dict:
     return d
 
 
-def make_repo(path: Path, overrides: dict | None = None) -> Path:
-    """A git repository with the project's files, DVC initialised, tiny params, all committed."""
+def _write_params(path: Path, overrides: dict | None) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    deep_update(params, TINY)
+    deep_update(params, overrides or {})
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def prepared_template(tmp_path_factory) -> Path:
+    """A repository (TINY params) where `dvc repro train_evaluator` has run and dvc.lock is committed:
+    the stages every experiment shares. Built once per test session, also across pytest-xdist's
+    workers (their temporary folders share a parent; a file lock makes the first builder the only
+    one); `make_repo(..., template=...)` copies it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / "prepared-template" / "repo"
+    with FileLock(str(base / "prepared-template.lock")):
+        if not (base / "prepared-template.done").exists():
+            shutil.rmtree(path.parent, ignore_errors=True)
+            make_repo(path)
+            run(["dvc", "repro", "train_evaluator"], path, timeout=900)
+            for store in ("mlflow.db", "mlruns"):  # copies start without a tracking store
+                if (path / store).is_dir():
+                    shutil.rmtree(path / store)
+                elif (path / store).exists():
+                    (path / store).unlink()
+            run(["git", "add", "-A"], path)
+            run(["git", "commit", "-qm", "shared stages"], path)
+            (base / "prepared-template.done").touch()
+    return path
+
+
+def make_repo(path: Path, overrides: dict | None = None, template: Path | None = None) -> Path:
+    """A git repository with the project's files, DVC initialised, tiny params, all committed.
+    `template` (from `prepared_template`): a copy of it instead, the shared stages already done and
+    in its DVC cache, so a `dvc repro` runs only what the overrides change."""
+    if template is not None:
+        # .dvc/tmp holds DVC's locks and state for that folder: the copy starts its own
+        shutil.copytree(template, path, symlinks=True, ignore=lambda d, names: ["tmp"] if d.endswith(".dvc") else [])
+        _write_params(path, overrides)
+        run(["git", "commit", "-qam", "params", "--allow-empty"], path)
+        return path
     path.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -78,10 +120,7 @@ def make_repo(path: Path, overrides: dict | None = None) -> Path:
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    deep_update(params, TINY)
-    deep_update(params, overrides or {})
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _write_params(path, overrides)
     run(["git", "init", "-q", "-b", "main"], path)
     run(["git", "config", "user.email", "test@example.com"], path)
     run(["git", "config", "user.name", "test"], path)

@@ -4,6 +4,7 @@ once, and a tracking server that goes away in the middle of a training. Each fau
 tally: faults tried, survived, outputs lost."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -49,8 +50,10 @@ def _outputs(repo: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("ref") / "repo", SLOWER)
+def reference(tmp_path_factory, prepared):
+    # the shared stages from the session's template: the test below reproduces them from scratch, and
+    # its outputs must equal these too
+    repo = make_repo(tmp_path_factory.mktemp("ref") / "repo", SLOWER, template=prepared)
     run(["dvc", "repro"], repo, timeout=900)
     return _outputs(repo)
 
@@ -95,14 +98,13 @@ def test_kill_9_in_each_stage_then_rerun_gives_the_same_outputs(reference, tmp_p
     assert not lost, lost[:10]
 
 
-def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path):
+def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path, prepared):
     FAULTS["tried"] += 1
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", template=prepared)
     first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     deadline = time.time() + 300
-    while _stage_process("prepare") is None and _stage_process("train_evaluator") is None \
-            and first.poll() is None and time.time() < deadline:
+    while _stage_process("train") is None and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     second = run(["dvc", "repro"], repo, check=False, timeout=300)
     out, err = first.communicate(timeout=900)
@@ -112,34 +114,44 @@ def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path):
     FAULTS["survived"] += 1
 
 
-def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path):
+def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepared):
     """The server stops while a training runs: the training finishes, its DVC outputs are written,
     the run's metrics, artifacts and end wait in mlflow-pending/, and `python -m pipeline.tracking sync`
-    sends them once the server is back: a FINISHED run with every step's losses."""
+    sends them once the server is back: a FINISHED run with every step's losses.
+
+    Losses logged every step fill a batch (RunLogger.BATCH values) about 40% into the run, so the
+    server has stored part of the run when it goes; the training is paused (SIGSTOP) while the server
+    stops, so it is still mid-run then on a CPU of any speed."""
     FAULTS["tried"] += 1
-    steps = 1500
-    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "log_every": 10, "checkpoint_every": 100,
-                                                   "eval_every": 0, "snapshot_every": 0, "ema_start": 5}})
-    run([sys.executable, "-m", "stages.prepare"], repo)
+    steps = 400
+    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "log_every": 1, "checkpoint_every": 100,
+                                                   "eval_every": 0, "snapshot_every": 0, "ema_start": 5,
+                                                   "batch_size": 8}}, template=prepared)
     port = free_port()
     store = f"sqlite:///{tmp_path / 'team.db'}"
-    e = {**env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    # no restart is coming: the run's end waits 2 s for the server, not 30
+    e = {**env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "SAGAN_MLFLOW_GRACE_S": "2"}
     with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
         train = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=e, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         client = mlflow.MlflowClient(url)
         deadline = time.time() + 300
+        stored = []
         while time.time() < deadline and train.poll() is None:
             exp = client.get_experiment_by_name("sagan-mnist")
             runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and client.get_metric_history(runs[0].info.run_id, "d_loss"):
+            if runs and (stored := client.get_metric_history(runs[0].info.run_id, "d_loss")):
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
+        assert train.poll() is None, "the training ended before the server stored any of it"
+        psutil.Process(train.pid).suspend()
         run_id = runs[0].info.run_id
     # the server is gone; training goes on
+    psutil.Process(train.pid).resume()
     log, _ = train.communicate(timeout=900)
     assert train.returncode == 0, log[-3000:]
     assert "unreachable" in log and "mlflow-pending" in log
+    assert 0 < max(m.step for m in stored) < steps  # the server had part of the run, not all of it
     assert json.loads((repo / "metrics/train.json").read_text())["steps"] == steps
     pending = repo / "mlflow-pending" / f"{run_id}.json"
     assert pending.exists() and json.loads(pending.read_text())["status"] == "FINISHED"
@@ -155,41 +167,48 @@ def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path):
     FAULTS["survived"] += 1
 
 
-def test_queued_experiments_survive_a_tracking_server_restart(tmp_path):
+def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared):
     """Four queued experiments, one worker, the team server restarted while the second one trains:
-    four FINISHED runs with every step's losses and their evaluation, all in the right experiment."""
+    four FINISHED runs with every step's losses and their evaluation, all in the right experiment.
+    That training is paused (SIGSTOP) while the server stops, so it goes on without the server while
+    the new one starts, on a CPU of any speed."""
     from pipeline.grid import kill_lingering_workers
 
     FAULTS["tried"] += 1
-    steps = 150
-    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "eval_every": 0, "snapshot_every": 0}})
+    steps = 100
+    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "eval_every": 0, "snapshot_every": 0}},
+                     template=prepared)
     port = free_port()
     store = f"sqlite:///{tmp_path / 'team.db'}"
     e = {**env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
     seeds = [21, 22, 23, 24]
     try:
         with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
-            run(["dvc", "repro", "train_evaluator"], repo, env=e, timeout=600)
             for seed in seeds:
                 run(["dvc", "exp", "run", "--queue", "-S", f"seed={seed}"], repo, env=e)
             # not captured: the workers inherit the starter's output and would hold a pipe open to the end
             subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=e, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True, timeout=120)
-            trains: set[int] = set()
+            trains: dict[int, psutil.Process] = {}
             deadline = time.time() + 900
             while len(trains) < 2 and time.time() < deadline:
                 proc = _stage_process("train")
                 if proc is not None:
-                    trains.add(proc.pid)
-                time.sleep(0.2)
+                    trains.setdefault(proc.pid, proc)
+                time.sleep(0.05)
             assert len(trains) == 2, f"the second experiment's training never started: {run(['dvc', 'queue', 'status'], repo, check=False).stdout}"
             client = mlflow.MlflowClient(url)
             while time.time() < deadline:  # its run exists: it is training, past its start checks
                 exp = client.get_experiment_by_name("sagan-mnist")
                 if len(client.search_runs([exp.experiment_id])) >= 2:
                     break
-                time.sleep(0.2)
-        # stopped; now up again on the same port while that training goes on
+                time.sleep(0.05)
+            second = list(trains.values())[-1]
+            with contextlib.suppress(psutil.NoSuchProcess):
+                second.suspend()
+        # stopped; the training goes on without it, and the server is up again on the same port
+        with contextlib.suppress(psutil.NoSuchProcess):
+            second.resume()
         with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
             client = mlflow.MlflowClient(url)
             deadline = time.time() + 900

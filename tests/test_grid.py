@@ -23,8 +23,8 @@ GRID = [sys.executable, "-m", "pipeline.grid", "run", "--name", "t", "--steps", 
 
 
 @pytest.fixture(scope="module")
-def grid_repo(tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("grid") / "repo", {"ablation": {"axes": AXES}})
+def grid_repo(tmp_path_factory, prepared):
+    repo = make_repo(tmp_path_factory.mktemp("grid") / "repo", {"ablation": {"axes": AXES}}, template=prepared)
     t0 = time.time()
     res = run(GRID, repo, timeout=1500)
     return repo, res, time.time() - t0
@@ -102,6 +102,32 @@ def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
     assert strip(again) == strip(before)
 
 
+def test_every_finished_run_leaves_its_record_in_the_project(grid_repo):
+    """Queued experiments run in a temporary copy: their records land in the real project's results/."""
+    from pipeline.records import read_records
+
+    repo, _, _ = grid_repo
+    _, _, runs = _grid_runs(repo)
+    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/t")}
+    assert set(records) == {r.info.run_id for r in runs}
+    for r in runs:
+        assert records[r.info.run_id]["metrics"] == r.data.metrics
+        assert records[r.info.run_id]["cell"] == r.data.tags["grid.cell"]
+
+
+def test_report_regenerates_from_the_records_alone(grid_repo, tmp_path):
+    """A fresh clone has no MLflow store: the records in results/ give the same report's numbers."""
+    repo, _, _ = grid_repo
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'none/mlflow.db'}"
+    e["PYTHONPATH"] = str(repo)
+    run([sys.executable, "-m", "pipeline.report", "--grid", "t", "--source", "records",
+         "--results", str(repo / "results"), "--out", str(tmp_path / "r")], repo, env=e)
+    assert json.loads((tmp_path / "r/t/ablation.json").read_text()) == \
+        json.loads((repo / "reports/t/ablation.json").read_text())
+    assert not (tmp_path / "none/mlflow.db").exists()
+
+
 def test_second_invocation_skips_finished_cells(grid_repo):
     repo, first, _ = grid_repo
     t0 = time.time()
@@ -163,6 +189,16 @@ def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
     assert not missing, (missing, body[body.find("fid"):][:2000])
 
 
+def test_cells_come_seed_by_seed():
+    """A grid stopped half-way leaves whole seeds: every cell of a seed before the next seed's."""
+    from pipeline.config import Params
+    from pipeline.grid import GridSpec
+
+    cells = GridSpec.from_params(Params(), seeds=[3, 4]).cells()
+    assert [c.seed for c in cells] == [3] * 6 + [4] * 6
+    assert len({c.label for c in cells[:6]}) == 6
+
+
 def test_workers_share_the_cores():
     from pipeline.config import Params, with_override
     from pipeline.grid import threads_per_worker
@@ -197,13 +233,13 @@ def test_a_hung_queue_worker_is_killed(tmp_path):
             p.wait()
 
 
-def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
+def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path, prepared):
     """`--runner local`: each cell x seed a process in .grid/<grid>/, the same tagged MLflow runs,
     train.device carried to every run, a report of its own under reports/<grid>/, and a second
     invocation that finds everything done."""
     from pipeline.evaluator import weights_sha256
 
-    repo = make_repo(tmp_path / "repo", {"ablation": {"axes": AXES}})
+    repo = make_repo(tmp_path / "repo", {"ablation": {"axes": AXES}}, template=prepared)
     cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "loc",
            "--steps", "4", "--n-samples", "100", "--seeds", "0", "--jobs", "2"]
     run(cmd, repo, timeout=900)
@@ -222,6 +258,15 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path):
         assert r.data.tags["machine.cpu"] and r.data.tags["machine.gpu"] == "none"
         # artifacts live beside the store, not in the run's folder
         assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+    # each run's record, in git's tree: what outlives this store
+    from pipeline.records import read_records
+
+    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
+    assert set(records) == {r.info.run_id for r in runs}
+    for r in runs:
+        rec = records[r.info.run_id]
+        assert rec["metrics"] == r.data.metrics and rec["params"] == r.data.params and rec["missing"] == []
+        assert rec["run_name"] == r.info.run_name and rec["cell"] == r.data.tags["grid.cell"]
     assert (repo / ".grid/loc/post-hinge-s0/run.log").exists()
     assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
     again = run(cmd + ["--no-report"], repo, timeout=300)

@@ -1,4 +1,6 @@
-"""The ablation report, built from the grid's MLflow runs alone (so it regenerates from the store).
+"""The ablation report, built from the grid's MLflow runs alone: from the store, from the grid's run records
+in git (results/<grid>/, pipeline.records), or both merged, one copy per run; a run gives the same report
+from either, so it regenerates from the store or from a fresh clone.
 
 Writes `ablation.md`, `ablation.json` (the same numbers, machine-readable) and `ablation_files/`
 (plots, sample images). The published grid (params `ablation.name`) goes to `reports/`; any other grid
@@ -20,24 +22,24 @@ hinge − bce.
 ablation.json: floats are plain numbers, nan and inf are null; `ci95` is [low, high]; an environment
 value is a string when all runs agree and a list of the distinct values when they do not.
 
-The package, one idea per module: `runs` (GridRun, load_runs from MLflow), `analysis` (contrasts,
-interactions, the Analysis of a grid, environment facts), `formatting` (numbers as text), `plots`
-(figures), `markdown` (the sections and render), `json_summary` (ablation.json), `write` (report_dir,
-write_report, the command line; `python -m pipeline.report`).
+The package, one idea per module: `runs` (GridRun; load_runs from MLflow, load_records from results/,
+merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, environment facts), `formatting`
+(numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
+`write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """
 from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, Interaction, analyze,
                                       environment, floor_metrics, interactions, main_effects, oriented_pairs,
                                       wall_times)
 from pipeline.report.json_summary import summary
 from pipeline.report.markdown import ANSWER_METRICS, MAX_BUDGET_COLUMNS, ranking_sentence, render, render_analysis
-from pipeline.report.runs import GridRun, load_runs
+from pipeline.report.runs import GridRun, load_records, load_runs, merge_runs
 from pipeline.report.write import REPORT_DIR, main, report_dir, write_report
 from pipeline.stats import t_interval  # also imported from here by callers
 
 __all__ = [
     "ALPHA", "ANSWER_METRICS", "CELL_METRICS", "MAX_BUDGET_COLUMNS", "METRICS", "REPORT_DIR",
     "Analysis", "Effect", "GridRun", "Interaction",
-    "analyze", "environment", "floor_metrics", "interactions", "load_runs", "main", "main_effects",
-    "oriented_pairs", "ranking_sentence", "render", "render_analysis", "report_dir", "summary", "t_interval",
+    "analyze", "environment", "floor_metrics", "interactions", "load_records", "load_runs", "main", "main_effects",
+    "merge_runs", "oriented_pairs", "ranking_sentence", "render", "render_analysis", "report_dir", "summary", "t_interval",
     "wall_times", "write_report",
 ]

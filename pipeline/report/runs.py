@@ -1,10 +1,15 @@
-"""The grid's runs as the report sees them: GridRun, and load_runs, which reads them from the MLflow store."""
+"""The grid's runs as the report sees them: GridRun; load_runs, which reads them from the MLflow store;
+load_records, which reads them from the grid's run records (results/<grid>/); merge_runs, both together."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pipeline import tracking
 from pipeline.config import Params
+from pipeline.errors import UserError
+from pipeline.records.format import grid_folder, read_records, thin
 
 
 @dataclass
@@ -23,17 +28,22 @@ class GridRun:
     def axis(self, key: str) -> str:
         return self.params.get(key, "?")
 
+    @property
+    def identity(self) -> str:
+        """The run this is: a run imported into another store (pipeline.run_import) is its original."""
+        return self.tags.get("imported.run_id") or self.run_id
+
 
 def load_runs(p: Params, grid: str) -> list[GridRun]:
     """The latest finished, evaluated run of each cell x seed of `grid`, with its quick-FID and gamma
-    histories."""
+    histories (thinned as the run records are, so both sources give the report the same curves)."""
     import mlflow
 
     found = tracking.finished_grid_runs(p.mlflow.experiment, grid)
     client = mlflow.MlflowClient(tracking.tracking_uri())
     runs: dict[tuple[str, int], GridRun] = {}
     def history(run_id: str, metric: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric))
+        return thin(sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric)))
 
     for key, r in found.items():
         rid = r.info.run_id
@@ -41,3 +51,41 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
         runs[key] = GridRun(rid, key[0], key[1], dict(r.data.metrics), dict(r.data.params), dict(r.data.tags),
                             history(rid, "fid_quick"), gammas, r.info.start_time, r.info.end_time)
     return sorted(runs.values(), key=lambda g: (g.cell, g.seed))
+
+
+def run_of_record(record: dict[str, Any]) -> GridRun:
+    """A run record (pipeline.records) as the report sees a run."""
+    def curve(points: list) -> list[tuple[int, float]]:
+        return [(int(step), float(value)) for step, value in points]
+
+    curves = record["curves"]
+    return GridRun(record["run_id"], record["cell"], int(record["seed"]), dict(record["metrics"]),
+                   dict(record["params"]), dict(record["tags"]), curve(curves.get("fid_quick", [])),
+                   {k: curve(v) for k, v in sorted(curves.items()) if k.startswith("gamma.")},
+                   record.get("start_ms"), record.get("end_ms"))
+
+
+def load_records(grid: str, results: Path) -> list[GridRun]:
+    """Every run record of `grid` in results/<grid>/ (all of them: merge_runs picks one per cell x seed)."""
+    runs = []
+    for path, record in read_records(grid_folder(grid, results)):
+        if record["grid"] != grid:
+            raise UserError(f"{path} is a record of grid {record['grid']!r}, not {grid!r}: move it to "
+                            f"{grid_folder(record['grid'], results)}/")
+        runs.append(run_of_record(record))
+    return runs
+
+
+def merge_runs(store: list[GridRun], records: list[GridRun]) -> list[GridRun]:
+    """The store's runs and the records' together: one copy per run (the store's, which a converted record
+    can only lack things of), then per cell x seed the latest start, as load_runs picks (a record without
+    a start counts as the oldest)."""
+    by_run: dict[str, GridRun] = {}
+    for r in [*store, *records]:
+        by_run.setdefault(r.identity, r)
+    latest: dict[tuple[str, int], GridRun] = {}
+    for r in by_run.values():
+        key = (r.cell, r.seed)
+        if key not in latest or (r.start_ms or 0) > (latest[key].start_ms or 0):
+            latest[key] = r
+    return sorted(latest.values(), key=lambda g: (g.cell, g.seed))

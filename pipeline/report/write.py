@@ -1,5 +1,5 @@
-"""Writing a grid's report to disk (ablation.md, ablation.json, ablation_files/ under report_dir) and the
-command line `python -m pipeline.report`."""
+"""Writing a grid's report to disk (ablation.md, ablation.json, ablation_files/ under report_dir) from the
+MLflow store, the grid's run records, or both, and the command line `python -m pipeline.report`."""
 from __future__ import annotations
 
 import logging
@@ -10,15 +10,17 @@ from typing import Sequence
 from pipeline import tracking
 from pipeline.config import Params
 from pipeline.fileio import atomic_dir, write_json, write_text
+from pipeline.records.format import RESULTS_DIR, grid_folder
 from pipeline.report.analysis import analyze
 from pipeline.report.formatting import _slug
 from pipeline.report.json_summary import summary
 from pipeline.report.markdown import render_analysis
-from pipeline.report.runs import load_runs
+from pipeline.report.runs import load_records, load_runs, merge_runs
 
 log = logging.getLogger("report")
 
 REPORT_DIR = Path("reports")
+SOURCES = ("both", "store", "records")
 
 
 def report_dir(p: Params, grid: str, out_dir: Path = REPORT_DIR) -> Path:
@@ -26,30 +28,64 @@ def report_dir(p: Params, grid: str, out_dir: Path = REPORT_DIR) -> Path:
     return out_dir if grid == p.ablation.name else out_dir / _slug(grid)
 
 
+def store_available(p: Params) -> bool:
+    """Whether the MLflow store is there to read, without creating it: a local SQLite file that exists, or
+    a server that answers (within mlflow.connect_timeout_s)."""
+    from pipeline.errors import UserError
+
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).exists()
+    try:
+        tracking.check_reachable(p.mlflow.connect_timeout_s, uri)
+    except UserError as e:
+        log.warning("%s: the report is built without the store", e)
+        return False
+    return True
+
+
 def write_report(p: Params, grid: str | None = None, out_dir: Path = REPORT_DIR,
-                 expected_seeds: Sequence[int] | None = None) -> Path:
+                 expected_seeds: Sequence[int] | None = None, source: str | None = None,
+                 results: Path | None = None) -> Path:
     """Writes ablation.md, ablation.json and ablation_files/ of `grid` (default: ablation.name) into
-    report_dir(...) and returns the markdown's path. An existing report is kept when the store has no
-    run of the grid (a fresh clone's `dvc repro` must not replace the published report with an empty one)."""
+    report_dir(...) and returns the markdown's path. The runs come from `source`: `store` (the MLflow
+    store), `records` (results/<grid>/ under `results`, default the project's results/), `both` (merged,
+    one copy per run: the default). Unless a source is given, an existing report is kept when the store has
+    no run of the grid (a fresh clone's `dvc repro` must not replace the published report with one rebuilt
+    from records, which lack the store's sample images, and converted ones its curves too). Sample images
+    come from the store whenever it is there, whatever the source, so a run gives the same report from the
+    store or from its record."""
     import mlflow
 
     grid = grid or p.ablation.name
     target = report_dir(p, grid, Path(out_dir))
     md = target / "ablation.md"
-    runs = load_runs(p, grid)
-    if not runs and md.exists():
+    results = Path(results) if results is not None else tracking.project_root() / RESULTS_DIR
+    chosen = source or "both"
+    if chosen not in SOURCES:
+        raise ValueError(f"source {chosen!r}: one of {', '.join(SOURCES)}")
+    # `store` reads (and creates) the store as it always did; the others only one that is there
+    available = chosen == "store" or store_available(p)
+    store = load_runs(p, grid) if chosen != "records" and available else []
+    records = load_records(grid, results) if chosen != "store" else []
+    runs = merge_runs(store, records)
+    if md.exists() and (not runs or (source is None and not store)):
         log.warning("no finished runs of grid %r in the MLflow store %s: kept the existing %s. To regenerate "
-                    "it, run the grid (`make grid`) or point MLFLOW_TRACKING_URI at the store that produced it.",
-                    grid, tracking.tracking_uri(), md)
+                    "it, run the grid (`make grid`) or point MLFLOW_TRACKING_URI at the store that produced it%s.",
+                    grid, tracking.tracking_uri(), md,
+                    f", or rebuild it from its {len(records)} run records in {grid_folder(grid, results)} with "
+                    f"`python -m pipeline.report --grid {grid} --source records`" if records else "")
         return md
     analysis = analyze(p, grid, runs, expected_seeds)
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(tracking.tracking_uri()) if available else None
     target.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target / "ablation_files") as files:
         text = render_analysis(analysis, files, client)
     write_json(target / "ablation.json", summary(analysis))
     write_text(md, text)
-    log.info("wrote %s from %d runs", md, len(runs))
+    from_store = {r.run_id for r in store}
+    log.info("wrote %s from %d runs (%d from the store, %d from run records)", md, len(runs),
+             sum(r.run_id in from_store for r in runs), sum(r.run_id not in from_store for r in runs))
     return md
 
 
@@ -64,17 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline.report",
         description="Write the ablation report (ablation.md, ablation.json, ablation_files/) of a grid from "
                     "its finished runs in the MLflow store (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db "
-                    "at the repository root). The grid of params.yaml `ablation.name` is published to "
-                    "reports/, any other grid to reports/<name>/.")
+                    "at the repository root), from its run records in git (results/<grid>/), or from both. "
+                    "The grid of params.yaml `ablation.name` is published to reports/, any other grid to "
+                    "reports/<name>/.")
     ap.add_argument("--grid", help="grid name, as the runs' tag grid.name (default: params ablation.name)")
     ap.add_argument("--seeds", type=int, nargs="+",
                     help="seeds the grid should have, for the list of missing runs (default: params "
                          "ablation.seeds for the params' grid, the seeds in the store for another grid)")
     ap.add_argument("--out", type=Path, default=REPORT_DIR,
                     help="folder for the report (default: reports/; another grid goes to a subfolder of it)")
+    ap.add_argument("--source", choices=SOURCES,
+                    help="where the runs come from: both (default) = the store's runs and the records in "
+                         "results/<grid>/, one copy per run id, the store's first; store = the MLflow store alone; "
+                         "records = results/<grid>/ alone (a fresh clone: no store needed). Without --source, "
+                         "an existing report is kept when the store has no run of the grid; give --source "
+                         "records (or both) to rebuild it from the records")
+    ap.add_argument("--results", type=Path,
+                    help="folder of the grids' run records (default: results/ at the project root)")
     args = ap.parse_args(argv)
     try:
-        write_report(load_params(), args.grid, out_dir=args.out, expected_seeds=args.seeds)
+        write_report(load_params(), args.grid, out_dir=args.out, expected_seeds=args.seeds, source=args.source,
+                     results=args.results)
     except USER_ERRORS as e:
         print(f"error (report): {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,25 @@
+"""Run records: one small JSON file per finished grid run, kept in git under results/<grid>/, so a grid's
+results outlive the MLflow store (mlflow.db is one machine's, and not in git).
+
+A record holds what the report reads of a run: schema version, grid, cell, seed, MLflow run id, run
+name and experiment, start and end (ms since the epoch) and wall time (s, start to end), every param,
+the final metrics (each metric's latest value, as the report uses them), the curves `fid_quick` and
+`gamma.*` (lists of [step, value], thinned to at most MAX_CURVE_POINTS; the report thins the store's
+curves the same way), the tags (all but MLflow's large bookkeeping), `source` (`mlflow run`, or
+`converted from <file>`) and `missing` (the fields it could not fill). A record exists only for a run
+that is FINISHED and evaluated (has `fid`).
+
+Written by the evaluate stage at the end of every grid run (both runners: DVC_ROOT points a queued
+experiment's temporary copy at the real project), or by `python -m pipeline.records export --grid NAME`
+from the store; `python -m pipeline.records convert` makes records from a published report whose store
+is gone. `python -m pipeline.report --grid NAME --source records` builds the report from them alone;
+`python -m pipeline.run_import results/NAME` loads them into an MLflow store.
+
+Modules: `format` (file names, the JSON text, thinning, reading), `export` (MLflow runs -> records),
+`convert` (a published ablation.json -> records).
+"""
+from pipeline.records.format import (MAX_CURVE_POINTS, RESULTS_DIR, SCHEMA_VERSION, grid_folder, read_record,
+                                     read_records, record_name, thin, to_text, write_record)
+
+__all__ = ["MAX_CURVE_POINTS", "RESULTS_DIR", "SCHEMA_VERSION", "grid_folder", "read_record", "read_records",
+           "record_name", "thin", "to_text", "write_record"]

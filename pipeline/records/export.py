@@ -1,0 +1,90 @@
+"""MLflow runs -> run records: the record of one finished grid run (written by the evaluate stage at the
+end of every grid run, whichever runner ran it) and of every finished run of a grid (`python -m
+pipeline.records export`, for runs made before records existed or whose end reached the store late)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.records.format import RESULTS_DIR, SCHEMA_VERSION, grid_folder, thin, write_record
+
+log = logging.getLogger("records")
+
+# MLflow's own bookkeeping that can grow large (a logged model's history); any tag over MAX_TAG_CHARS
+# (a long note) is left out too, and named in the record's `missing`
+DROPPED_TAGS = ("mlflow.log-model.history",)
+MAX_TAG_CHARS = 1000
+
+
+def is_finished_grid_run(run) -> bool:
+    """What the report counts (tracking.finished_grid_runs): a grid's run, FINISHED, with a final FID."""
+    return (run.info.status == "FINISHED" and "fid" in run.data.metrics
+            and bool(run.data.tags.get("grid.name")) and "grid.seed" in run.data.tags)
+
+
+def record_of(run, client) -> dict[str, Any]:
+    """The record of a finished grid run: everything the report reads from the store, curves thinned."""
+    def history(metric: str) -> list[list]:
+        points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+        return [list(p) for p in thin(points)]
+
+    tags = run.data.tags
+    kept = {k: v for k, v in tags.items() if k not in DROPPED_TAGS and len(v) <= MAX_TAG_CHARS}
+    curves = {"fid_quick": history("fid_quick")}
+    curves |= {k: history(k) for k in sorted(run.data.metrics) if k.startswith("gamma.")}
+    start, end = run.info.start_time, run.info.end_time
+    return {
+        "schema": SCHEMA_VERSION,
+        "source": "mlflow run",
+        "grid": tags["grid.name"],
+        "cell": tags.get("grid.cell", ""),
+        "seed": int(tags["grid.seed"]),
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "experiment": client.get_experiment(run.info.experiment_id).name,
+        "start_ms": start,
+        "end_ms": end,
+        "wall_s": (end - start) / 1000 if start and end else None,  # the run: train, sample and evaluate
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "curves": curves,
+        "tags": kept,
+        "missing": sorted(f"tags.{k}" for k in tags if k not in kept),
+    }
+
+
+def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
+    """Writes the record of grid run `run_id` to <root>/results/<grid>/ (root: the project root, which
+    DVC_ROOT names inside a queued experiment's temporary copy). Only for a finished, evaluated run as the
+    store holds it; otherwise (or when the store cannot be read) a warning and None: a record is never
+    written for an unfinished run, and a missing record never fails the run that finished."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient(tracking.tracking_uri())
+        run = client.get_run(run_id)
+        if not is_finished_grid_run(run):
+            log.warning("run %s is not a finished, evaluated grid run in the store (%s): no record written",
+                        run_id, run.info.status)
+            return None
+        path = write_record(record_of(run, client),
+                            grid_folder(run.data.tags["grid.name"], (root or tracking.project_root()) / RESULTS_DIR))
+    except Exception as e:  # noqa: BLE001 - the run itself is done; its record can be written later
+        log.warning("no record written for run %s (%s): once the store has it, write it with "
+                    "`python -m pipeline.records export --grid NAME`", run_id, str(e).splitlines()[0][:200])
+        return None
+    log.info("run record: %s", path)
+    return path
+
+
+def export_grid(experiment: str, grid: str, results: Path) -> list[Path]:
+    """The records of `grid`'s finished runs in the store (the latest of each cell x seed, as the report
+    picks them), written to results/<grid>/."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    folder = grid_folder(grid, results)
+    return [write_record(record_of(run, client), folder)
+            for _, run in sorted(tracking.finished_grid_runs(experiment, grid).items())]
