@@ -25,9 +25,10 @@ chromium:
 pipeline: $(VENV)/.installed
 	dvc repro
 
-# two pytest-xdist workers: the 2-core machines this runs on; tests that read one module- or
-# session-wide fixture stay on one worker (tests/conftest.py). TEST_WORKERS=0 runs them in one process.
-TEST_WORKERS ?= 2
+# three pytest-xdist workers on the 2-core machines this runs on (the tests wait on servers and DVC much
+# of the time); tests that read one module- or session-wide fixture stay on one worker (tests/conftest.py).
+# TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25

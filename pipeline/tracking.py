@@ -278,8 +278,18 @@ def log_dataset(run_id: str, x: Any, y: Any, meta: dict[str, Any], context: str 
     sha = meta.get("sha256", {}).get("x_train", "")
     ds = mlflow.data.from_numpy(x, targets=y, name=f"mnist-{meta.get('source', 'unknown')}",
                                 source=str(project_root() / "data" / "prepared"), digest=sha[:16] or None)
-    mlflow.MlflowClient(tracking_uri()).log_inputs(
-        run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+    entity = ds._to_mlflow_entity()
+    try:
+        mlflow.MlflowClient(tracking_uri()).log_inputs(
+            run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    except Exception as e:  # noqa: BLE001 - a server that went away: the input waits with the run's other values
+        kept = {"context": context, **{k: getattr(entity, k) for k in DATASET_FIELDS}}
+        path = save_pending(run_id, [], [], {}, None, inputs=[kept])
+        log.warning("MLflow server %s unreachable (%s): the dataset input is kept in %s", tracking_uri(),
+                    str(e).splitlines()[0][:200], path)
+
+
+DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")  # mlflow.entities.Dataset
 
 
 PENDING_DIR = "mlflow-pending"  # under the project root: what could not reach the tracking server
@@ -447,6 +457,8 @@ class RunLogger:
                     self.client.set_tag(self.run_id, k, self._tags.pop(k))
                 if status:
                     self.client.set_terminated(self.run_id, status)
+                if (project_root() / PENDING_DIR / f"{self.run_id}.json").exists():
+                    sync_pending(only=self.run_id)  # what this run's start kept (its dataset input)
                 return
             except Exception as e:  # noqa: BLE001
                 self._went_away(e)
@@ -463,13 +475,16 @@ def _log_path(client, run_id: str, path: str, artifact_path: str | None) -> None
         client.log_artifact(run_id, path, artifact_path)
 
 
-def save_pending(run_id: str, metrics: list, artifacts: list, tags: dict[str, str], status: str | None) -> Path:
-    """Writes what could not be sent for `run_id` to the pending store (merged with what is there)."""
+def save_pending(run_id: str, metrics: list, artifacts: list, tags: dict[str, str], status: str | None,
+                 inputs: list[dict[str, Any]] | None = None) -> Path:
+    """Writes what could not be sent for `run_id` to the pending store (merged with what is there);
+    `inputs`: dataset inputs (DATASET_FIELDS and their context)."""
     path = project_root() / PENDING_DIR / f"{run_id}.json"
     old = json.loads(path.read_text()) if path.exists() else {"metrics": [], "artifacts": [], "tags": {}}
     data = {"run_id": run_id, "tracking_uri": tracking_uri(), "status": status or old.get("status"),
             "metrics": old["metrics"] + [[m.key, m.value, m.timestamp, m.step] for m in metrics],
-            "artifacts": old["artifacts"] + [[str(p), a] for p, a in artifacts], "tags": {**old["tags"], **tags}}
+            "artifacts": old["artifacts"] + [[str(p), a] for p, a in artifacts], "tags": {**old["tags"], **tags},
+            "inputs": old.get("inputs", []) + list(inputs or [])}
     write_json(path, data)
     return path
 
@@ -478,7 +493,7 @@ def sync_pending(root: Path | None = None, only: str | None = None) -> int:
     """Sends every run kept in the pending store (or only run `only`) to its tracking server; returns
     how many were sent."""
     import mlflow
-    from mlflow.entities import Metric
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
 
     sent = 0
     for path in sorted(((root or project_root()) / PENDING_DIR).glob(f"{only or '*'}.json")):
@@ -495,6 +510,10 @@ def sync_pending(root: Path | None = None, only: str | None = None) -> int:
                 log.warning("%s no longer exists: not uploaded to run %s", p, data["run_id"])
         for k, v in data.get("tags", {}).items():
             client.set_tag(data["run_id"], k, v)
+        for kept in data.get("inputs", []):
+            dataset = Dataset(**{k: kept[k] for k in DATASET_FIELDS})
+            client.log_inputs(data["run_id"], datasets=[
+                DatasetInput(dataset, tags=[InputTag("mlflow.data.context", kept["context"])])])
         if data["status"]:
             client.set_terminated(data["run_id"], data["status"])
         path.unlink()

@@ -148,6 +148,9 @@ def mlflow_server(backend_uri: str, cwd: Path, artifacts: Path | None = None, au
     if artifacts is not None:
         cmd += ["--artifacts-destination", str(artifacts)]
     server_env = env()
+    # MLflow's job runner (GenAI jobs: seven huey consumers) is not used here; without it the server
+    # starts and stops in a few seconds instead of ~15
+    server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     if auth_config is not None:
         cmd += ["--app-name", "basic-auth"]
         server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config)

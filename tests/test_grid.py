@@ -60,6 +60,9 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
         assert r.data.params["attention.position"] == cell["attention.position"]
         assert r.data.params["loss.type"] == cell["loss.type"]
         assert r.data.params["seed"] == r.data.tags["grid.seed"]
+        # a queued DVC experiment's run carries its experiment's name and the commit it started from
+        assert r.data.tags["dvc.exp_name"] == f"t-{cell['attention.position']}-{cell['loss.type']}-s{r.data.tags['grid.seed']}"
+        assert r.data.tags["dvc.baseline_rev"]
         # two workers share the cores instead of each spinning a pool over all of them
         assert r.data.params["train.threads"] == str(max(1, (os.cpu_count() or 1) // 2))
     # every seed trains on the same split and is judged by the same evaluator (FID compares only so)

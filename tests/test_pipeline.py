@@ -1,17 +1,15 @@
-"""End to end, as a user drives it: real `dvc repro`, `dvc exp run`, the DVC queue, and the MLflow
-store read back with the MLflow client."""
+"""End to end, as a user drives it: real `dvc repro`, `dvc exp run`, MLflow servers, and the MLflow
+store read back with the MLflow client (the DVC queue: tests/test_grid.py and tests/test_faults.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from e2e import BROWSER_ARGS, CHROMIUM, ROOT, TINY, deep_update, env, kill_queue_workers, make_repo, mlflow_server, run
+from e2e import BROWSER_ARGS, CHROMIUM, ROOT, TINY, deep_update, env, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -125,34 +123,6 @@ def test_exp_run_with_override_is_its_own_run(repo):
     # the shared stages came from the cache: still one evaluator, trained once
     shown = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "pre-exp" in shown
-
-
-def test_queued_experiments_land_in_the_same_experiment(repo):
-    _, _, before = _runs(repo)
-    run(["dvc", "exp", "run", "--queue", "-S", "loss.type=bce", "-n", "q-bce"], repo)
-    run(["dvc", "exp", "run", "--queue", "-S", "attention.position=none", "-n", "q-none"], repo)
-    # not captured: the workers inherit the command's stdout, and a pipe would stay open while they live
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    run(["dvc", "queue", "stop", "--kill"], repo, check=False)
-    kill_queue_workers(repo)
-    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "q-bce"], repo, check=False).stdout
-    client, exp, after = _runs(repo)
-    new = {r.data.tags.get("dvc.exp_name"): r for r in after if r.info.run_id not in {b.info.run_id for b in before}}
-    assert set(new) == {"q-bce", "q-none"}
-    assert new["q-bce"].data.params["loss.type"] == "bce"
-    assert new["q-none"].data.params["attention.position"] == "none"
-    for r in new.values():
-        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
-    default = client.get_experiment_by_name("Default")
-    if default is not None:
-        assert client.search_runs([default.experiment_id]) == []
 
 
 # (override, the key its error must name): types, ranges, choices, unknown keys, NaN and infinity,
@@ -294,27 +264,6 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
         assert plot in titles
 
 
-def test_runs_go_to_a_shared_mlflow_server(repo, tmp_path):
-    """A team's setup from the README: MLFLOW_TRACKING_URI names a server with a SQL backend and an
-    artifact destination; the run, its metrics and its images land there, not in the local store."""
-    _, _, local_before = _runs(repo)
-    artifacts = tmp_path / "artifacts"
-    with mlflow_server(f"sqlite:///{tmp_path / 'team.db'}", tmp_path, artifacts) as url:
-        run(["dvc", "exp", "run", "-n", "shared", "-S", "seed=7"], repo, env={**env(), "MLFLOW_TRACKING_URI": url})
-        client = mlflow.MlflowClient(url)
-        exp = client.get_experiment_by_name("sagan-mnist")
-        runs = client.search_runs([exp.experiment_id])
-        assert len(runs) == 1
-        r = runs[0]
-        assert r.info.status == "FINISHED" and r.data.params["seed"] == "7" and "fid" in r.data.metrics
-        names = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
-        assert "samples/grid.png" in names
-    assert list(artifacts.rglob("grid.png"))  # stored at the server's artifact destination
-    _, _, local_after = _runs(repo)
-    assert len(local_after) == len(local_before)
-    run(["git", "checkout", "params.yaml"], repo)
-
-
 def test_every_failure_after_training_ends_the_run_failed(tmp_path, prepared):
     """A stage that fails after training (here: metrics/train.json cannot be written) must not leave
     a RUNNING run behind in the MLflow UI."""
@@ -385,17 +334,22 @@ def test_a_tracking_server_that_is_down_stops_the_stage_at_once(repo):
 
 
 def test_team_server_with_authentication(repo, tmp_path):
-    """The README's team server: MLflow's basic-auth app refuses anonymous requests, a wrong password
-    stops the pipeline at its first stage with one line, and credentials from the environment log."""
+    """The README's team server: MLFLOW_TRACKING_URI names a server with a SQL backend, an artifact
+    destination and MLflow's basic-auth app. It refuses anonymous requests, a wrong password stops the
+    pipeline at its first stage with one line, and with credentials from the environment the run, its
+    metrics and its images land on the server (artifacts at its destination), not in the local store."""
     import urllib.error
     import urllib.request
+
+    _, _, local_before = _runs(repo)
+    artifacts = tmp_path / "artifacts"
 
     ini = tmp_path / "auth.ini"
     ini.write_text("[mlflow]\ndefault_permission = READ\n"
                    f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
                    "admin_password = team-Passw0rd-1\n"
                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    with mlflow_server(f"sqlite:///{tmp_path / 'team.db'}", tmp_path, tmp_path / "artifacts", auth_config=ini) as url:
+    with mlflow_server(f"sqlite:///{tmp_path / 'team.db'}", tmp_path, artifacts, auth_config=ini) as url:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
         assert refused.value.code == 401
@@ -414,7 +368,12 @@ def test_team_server_with_authentication(repo, tmp_path):
             client = mlflow.MlflowClient(url)
             exp = client.get_experiment_by_name("sagan-mnist")
             (r,) = client.search_runs([exp.experiment_id])
+            names = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
         finally:
             os.environ.pop("MLFLOW_TRACKING_USERNAME")
             os.environ.pop("MLFLOW_TRACKING_PASSWORD")
         assert r.info.status == "FINISHED" and r.data.params["seed"] == "12" and "fid" in r.data.metrics
+        assert "samples/grid.png" in names
+    assert list(artifacts.rglob("grid.png"))  # stored at the server's artifact destination
+    _, _, local_after = _runs(repo)
+    assert len(local_after) == len(local_before)

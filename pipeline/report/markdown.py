@@ -12,7 +12,6 @@ import numpy as np
 
 from pipeline import stats, tracking
 from pipeline.config import Params
-from pipeline.metrics import METRICS_VERSION
 from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, _final_gamma, _param, _tag,
                                       _values, analyze, environment, floor_metrics, wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
@@ -78,6 +77,8 @@ def _answer(a: Analysis) -> list[str]:
 
 
 def _old_metrics_note(versions) -> str:
+    from pipeline.metrics.summary import METRICS_VERSION  # here: pipeline.metrics imports torch (seconds)
+
     if all(str(v) == str(METRICS_VERSION) for v in versions):
         return ""
     return (f" (**the classifier score of version 1 is machine-dependent**: its splits were drawn from the "
