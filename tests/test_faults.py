@@ -118,7 +118,7 @@ def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path, p
     FAULTS["survived"] += 1
 
 
-def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepared):
+def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepared, monkeypatch):
     """The server stops while a training runs: the training finishes, its DVC outputs are written,
     the run's metrics, artifacts and end wait in mlflow-pending/, and `python -m pipeline.tracking sync`
     sends them once the server is back: a FINISHED run with every step's losses.
@@ -159,6 +159,18 @@ def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepare
     assert json.loads((repo / "metrics/train.json").read_text())["steps"] == steps
     pending = repo / "mlflow-pending" / f"{run_id}.json"
     assert pending.exists() and json.loads(pending.read_text())["status"] == "FINISHED"
+    # a dataset input logged while the server is away (the train stage logs one right after it opens a
+    # run) waits beside the rest instead of stopping the stage
+    from pipeline import tracking
+
+    for key, value in e.items():
+        if key.startswith(("MLFLOW_", "DVC_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    tracking.log_dataset(run_id, np.zeros((8, 28, 28), np.uint8), np.arange(8),
+                         {"source": "embedded", "sha256": {"x_train": "ab" * 32}}, context="held-out")
+    assert [i["context"] for i in json.loads(pending.read_text())["inputs"]] == ["held-out"]
     with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
         run([sys.executable, "-m", "pipeline.tracking", "sync"], repo, env=e)
         client = mlflow.MlflowClient(url)
@@ -167,6 +179,8 @@ def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepare
         # (a batch the server stored just before it died may come twice: the steps count, not the rows)
         assert {m.step for m in client.get_metric_history(run_id, "d_loss")} == set(range(1, steps + 1))
         assert any(a.path == "model" for a in client.list_artifacts(run_id))
+        contexts = {t.value for i in r.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+        assert contexts == {"training", "held-out"}
     assert not pending.exists()
     FAULTS["survived"] += 1
 
@@ -180,8 +194,9 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared
     from pipeline.grid import kill_lingering_workers
 
     FAULTS["tried"] += 1
-    steps = 100
-    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "eval_every": 0, "snapshot_every": 0}},
+    steps = 200
+    repo = make_repo(tmp_path / "repo", {"train": {"steps": steps, "batch_size": 8, "eval_every": 0,
+                                                   "snapshot_every": 0}},
                      template=prepared)
     port = free_port()
     store = f"sqlite:///{tmp_path / 'team.db'}"
@@ -203,9 +218,10 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared
                 time.sleep(0.05)
             assert len(trains) == 2, f"the second experiment's training never started: {run(['dvc', 'queue', 'status'], repo, check=False).stdout}"
             client = mlflow.MlflowClient(url)
-            while time.time() < deadline:  # its run exists: it is training, past its start checks
+            while time.time() < deadline:  # its run is open (params, dataset input): it is training now
                 exp = client.get_experiment_by_name("sagan-mnist")
-                if len(client.search_runs([exp.experiment_id])) >= 2:
+                started = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+                if len(started) >= 2 and client.get_run(started[0].info.run_id).inputs.dataset_inputs:
                     break
                 time.sleep(0.05)
             second = list(trains.values())[-1]
@@ -238,30 +254,3 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared
     assert not strays
     FAULTS["survived"] += 1
 
-
-def test_dataset_input_logged_while_the_server_is_away_waits_and_arrives(tmp_path, monkeypatch):
-    """The train stage logs the prepared data as a dataset input right after it opens the run: a server
-    that goes away in between must not stop the training; the input waits in mlflow-pending/ and
-    `sync` sends it."""
-    from pipeline import tracking
-
-    FAULTS["tried"] += 1
-    port = free_port()
-    store = f"sqlite:///{tmp_path / 'team.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the project root: where mlflow-pending/ goes
-    x, y = np.zeros((8, 28, 28), np.uint8), np.arange(8)
-    meta = {"source": "embedded", "sha256": {"x_train": "ab" * 32}}
-    with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
-        client = mlflow.MlflowClient(url)
-        run_id = client.create_run(client.create_experiment("e")).info.run_id
-    tracking.log_dataset(run_id, x, y, meta)  # no server: kept, no exception
-    pending = tmp_path / "mlflow-pending" / f"{run_id}.json"
-    assert json.loads(pending.read_text())["inputs"][0]["digest"] == "ab" * 8
-    with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
-        assert tracking.sync_pending(tmp_path) == 1
-        (ds,) = mlflow.MlflowClient(url).get_run(run_id).inputs.dataset_inputs
-    assert ds.dataset.name == "mnist-embedded" and ds.dataset.digest == "ab" * 8
-    assert {t.key: t.value for t in ds.tags}["mlflow.data.context"] == "training" and not pending.exists()
-    FAULTS["survived"] += 1

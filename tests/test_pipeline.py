@@ -109,6 +109,41 @@ def test_second_repro_is_cached(repo):
     assert len(after) == len(before)
 
 
+def test_operational_keys_rerun_nothing_and_training_keys_rerun_training(repo):
+    """dvc.yaml lists the exact keys each stage reads: threads, device, the MLflow experiment's name
+    ... re-run nothing but the validator; a learning rate re-runs train, sample and evaluate only."""
+    import yaml
+
+    from pipeline.config import Params, flatten
+    from pipeline.checkpoint import OPERATIONAL_KEYS
+
+    # dvc.yaml's train keys are train.* minus the operational ones (snapshot_every shapes an output)
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["params"]
+    listed = {k for k in stage if isinstance(k, str) and k.startswith("train.")}
+    train_keys = {k for k in flatten(Params().to_dict()) if k.startswith("train.")}
+    assert listed == train_keys - {f"train.{k}" for k in OPERATIONAL_KEYS if k != "snapshot_every"}
+
+    def repro_with(changes: dict) -> set[str]:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        for dotted, value in changes.items():
+            node = params
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = run(["dvc", "repro"], repo, timeout=900).stdout
+        return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+
+    run(["git", "checkout", "params.yaml"], repo)
+    run(["dvc", "repro"], repo, timeout=900)
+    operational = {"train.threads": 2, "train.log_every": 3, "train.checkpoint_every": 2, "train.device": "cpu",
+                   "train.compile": "false", "train.attention_kernel": "sdpa", "mlflow.experiment": "renamed"}
+    assert repro_with(operational) <= {"check_params", "report"}
+    assert repro_with({"train.lr_g": 0.0003}) == {"check_params", "train", "sample", "evaluate", "report"}
+    run(["git", "checkout", "params.yaml"], repo)
+
+
 def test_exp_run_with_override_is_its_own_run(repo):
     _, _, before = _runs(repo)
     run(["dvc", "exp", "run", "-S", "attention.position=pre", "-n", "pre-exp"], repo, timeout=900)
@@ -276,41 +311,6 @@ def test_every_failure_after_training_ends_the_run_failed(tmp_path, prepared):
     client, _, runs = _runs(path)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert (path / "models/generator.pt").exists()  # training itself had finished
-
-
-def test_operational_keys_rerun_nothing_and_training_keys_rerun_training(repo):
-    """dvc.yaml lists the exact keys each stage reads: threads, device, the MLflow experiment's name
-    ... re-run nothing but the validator; a learning rate re-runs train, sample and evaluate only."""
-    import yaml
-
-    from pipeline.config import Params, flatten
-    from pipeline.checkpoint import OPERATIONAL_KEYS
-
-    # dvc.yaml's train keys are train.* minus the operational ones (snapshot_every shapes an output)
-    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["params"]
-    listed = {k for k in stage if isinstance(k, str) and k.startswith("train.")}
-    train_keys = {k for k in flatten(Params().to_dict()) if k.startswith("train.")}
-    assert listed == train_keys - {f"train.{k}" for k in OPERATIONAL_KEYS if k != "snapshot_every"}
-
-    def repro_with(changes: dict) -> set[str]:
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        for dotted, value in changes.items():
-            node = params
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        out = run(["dvc", "repro"], repo, timeout=900).stdout
-        return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-
-    run(["git", "checkout", "params.yaml"], repo)
-    run(["dvc", "repro"], repo, timeout=900)
-    operational = {"train.threads": 2, "train.log_every": 3, "train.checkpoint_every": 2, "train.device": "cpu",
-                   "train.compile": "false", "train.attention_kernel": "sdpa", "mlflow.experiment": "renamed"}
-    assert repro_with(operational) <= {"check_params", "report"}
-    assert repro_with({"train.lr_g": 0.0003}) == {"check_params", "train", "sample", "evaluate", "report"}
-    run(["git", "checkout", "params.yaml"], repo)
 
 
 def test_a_tracking_server_that_is_down_stops_the_stage_at_once(repo):
