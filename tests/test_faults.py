@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "train_evaluator", "train", "sample", "evaluate", "report"]
 # a budget where every stage runs long enough to be killed in the middle
-SLOWER = {"train": {"steps": 60, "checkpoint_every": 10, "eval_every": 20, "ema_start": 5},
-          "sample": {"n": 400}, "evaluate": {"n_samples": 300}}
+SLOWER = {"train": {"steps": 30, "checkpoint_every": 5, "eval_every": 15, "ema_start": 5},
+          "sample": {"n": 300}, "evaluate": {"n_samples": 200}}
 
 
 def _outputs(repo: Path) -> dict[str, object]:
@@ -105,8 +105,9 @@ def test_kill_9_in_each_stage_then_rerun_gives_the_same_outputs(reference, tmp_p
 def test_two_repros_at_once_the_second_is_refused_and_nothing_breaks(tmp_path, prepared):
     FAULTS["tried"] += 1
     repo = make_repo(tmp_path / "repo", template=prepared)
-    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    # the first holds the lock through its training (DVC locks the whole repository for any repro)
+    first = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while _stage_process("train", repo) is None and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
