@@ -21,7 +21,9 @@ def _describe(env: dict[str, str]) -> dict:
             "from pipeline.runtime import resolve_runtime;"
             "rt = resolve_runtime(with_override(Params(), {'train.device': 'cpu'}));"
             "print(json.dumps({**cpu.describe(), 'bf16': cpu.has_fast_bf16(), 'precision': rt.precision}))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+    # the machine as it is, then `env`: a caller's own hold (CI run held to AVX2) does not leak in
+    native = {k: v for k, v in os.environ.items() if k not in AS_AVX2}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**native, **env},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
