@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 FAULTS = {"tried": 0, "survived": 0, "outputs_lost": 0}
 
 # fixtures built once per module or session that several tests read (a repository after `dvc repro`,
-# a grid's store, a trained evaluator): under pytest-xdist (`make test` runs two workers) the tests
+# a grid's store, a trained evaluator): under pytest-xdist (`make test` runs three workers) the tests
 # that share one go to the same worker, so it is built once; every other test goes wherever a worker
 # is free. (`prepared` is shared across workers through a file lock instead.)
 SHARED_FIXTURES = ("repo", "grid_repo", "reference", "trained", "real_feats", "now")
