@@ -23,7 +23,7 @@ def _cpuinfo() -> dict[str, str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
-            if key in ("model name", "flags") and key not in out:
+            if key in ("model name", "flags", "vendor_id", "cpu family", "model") and key not in out:
                 out[key] = value.strip()
     except OSError:
         pass
@@ -32,6 +32,31 @@ def _cpuinfo() -> dict[str, str]:
 
 def model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+# AMD family 25 (0x19) holds both Zen 3 and Zen 4; the model number tells them apart
+_AMD_FAMILY_25_ZEN4 = (range(0x10, 0x20), range(0x60, 0x80), range(0xA0, 0xB0))
+
+
+def microarchitecture() -> str:
+    """The core design, where the model name does not say it (a cloud VM's is often just `AMD EPYC`):
+    e.g. `AMD Zen 4 (family 25 model 17)`. Two machines of one class (avx512) can differ twice in speed."""
+    info = _cpuinfo()
+    try:
+        family, model_no = int(info["cpu family"]), int(info["model"])
+    except (KeyError, ValueError):
+        return "unknown"
+    vendor = info.get("vendor_id", "")
+    where = f"family {family} model {model_no}"
+    if vendor == "AuthenticAMD":
+        if family == 25:
+            zen = "Zen 4" if any(model_no in r for r in _AMD_FAMILY_25_ZEN4) else "Zen 3"
+        else:
+            zen = {23: "Zen/Zen 2", 26: "Zen 5"}.get(family)
+        return f"AMD {zen} ({where})" if zen else f"AMD ({where})"
+    if vendor == "GenuineIntel":
+        return f"Intel ({where})"
+    return f"{vendor or 'unknown'} ({where})"
 
 
 def flags() -> set[str]:
@@ -107,5 +132,5 @@ def onednn_isa() -> str:
 
 def describe() -> dict[str, str]:
     """Everything above, for benchmarks' and runs' records."""
-    return {"cpu": model(), "cores": str(os.cpu_count() or 0), "class": hardware_class(),
+    return {"cpu": model(), "uarch": microarchitecture(), "cores": str(os.cpu_count() or 0), "class": hardware_class(),
             "effective_class": effective_class(), "aten_isa": aten_capability(), "onednn_isa": onednn_isa()}

@@ -4,6 +4,8 @@
 - `paired_contrast` / `one_sample_contrast` / `interaction_contrast`: a mean difference with its 95%
   t-interval and a two-sided t-test (scipy.stats.ttest_rel / ttest_1samp semantics).
 - `holm`: Holm's step-down adjustment of a family of p-values.
+- `tost_paired`: equivalence within ±margin, two one-sided t-tests (TOST) on paired differences.
+- `probability_of_improvement`: P(a better than b) over paired units, with a bootstrap interval over seeds.
 - `paired_t_power`, `min_detectable_difference`, `pairs_needed`, `seeds_needed`: exact power of the
   two-sided paired t-test (noncentral t).
 - `rank_per_budget`, `kendall_tau`: which cell is ahead at each training budget.
@@ -95,6 +97,71 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - i) * p[idx]))
         out[idx] = running
     return [float(x) for x in out]
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """TOST of a mean difference against ±margin: p_lower tests H0 mean <= -margin, p_upper tests
+    H0 mean >= +margin; p = max of the two (equivalence is shown when both are rejected)."""
+    margin: float
+    p_lower: float
+    p_upper: float
+
+    @property
+    def p(self) -> float:
+        return max(self.p_lower, self.p_upper) if not math.isnan(self.p_lower + self.p_upper) else math.nan
+
+
+def tost_paired(diffs: Sequence[float], margin: float) -> Equivalence:
+    """Two one-sided t-tests (Schuirmann's TOST) that the mean of `diffs` lies within (-margin, +margin):
+    scipy.stats.ttest_1samp(diffs, -margin, alternative="greater") and (diffs, +margin, alternative="less").
+    Rejecting both at alpha is the same as the (1 - 2 alpha) t-interval lying inside ±margin. nan when
+    n < 2, margin <= 0, or the differences do not vary (the t statistics are undefined)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2 or not margin > 0 or _all_equal(d):
+        return Equivalence(float(margin), math.nan, math.nan)
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    df = len(d) - 1
+    mean = float(d.mean())
+    return Equivalence(float(margin), float(stats.t.sf((mean + margin) / se, df)),
+                       float(stats.t.cdf((mean - margin) / se, df)))
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """P(a better than b) over paired units and its 95% percentile bootstrap interval."""
+    p: float
+    lo: float
+    hi: float
+    n: int
+
+
+def probability_of_improvement(a: Sequence[float], b: Sequence[float], lower_is_better: bool,
+                               clusters: Sequence | None = None, n_boot: int = 2000,
+                               seed: int = 0) -> Improvement:
+    """The share of pairs (a[i], b[i]) in which a is better than b (a tie counts one half), as rliable's
+    probability of improvement but over paired runs (the same seed and the same other axes), so it needs
+    no t-test's normality. Its 95% interval is a percentile bootstrap that resamples whole `clusters`
+    (e.g. the seed of each pair: a seed's pairs share its data order and start) with replacement,
+    `n_boot` times from a fixed `seed`, so the report is reproducible. nan below two clusters."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
+    diff = (b - a) if lower_is_better else (a - b)
+    wins = np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))
+    if len(wins) == 0:
+        return Improvement(math.nan, math.nan, math.nan, 0)
+    groups = np.asarray(clusters if clusters is not None else np.arange(len(wins)))
+    keys, index = np.unique(groups, return_inverse=True)
+    point = float(wins.mean())
+    if len(keys) < 2:
+        return Improvement(point, math.nan, math.nan, len(wins))
+    win_sum = np.bincount(index, weights=wins, minlength=len(keys))
+    size = np.bincount(index, minlength=len(keys)).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(keys), size=(n_boot, len(keys)))
+    boot = win_sum[draws].sum(1) / size[draws].sum(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return Improvement(point, float(lo), float(hi), len(wins))
 
 
 def paired_t_power(effect_size: float, n: int, alpha: float = ALPHA) -> float:

@@ -149,7 +149,7 @@ def version_tags() -> dict[str, str]:
 def machine_tags(device: str = "cpu") -> dict[str, str]:
     """What ran the run: the CPU model and core count, and the GPU's name when training used one."""
     tags = {"machine.cpu": cpu.model(), "machine.cores": str(os.cpu_count() or 0), "machine.gpu": "none",
-            "machine.cpu_class": cpu.effective_class()}
+            "machine.cpu_class": cpu.effective_class(), "machine.cpu_uarch": cpu.microarchitecture()}
     if device.startswith("cuda"):
         import torch
 

@@ -161,3 +161,54 @@ def test_kendall_tau():
     assert stats.kendall_tau(["a", "b", "c"], ["c", "b", "a"]) == pytest.approx(-1.0)
     assert stats.kendall_tau(["a", "b", "c"], ["b", "a", "c"]) == pytest.approx(1 / 3)
     assert math.isnan(stats.kendall_tau(["a"], ["a", "b"]))
+
+
+def test_tost_equals_scipys_two_one_sided_t_tests():
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.4, 1.0, 10)
+    eq = stats.tost_paired(d, 1.5)
+    assert eq.p_lower == pytest.approx(sps.ttest_1samp(d, -1.5, alternative="greater").pvalue, rel=1e-12)
+    assert eq.p_upper == pytest.approx(sps.ttest_1samp(d, 1.5, alternative="less").pvalue, rel=1e-12)
+    assert eq.p == max(eq.p_lower, eq.p_upper)
+
+
+def test_tost_rejects_exactly_when_the_90_percent_interval_lies_inside_the_margin():
+    # hand example: differences 1, 2, 3 -> mean 2, sd 1, se 1/sqrt(3); t(0.95, 2) = 2.919986
+    d = [1.0, 2.0, 3.0]
+    upper90 = 2 + 2.919986 / math.sqrt(3)  # 3.685857
+    assert stats.tost_paired(d, upper90 + 1e-3).p < 0.05 < stats.tost_paired(d, upper90 - 1e-3).p
+    assert stats.tost_paired(d, upper90).p == pytest.approx(0.05, abs=1e-6)
+    # a difference well outside the margin is not equivalent, however many pairs
+    assert stats.tost_paired(np.linspace(4, 6, 50), 3.0).p > 0.99
+    for bad in ([1.0], [2.0, 2.0, 2.0]):
+        assert math.isnan(stats.tost_paired(bad, 3.0).p)
+    assert math.isnan(stats.tost_paired(d, 0.0).p)
+
+
+def test_probability_of_improvement_by_hand_and_its_bootstrap():
+    # lower is better: a wins pairs 1 and 3, ties pair 2, loses pair 4 -> (1 + 0.5 + 1 + 0) / 4
+    a, b = [1.0, 2.0, 3.0, 9.0], [2.0, 2.0, 4.0, 5.0]
+    poi = stats.probability_of_improvement(a, b, lower_is_better=True)
+    assert poi.p == 0.625 and poi.n == 4
+    assert 0.0 <= poi.lo <= poi.p <= poi.hi <= 1.0
+    assert stats.probability_of_improvement(a, b, lower_is_better=False).p == 0.375
+    # the same seed gives the same interval; clusters resample a seed's pairs together
+    assert stats.probability_of_improvement(a, b, True) == poi
+    clustered = stats.probability_of_improvement(a, b, True, clusters=[0, 0, 1, 1])
+    assert clustered.p == 0.625
+    # two clusters with win shares 0.75 and 0.5: every resample is one of 0.75, 0.625, 0.5
+    assert (clustered.lo, clustered.hi) == (0.5, 0.75)
+    always = stats.probability_of_improvement([1.0] * 6, [2.0] * 6, True)
+    assert (always.p, always.lo, always.hi) == (1.0, 1.0, 1.0)
+    assert math.isnan(stats.probability_of_improvement([1.0], [2.0], True).lo)
+
+
+def test_probability_of_improvement_interval_covers_by_simulation():
+    rng = np.random.default_rng(11)
+    covered = 0
+    for _ in range(200):
+        d = rng.normal(0.5, 1.0, 20)  # true P(d > 0) = Phi(0.5) = 0.6915
+        poi = stats.probability_of_improvement(d, np.zeros(20), lower_is_better=False, n_boot=500,
+                                               seed=int(rng.integers(1 << 30)))
+        covered += poi.lo <= 0.6915 <= poi.hi
+    assert 0.85 <= covered / 200 <= 0.99

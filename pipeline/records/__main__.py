@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", help="export: the grid (default: params ablation.name); convert: the grid the "
                                    "records belong to (default: the report's)")
     ap.add_argument("--note", default="", help="convert: a sentence every record carries (where its runs came from)")
+    ap.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                    help="convert: a tag every run had that the report does not show (repeatable), e.g. "
+                         "machine.cpu_class=avx512; say in --note where it comes from")
     ap.add_argument("--results", type=Path, help="folder of the grids' record folders (default: results/ at "
                                                   "the project root)")
     args = ap.parse_args(argv)
@@ -55,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("convert needs the report: `python -m pipeline.records convert reports/ablation.json`")
         from pipeline.records.convert import convert
 
-        records = convert(args.report, args.grid, _label(args.report), args.note)
+        bad = [t for t in args.tag if "=" not in t]
+        if bad:
+            raise UserError(f"--tag {bad[0]!r}: give KEY=VALUE, e.g. --tag machine.cpu_class=avx512")
+        records = convert(args.report, args.grid, _label(args.report), args.note,
+                          dict(t.split("=", 1) for t in args.tag))
         folder = grid_folder(records[0]["grid"], results)
         for record in records:
             write_record(record, folder)

@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 from pipeline.records.format import SCHEMA_VERSION
 
 # the tags a record written from the store carries (tracking.run_tags, machine_tags, the stages' tags)
-EXPECTED_TAGS = ("machine.cpu", "machine.cpu_class", "machine.cores", "machine.gpu", "runtime.device",
+EXPECTED_TAGS = ("machine.cpu", "machine.cpu_class", "machine.cpu_uarch", "machine.cores", "machine.gpu", "runtime.device",
                  "runtime.precision", "python", "version.torch", "version.torchvision", "version.dvc",
                  "version.mlflow", "version.numpy", "version.scipy", "version.scikit-learn", "git.commit",
                  "evaluator.sha256", "data.source", "data.sha256", "metrics.version")
@@ -63,15 +63,17 @@ def _environment_tags(environment: dict[str, Any]) -> tuple[dict[str, str], list
 
 
 def convert(report_json: Path, grid: str | None = None, source: str | None = None,
-            note: str = "") -> list[dict[str, Any]]:
+            note: str = "", extra_tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The records of the runs in a published ablation.json (and its ablation.md's setup table), under
-    grid `grid` (default: the report's own)."""
+    grid `grid` (default: the report's own). `extra_tags`: what is known of every run from elsewhere (the
+    machine's class from the experiment log, say: say where in `note`)."""
     data = json.loads(Path(report_json).read_text())
     if not isinstance(data, dict) or not data.get("runs"):
         raise UserError(f"{report_json} has no `runs` list: give an ablation.json written by pipeline.report")
     md = Path(report_json).with_suffix(".md")
     tags, notes = _environment_tags(data.get("environment") or {})
     tags |= setup_tags(md.read_text()) if md.exists() else {}
+    tags |= extra_tags or {}
     grid = grid or data["grid"]
     if grid != data["grid"]:
         notes.insert(0, f"grid `{data['grid']}` of {source or report_json}, renamed `{grid}`")
