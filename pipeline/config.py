@@ -137,6 +137,16 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class MarginParams:
+    # the smallest difference worth finding: a contrast whose 90% interval lies inside ± it is "equivalent"
+    fid: float = _f(3.0, "FID difference below which two cells count as equivalent (TOST)",
+                    **_range(0.0, lo_open=True))
+    classifier_score: float = _f(0.1, "the same for the classifier score", **_range(0.0, lo_open=True))
+    precision: float = _f(0.02, "the same for precision", **_range(0.0, lo_open=True))
+    recall: float = _f(0.02, "the same for recall", **_range(0.0, lo_open=True))
+
+
+@dataclass(frozen=True)
 class AblationParams:
     name: str = _f("default", "the grid's name")
     axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]},
@@ -145,6 +155,8 @@ class AblationParams:
     steps: int = _f(5000, "`train.steps` of the grid's runs", **_range(1))
     n_samples: int = _f(10000, "their `sample.n`, `evaluate.n_samples`", **_range(10))
     jobs: int = _f(2, "runs at a time", **_range(1, 64))
+    margin: MarginParams = field(default_factory=MarginParams)
+    replicate_with: list[str] = _f(["default-h200"], "grids the report's Replication section compares this one with")
 
 
 @dataclass(frozen=True)
@@ -435,6 +447,7 @@ def params_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+PARAMS_DOC = Path("docs/params.md")  # the table's page (the README links to it)
 TABLE_START = "<!-- params table: generated from pipeline/config.py by `python -m pipeline.config --readme` -->\n"
 TABLE_END = "<!-- end of params table -->\n"
 
@@ -451,9 +464,9 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.config",
                                  description="Print the parameter table (generated from the help text beside "
-                                             "each key), or write it into README.md.")
-    ap.add_argument("--readme", type=Path, nargs="?", const=Path("README.md"),
-                    help="rewrite the table between the markers of this README (default README.md)")
+                                             f"each key), or write it into {PARAMS_DOC}.")
+    ap.add_argument("--readme", type=Path, nargs="?", const=PARAMS_DOC,
+                    help=f"rewrite the table between the markers of this page (default {PARAMS_DOC})")
     args = ap.parse_args()
     if args.readme:
         args.readme.write_text(readme_with_table(args.readme.read_text()))

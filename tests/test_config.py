@@ -96,14 +96,17 @@ def test_params_are_frozen():
 # ---------------------------------------------------------------- documentation
 
 def test_readme_parameter_table_is_generated_from_the_help_texts():
-    """One source for what each key means: the help text beside it in pipeline/config.py. The README's
-    table must be exactly what `python -m pipeline.config --readme` writes, and cover every key."""
+    """One source for what each key means: the help text beside it in pipeline/config.py. The table
+    (docs/params.md, linked from the README) must be exactly what `python -m pipeline.config --readme`
+    writes, and cover every key."""
     from pathlib import Path
 
-    from pipeline.config import Params, flatten, param_docs, params_table, readme_with_table
+    from pipeline.config import PARAMS_DOC, Params, flatten, param_docs, params_table, readme_with_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert readme_with_table(readme) == readme, "README's table is stale: run python -m pipeline.config --readme"
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / PARAMS_DOC).read_text()
+    assert readme_with_table(readme) == readme, "docs/params.md is stale: run python -m pipeline.config --readme"
+    assert str(PARAMS_DOC) in (root / "README.md").read_text()
     assert params_table() in readme
     keys = [k for k, *_ in param_docs()]
     assert set(keys) == set(flatten(Params().to_dict())) and len(keys) == len(set(keys))
