@@ -1,4 +1,8 @@
+import json
+import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +53,24 @@ def prepared(tmp_path_factory):
     from e2e import prepared_template
 
     return prepared_template(tmp_path_factory)
+
+
+# SAGAN_TEST_CPU=FILE: each test's CPU seconds (this process and the children it waited for, setup
+# and teardown included) appended to FILE as JSON lines: where the suite's CPU goes, unlike
+# --durations' wall times, which depend on what else shares the cores
+_CPU_LOG = os.environ.get("SAGAN_TEST_CPU")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    t0 = time.time()
+    yield
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = [a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before)]
+    with open(_CPU_LOG, "a") as f:
+        f.write(json.dumps({"test": item.nodeid, "self_s": round(cpu[0], 2), "children_s": round(cpu[1], 2),
+                            "wall_s": round(time.time() - t0, 2)}) + "\n")

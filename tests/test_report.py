@@ -12,8 +12,8 @@ from scipy import stats as sps
 
 from pipeline import stats
 from pipeline.config import Params
-from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence,
-                             render, summary, t_interval)
+from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
+                             render_analysis, summary, t_interval)
 
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
@@ -163,19 +163,29 @@ def test_ranking_sentence():
 
 def test_render_without_a_store_has_every_section(tmp_path):
     text = render(P, "default", _full_runs(), tmp_path)
-    for heading in ("## Answer", "## Setup", "## Metrics per cell", "## Main effects", "## Interactions",
-                    "## Power of the contrasts that are not significant", "## Ranking over the training budget",
+    for heading in ("## Answer", "## Setup", "## Where each seed ran", "## Metrics per cell", "## Main effects",
+                    "## Interactions", "## Replication", "## Seed plan and power", "## Ranking over the training budget",
                     "## Attention usage"):
         assert heading in text, heading
-    # Holm: the family is named, and post - pre (raw p 0.034) is not called significant
+    # Holm: the family is named; post - pre (raw p 0.034) is not called different, but its 90% interval
+    # lies within the FID margin of ±3: equivalent; hinge - bce likewise; every contrast gets a verdict
     assert "family of all contrasts of one metric" in text
-    row = next(ln for ln in text.splitlines() if ln.startswith("| attention.position | post − pre | fid |"))
-    assert "not significant at 5% after Holm (p < 0.05 before the correction)" in row
-    assert "significant at 5% after Holm: post is better" in \
-        next(ln for ln in text.splitlines() if ln.startswith("| attention.position | post − none | fid |"))
-    # not significant: what could have been detected, and what would resolve the observed difference
-    power_row = next(ln for ln in text.splitlines() if ln.startswith("| fid | attention.position: post − pre |"))
-    assert "±" in power_row and "pairs =" in power_row and "seeds per cell" in power_row
+    def row(start):
+        return next(ln for ln in text.splitlines() if ln.startswith(start))
+    assert "**equivalent** within ±3.000 (TOST, Holm p 0.00766)" in row("| attention.position | post − pre | fid |")
+    assert "**better: post** (Holm p 2.75e-05)" in row("| attention.position | post − none | fid |")
+    assert "| 1.00 [1.00, 1.00] |" in row("| attention.position | post − none | fid |")  # P(post better)
+    assert "**inconclusive**: neither a difference nor within ±0.100; these pairs detect ±0.149 at 80% power " \
+           "after Holm" in row("| attention.position | post − pre | classifier_score |")
+    effects = text.split("## Main effects")[1].split("## Interactions")[0]
+    assert "not significant" not in effects
+    verdicts = [ln.rsplit("|", 2)[1] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
+    assert len(verdicts) == 16 and all(re.search(r"\*\*(better: \w+|equivalent|inconclusive)\*\*", v) for v in verdicts)
+    # the seed plan: what each contrast detects after Holm, and the pairs the observed difference needs
+    power_row = row("| fid | attention.position: post − pre |")
+    assert "±3.000" in power_row and "pairs =" in power_row and "seeds per cell" in power_row
+    # the settled-budget check: the ranking holds at every budget here
+    assert "**The ranking had settled**" in text and "Provisional" not in text
     # the interaction of each position contrast with the loss
     assert "| attention.position: post − pre | loss.type: hinge vs bce | fid |" in text
     # header: machine, device, evaluator checksum (12 characters), floor, wall times, completeness
@@ -192,12 +202,12 @@ def test_render_without_a_store_has_every_section(tmp_path):
     # plots, linked relative to the markdown
     for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png"):
         assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
-    assert "Sample images not included" in text
+    assert "No images: this run's samples are in neither the MLflow store nor an earlier render" in text
     answer = text.split("## Answer")[1].split("## Setup")[0]
     assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 5
-    assert "**attention.position**: post − none changes FID -" in answer and "significant, Holm p = " in answer
-    assert re.search(r"post − pre changes FID \+1\.133 \(95% CI -?\d\.\d{3} to \d\.\d{3}, not significant, "
-                     r"Holm p = 0\.\d+\), classifier score", answer)
+    assert "**attention.position**: post − none: FID -8.817 (95% CI -10.061 to -7.572, **better: post**)" in answer
+    assert re.search(r"post − pre: FID \+1\.133 \(95% CI -?\d\.\d{3} to \d\.\d{3}, \*\*equivalent within ±3\.000\*\*\), "
+                     r"classifier score", answer)
     assert "nan" not in text
 
 
@@ -356,3 +366,92 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
     assert kept.read_text() == "the published report\n"
     assert "kept the existing" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
     assert "No finished runs" in write_report(P, "never", out_dir=reports).read_text()
+
+
+# ---------------------------------------------------------------- three verdicts, settled budgets, replication
+
+
+def test_three_way_verdicts_in_the_json_match_the_stats_functions():
+    runs = _full_runs()
+    data = json.loads(json.dumps(summary(analyze(P, "default", runs))), parse_constant=pytest.fail)
+    fid = {(r.params["attention.position"], r.params["loss.type"], r.seed): r.metrics["fid"] for r in runs}
+    units = [(lo, s) for lo in LOSSES for s in SEEDS]
+    diffs = [np.array([fid[a, lo, s] - fid[b, lo, s] for lo, s in units])
+             for a, b in (("post", "none"), ("pre", "none"), ("post", "pre"))]
+    diffs.append(np.array([fid[p, "hinge", s] - fid[p, "bce", s] for p in POSITIONS for s in SEEDS]))
+    tost = [stats.tost_paired(d, 3.0).p for d in diffs]
+    holm_tost = stats.holm(tost)
+    rows = [c for c in data["contrasts"] if c["metric"] == "fid"]
+    for row, d, p, p_holm in zip(rows, diffs, tost, holm_tost):
+        assert row["margin"] == 3.0 and row["p_tost"] == pytest.approx(p) and row["p_tost_holm"] == pytest.approx(p_holm)
+        # scipy's one-sided tests, independently
+        ref = max(sps.ttest_1samp(d, -3.0, alternative="greater").pvalue, sps.ttest_1samp(d, 3.0, alternative="less").pvalue)
+        assert row["p_tost"] == pytest.approx(ref, rel=1e-9)
+        expected = ("better" if row["p_holm"] < 0.05 else "equivalent" if p_holm < 0.05 else "inconclusive")
+        assert row["verdict"] == expected
+        better = (d < 0).mean() + 0.5 * (d == 0).mean()  # lower FID is better: a wins where a − b < 0
+        assert row["p_improvement"] == pytest.approx(better)
+        lo, hi = row["p_improvement_ci95"]
+        assert 0 <= lo <= row["p_improvement"] <= hi <= 1
+    assert [r["verdict"] for r in rows] == ["better", "better", "equivalent", "equivalent"]
+    assert rows[0]["better"] == "post" and rows[2]["better"] is None
+    inconclusive = next(c for c in data["contrasts"] if c["verdict"] == "inconclusive")
+    assert inconclusive["mde80_holm"] > abs(inconclusive["mean_diff"])
+    assert all(i["verdict"] in ("interacts", "no interaction", "inconclusive") for i in data["interactions"])
+
+
+def test_a_ranking_still_moving_makes_the_verdicts_provisional(tmp_path):
+    runs = _full_runs()
+    settled = summary(analyze(P, "default", runs))["settled"]
+    assert settled["settled"] and settled["tau_last_two"] == pytest.approx(1.0) and settled["first_checked"] == 3000
+    # the last budget reorders the cells: quick FIDs at step 5000 reversed
+    for r in runs:
+        r.fid_curve = [(s, v if s < 5000 else 1000 - v) for s, v in r.fid_curve]
+    text = render(P, "default", runs, tmp_path)
+    data = summary(analyze(P, "default", runs))["settled"]
+    assert data["known"] and not data["settled"] and data["tau_last_two"] < 0.9
+    assert "**Provisional**" in text.split("## Setup")[0] and "**The ranking had not settled**" in text
+    assert "(provisional: the ranking was still moving)" in text
+    # without curves (converted records) nobody can tell: no label either way
+    for r in runs:
+        r.fid_curve = []
+    assert not summary(analyze(P, "default", runs))["settled"]["known"]
+
+
+def test_replication_against_a_second_grid_and_between_seed_halves(tmp_path):
+    from dataclasses import replace
+
+    six = [replace(r, seed=r.seed + 3 * k, run_id=f"{r.run_id}-{k}") for k in (0, 1) for r in _full_runs()]
+    a = analyze(P, "default", six)
+    # the second grid: the same design but post 5 better, which reverses post − pre (pre was better by 1.1)
+    other = _full_runs(fid=lambda pos, loss, seed: _design_fid(pos, loss, seed) - (5 if pos == "post" else 0))
+    a.replications["default-h200"] = analyze(P, "default-h200", other)
+    text = render_analysis(a, tmp_path)
+    section = text.split("## Replication")[1].split("## Seed plan")[0]
+    assert "### `default` vs `default-h200`" in section and "### Seeds 0-2 vs seeds 3-5" in section
+    pre_none = next(ln for ln in section.splitlines() if ln.startswith("| fid | attention.position: pre − none |"))
+    assert pre_none.endswith("| yes | yes | **yes** |")  # the same design gives the same verdict
+    post_pre = next(ln for ln in section.splitlines() if ln.startswith("| fid | attention.position: post − pre |"))
+    assert "better: pre |" in post_pre and "better: post |" in post_pre and post_pre.endswith("| no | no | no |")
+    # the halves are the same runs twice: every contrast replicates
+    halves = section.split("### Seeds 0-2 vs seeds 3-5")[1]
+    assert "8 of 8 contrasts replicate." in halves
+    data = summary(a)["replication"]
+    assert data[0]["second"] == "default-h200" and data[1]["first_seeds"] == [0, 1, 2]
+    assert all(c["replicates"] for c in data[1]["contrasts"])
+    assert not next(c for c in data[0]["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "pre"))["replicates"]
+
+
+def test_seeds_table_names_the_machine_each_seed_ran_on(tmp_path):
+    runs = _full_runs()
+    for r in runs:
+        if r.seed == 2:
+            r.tags.update({"runtime.device": "cpu", "machine.cpu_uarch": "AMD Zen 5 (family 26 model 2)",
+                           "machine.cpu_class": "avx512"})
+    r = next(r for r in runs if r.seed == 1)
+    r.tags["runtime.precision"] = "fp32"
+    text = render(P, "default", runs, tmp_path)
+    seeds = text.split("## Where each seed ran")[1].split("## Metrics per cell")[0]
+    assert "| 0 | 6 | H100; cuda, bf16 | version 2 | `feedbeefcafe` |" in seeds
+    assert "| 2 | 6 | AMD Zen 5 (family 26 model 2), avx512; cpu, bf16 |" in seeds
+    assert "**Seed(s) 1 ran on more than one machine**" in seeds

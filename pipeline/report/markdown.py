@@ -12,8 +12,10 @@ import numpy as np
 
 from pipeline import stats, tracking
 from pipeline.config import Params
-from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, _final_gamma, _param, _tag,
-                                      _values, analyze, environment, floor_metrics, wall_times)
+from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, PILOT_SEEDS, SETTLED_SHARE, SETTLED_TAU, Analysis,
+                                      Effect, Replicated, Settled, _final_gamma, _param, _tag, _values, analyze,
+                                      environment, floor_metrics, machine_of, replicate, seed_halves, seeds_ran_on,
+                                      wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
 from pipeline.report.plots import _plots
 from pipeline.report.runs import GridRun
@@ -23,16 +25,26 @@ ANSWER_METRICS = {"fid": "FID", "classifier_score": "classifier score"}
 MAX_BUDGET_COLUMNS = 6
 
 
-def _verdict(e: Effect) -> str:
-    if math.isnan(e.p_value) and e.n_pairs >= 2:
-        return "no variation across pairs: no test"  # ttest_rel is undefined when all pairs differ alike
-    if math.isnan(e.p_value):
-        return "too few pairs to test"
-    if e.significant:
-        return f"significant at 5% after Holm: {e.better()} is better"
-    if e.p_value < ALPHA:
-        return "not significant at 5% after Holm (p < 0.05 before the correction)"
-    return "not significant at 5%"
+def _verdict(e: Effect, provisional: bool = False) -> str:
+    """One of three verdicts (or why there is none), in words."""
+    v = e.verdict
+    if v == "untestable":
+        return ("untestable: too few pairs" if e.n_pairs < 2 else
+                "untestable: the paired differences do not vary")
+    if v == "better":
+        text = f"**better: {e.better()}** (Holm p {_p(e.p_holm)})"
+    elif v == "equivalent":
+        text = f"**equivalent** within ±{_num(e.margin)} (TOST, Holm p {_p(e.p_tost_holm)})"
+    else:
+        mde = e.mde80_holm
+        text = (f"**inconclusive**: neither a difference nor within ±{_num(e.margin)}; these pairs detect "
+                f"{'±' + _num(mde) if math.isfinite(mde) else '–'} at 80% power after Holm")
+    return text + (" (provisional: the ranking was still moving)" if provisional else "")
+
+
+def _provisional(a: Analysis) -> bool:
+    settled = a.settled
+    return settled.known and not settled.settled
 
 
 def _needed(e: Effect) -> str:
@@ -45,23 +57,26 @@ def _needed(e: Effect) -> str:
 
 
 def _answer(a: Analysis) -> list[str]:
-    """3-5 plain sentences: the budget, each axis' effect on FID and classifier score, interactions."""
+    """3-5 plain sentences: the budget, each axis' verdicts on FID and classifier score, interactions."""
     steps = _shown(_values(a.runs, _param("train.steps")))
     n_expected = len(a.runs) + len(a.missing)
+    settled = a.settled
     lines = [f"At {steps} generator steps with {len(a.seeds)} seeds per cell ({len(a.runs)} of {n_expected} "
-             f"runs{', the grid is incomplete' if a.missing else ''}), a difference is called significant only "
-             f"after a Holm correction over all contrasts of its metric."]
+             f"runs{', the grid is incomplete' if a.missing else ''}), each contrast gets one of three verdicts, "
+             f"each after a Holm correction over all contrasts of its metric: better (a significant difference), "
+             f"equivalent (within the margin of `ablation.margin`, by two one-sided tests) or inconclusive. "
+             + ("**Provisional**: the ranking was still moving when training stopped (see Ranking)."
+                if settled.known and not settled.settled else
+                "The ranking had settled by the end of training." if settled.known else "")]
     for axis in a.axes:
         by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
         for metric, name in ANSWER_METRICS.items():
             for e in (e for e in a.effects[metric] if e.axis == axis):
-                if math.isnan(e.p_value):
-                    sig = "not testable"
-                else:
-                    sig = ("significant" if e.significant else "not significant") + f", Holm p = {_p(e.p_holm)}"
-                by_pair[e.a, e.b].append(f"{name} {_signed(e.mean_diff)} ({_ci(e.contrast)}, {sig})")
+                word = {"better": f"better: {e.better()}", "equivalent": f"equivalent within ±{_num(e.margin)}"}.get(
+                    e.verdict, e.verdict)
+                by_pair[e.a, e.b].append(f"{name} {_signed(e.mean_diff)} ({_ci(e.contrast)}, **{word}**)")
         if by_pair:
-            lines.append(f"**{axis}**: " + "; ".join(f"{a_} − {b_} changes {', '.join(parts)}"
+            lines.append(f"**{axis}**: " + "; ".join(f"{a_} − {b_}: {', '.join(parts)}"
                                                      for (a_, b_), parts in by_pair.items()) + ".")
     inter = [i for m in ANSWER_METRICS for i in a.interactions[m]]
     if inter:
@@ -71,8 +86,10 @@ def _answer(a: Analysis) -> list[str]:
                 f"({i.a} − {i.b}) changes by {i.contrast.mean:+.3f} on {ANSWER_METRICS[i.metric]} between "
                 f"{i.by_axis} {i.c} and {i.d} ({_ci(i.contrast)})" for i in sig) + ".")
         else:
-            lines.append(f"No interaction ({', '.join(dict.fromkeys(f'{i.axis} × {i.by_axis}' for i in inter))}) "
-                         f"is significant after Holm for FID or classifier score.")
+            kinds = ", ".join(dict.fromkeys(f"{i.axis} × {i.by_axis}" for i in inter))
+            none = sum(i.verdict == "no interaction" for i in inter)
+            lines.append(f"No interaction ({kinds}) is significant after Holm for FID or classifier score; "
+                         f"{none} of {len(inter)} are shown absent (within the margin).")
     return lines
 
 
@@ -149,20 +166,36 @@ def _cell_table(a: Analysis) -> list[str]:
     return lines
 
 
+def _improvement(e: Effect) -> str:
+    poi = e.improvement
+    if poi is None or math.isnan(poi.p):
+        return "–"
+    return f"{poi.p:.2f}" + (f" [{poi.lo:.2f}, {poi.hi:.2f}]" if math.isfinite(poi.lo) else "")
+
+
 def _effects_section(a: Analysis) -> list[str]:
     lines = ["## Main effects (paired differences, paired t-test, Holm-corrected)", "",
              "Each difference pairs two runs that share the seed and the values of the other axes. "
              "“a − b” is a's value minus b's: `none` is always subtracted, otherwise the level params.yaml "
              "sets comes first. The Holm correction runs over the family of all contrasts of one metric "
              f"(every axis, every pair of levels); a verdict of “significant” needs a Holm p below {ALPHA}.", "",
-             "| axis | comparison | metric | mean difference ± 95% CI | pairs | p-value | Holm p-value | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Three verdicts: **better** (the paired t-test's Holm p below α), **equivalent** (two one-sided "
+             "t-tests, TOST, against ± the metric's smallest difference of interest, `ablation.margin.<metric>`, "
+             "Holm-corrected alongside: the difference is shown to lie within the margin), or **inconclusive** "
+             "(neither; with the smallest difference these pairs could have detected). P(a better) is the share "
+             "of pairs in which a beats b (ties count one half), with a 95% bootstrap interval over seeds "
+             "(as rliable's probability of improvement, without a t-test's assumptions).", "",
+             "| axis | comparison | metric | mean difference ± 95% CI | pairs | P(a better) [95% CI] | p-value "
+             "| Holm p-value | margin: TOST Holm p | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    provisional = _provisional(a)
     for m in METRICS:
         for e in a.effects[m]:
             lines.append(f"| {e.axis} | {e.a} − {e.b} | {m} | {_fmt(e.mean_diff, e.half_width)} | {e.n_pairs} | "
-                         f"{_p(e.p_value)} | {_p(e.p_holm)} | {_verdict(e)} |")
+                         f"{_improvement(e)} | {_p(e.p_value)} | {_p(e.p_holm)} | "
+                         f"±{_num(e.margin)}: {_p(e.p_tost_holm)} | {_verdict(e, provisional)} |")
     if not any(a.effects.values()):
-        lines.append("| – | no axis has two levels with paired runs | – | – | – | – | – | – |")
+        lines.append("| – | no axis has two levels with paired runs | – | – | – | – | – | – | – | – |")
     return lines + [""]
 
 
@@ -173,17 +206,16 @@ def _interaction_section(a: Analysis) -> list[str]:
                 "to estimate.", ""]
     lines = ["## Interactions (does one axis change another's effect?)", "",
              "Per seed (and value of any further axis): (a − b under c) − (a − b under d), the difference of "
-             "differences; 0 means the a − b effect is the same under c and d. One-sample t-test against 0, "
-             "Holm-corrected over the interactions of one metric.", "",
+             "differences; 0 means the a − b effect is the same under c and d. One-sample t-test against 0 and "
+             "TOST against ± the metric's margin, each Holm-corrected over the interactions of one metric.", "",
              "| effect | changed by | metric | difference of differences ± 95% CI | units | p-value | Holm p-value "
              "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i in rows:
-        if math.isnan(i.contrast.p):
-            verdict = "no test"
-        elif i.significant:
-            verdict = f"significant at 5% after Holm: the {i.axis} effect depends on {i.by_axis}"
-        else:
-            verdict = "not significant at 5%" + (" after Holm" if i.contrast.p < ALPHA else "")
+        margin = a.margin(i.metric)
+        verdict = {"untestable": "untestable",
+                   "interacts": f"**interacts** (Holm p {_p(i.p_holm)}): the {i.axis} effect depends on {i.by_axis}",
+                   "no interaction": f"**no interaction**: within ±{_num(margin)} (TOST, Holm p {_p(i.p_tost_holm)})",
+                   }.get(i.verdict, f"**inconclusive**: neither an interaction nor within ±{_num(margin)}")
         lines.append(f"| {i.axis}: {i.a} − {i.b} | {i.by_axis}: {i.c} vs {i.d} | {i.metric} | "
                      f"{_fmt(i.contrast.mean, i.contrast.half_width)} | {i.contrast.n} | {_p(i.contrast.p)} | "
                      f"{_p(i.p_holm)} | {verdict} |")
@@ -191,21 +223,108 @@ def _interaction_section(a: Analysis) -> list[str]:
 
 
 def _power_section(a: Analysis) -> list[str]:
-    rows = [e for m in METRICS for e in a.effects[m] if not e.significant and e.n_pairs >= 2]
-    lines = ["## Power of the contrasts that are not significant", ""]
+    """The seed plan: what each contrast can detect after Holm with the seeds it has, from the pilot's SDs
+    (its first seeds) and from all seeds; and, for the inconclusive ones, the seeds the observed
+    difference would need."""
+    rows = [e for m in METRICS for e in a.effects[m] if e.n_pairs >= 2]
+    lines = ["## Seed plan and power", ""]
     if not rows:
-        return lines + ["Every testable contrast is significant after Holm.", ""]
-    lines += ["What the current seeds could have detected: the smallest true difference a two-sided paired "
-              "t-test (α = 0.05) finds with 80% power given the observed SD of the paired differences, and "
-              "the pairs (and seeds per cell) needed for 80% power at the observed difference. Exact "
-              "noncentral-t power, per test: the Holm correction makes the real requirement larger, and the "
-              "observed difference is itself uncertain, so treat these as planning numbers.", "",
-              "| metric | comparison | observed difference | SD of differences | pairs | detectable at 80% power "
-              "| needed for the observed difference |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        return lines + ["No contrast has two pairs: nothing to plan from.", ""]
+    pilot = {(e.metric, e.axis, e.a, e.b): e for m in (a.pilot or {}) for e in a.pilot[m]}
+    pilot_seeds = sorted({r.seed for r in a.runs})[:PILOT_SEEDS]
+    lines += [("The seeds were planned from the pilot (seeds " + ", ".join(map(str, pilot_seeds)) + "): "
+               if a.pilot else "") +
+              "the smallest true difference a two-sided paired t-test detects with 80% power at the strictest Holm "
+              "level (α / the contrasts of the metric), with the pairs each contrast has now, given the SD of "
+              "its paired differences" + (" in the pilot and in all seeds" if a.pilot else "") + ". Exact "
+              "noncentral-t power. Below the margin, a contrast that is not different can be shown equivalent; "
+              "above it, “inconclusive” is the most the seeds can say. Last column: pairs (and seeds per cell) "
+              "for 80% power at the observed difference, per test (planning numbers: the observed difference is "
+              "itself uncertain).", "",
+              "| metric | comparison | margin | pairs | " + ("SD, pilot | detectable, pilot SD | " if a.pilot else "")
+              + "SD, all | detectable, all | needed for the observed difference |",
+              "| --- | --- | --- | --- | " + ("--- | --- | " if a.pilot else "") + "--- | --- | --- |"]
     for e in rows:
-        lines.append(f"| {e.metric} | {e.axis}: {e.a} − {e.b} | {_num(e.mean_diff)} | {_num(e.contrast.sd)} | "
-                     f"{e.n_pairs} | {'–' if math.isnan(e.mde80) else '±' + _num(e.mde80)} | {_needed(e)} |")
+        cells = [e.metric, f"{e.axis}: {e.a} − {e.b}", f"±{_num(e.margin)}", str(e.n_pairs)]
+        if a.pilot:
+            pe = pilot.get((e.metric, e.axis, e.a, e.b))
+            sd = pe.contrast.sd if pe else math.nan
+            mde = stats.min_detectable_difference(sd, e.n_pairs, alpha=ALPHA / max(1, e.family_size))
+            cells += [_num(sd), "±" + _num(mde) if math.isfinite(mde) else "–"]
+        mde = e.mde80_holm
+        cells += [_num(e.contrast.sd), "±" + _num(mde) if math.isfinite(mde) else "–", _needed(e)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _seeds_section(a: Analysis) -> list[str]:
+    """Which seeds ran where: a contrast pairs a seed's cells, so they should share one machine."""
+    where = seeds_ran_on(a.runs)
+    lines = ["## Where each seed ran", "",
+             "A contrast pairs the runs of one seed, so a seed's cells run on one machine class and precision; "
+             "seeds may differ. Machine: the CPU's design and class (or the GPU); device and precision. The "
+             "evaluator (its checksum) is trained on the machine that evaluates: its FIDs and the real-data floor "
+             "agree to a few decimals across machines, not bit for bit, which a paired contrast does not "
+             "notice.", "",
+             "| seed | runs | machine; device, precision | metrics code | evaluator |", "| --- | --- | --- | --- | --- |"]
+    for seed, machines in where.items():
+        runs = [r for r in a.runs if r.seed == seed]
+        versions = _values(runs, lambda r: r.tags.get("metrics.version", "1"))
+        lines.append(f"| {seed} | {sum(machines.values())} | {_shown(machines)} | version {_shown(versions)} | "
+                     f"`{_shown(_values(runs, _tag('evaluator.sha256')), 12)}` |")
+    mixed = [seed for seed, machines in where.items() if len(machines) > 1]
+    if mixed:
+        lines += ["", f"**Seed(s) {', '.join(map(str, mixed))} ran on more than one machine**: their pairs mix "
+                  "machine differences into the contrasts."]
+    return lines + [""]
+
+
+def _replication_rows(pairs: list[Replicated], first: str, second: str) -> list[str]:
+    lines = [f"| metric | comparison | {first} | {second} | same sign | same verdict | replicates |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rp in pairs:
+        def side(e: Effect) -> str:
+            word = {"better": f"better: {e.better()}"}.get(e.verdict, e.verdict)
+            return f"{_signed(e.mean_diff)} [{_num(e.contrast.ci95[0])}, {_num(e.contrast.ci95[1])}], {word}"
+        lines.append(f"| {rp.first.metric} | {rp.first.axis}: {rp.first.a} − {rp.first.b} | {side(rp.first)} | "
+                     f"{side(rp.second)} | {'yes' if rp.same_sign else 'no'} | {'yes' if rp.same_verdict else 'no'} | "
+                     f"{'**yes**' if rp.replicates else 'no'} |")
+    return lines
+
+
+def _replication_section(a: Analysis) -> list[str]:
+    lines = ["## Replication", "",
+             "The same contrasts in an independent second grid (another machine or device) and in the two "
+             "disjoint halves of this grid's seeds, each judged on its own (Holm within it). A contrast "
+             "replicates when both have the same sign and the same verdict (for “better”, the same winner). "
+             "With fewer seeds, a half has less power: an inconclusive half is no contradiction of a verdict.", ""]
+    answered = False
+    for grid, other in a.replications.items():
+        if not other.runs:
+            lines += [f"Grid `{grid}` (`ablation.replicate_with`): no finished runs in the store or in "
+                      f"results/{grid}/.", ""]
+            continue
+        pairs = replicate({m: a.effects[m] for m in ANSWER_METRICS}, {m: other.effects[m] for m in ANSWER_METRICS})
+        env = environment(other.runs)
+        lines += [f"### `{a.grid}` vs `{grid}`", "",
+                  f"`{grid}`: {len(other.runs)} runs, seeds {', '.join(map(str, other.seeds))}; "
+                  f"{_shown(_values(other.runs, machine_of))}; torch {_shown(env['torch'])}.", ""]
+        lines += _replication_rows(pairs, f"`{a.grid}`", f"`{grid}`")
+        agree = sum(rp.replicates for rp in pairs)
+        lines += ["", f"{agree} of {len(pairs)} contrasts replicate.", ""]
+        answered = True
+    halves = seed_halves(a.p, a.runs, a.axes)
+    if halves:
+        first, second, e1, e2 = halves
+        pairs = replicate({m: e1[m] for m in ANSWER_METRICS}, {m: e2[m] for m in ANSWER_METRICS})
+        lines += [f"### Seeds {first[0]}-{first[-1]} vs seeds {second[0]}-{second[-1]}", ""]
+        lines += _replication_rows(pairs, f"seeds {', '.join(map(str, first))}", f"seeds {', '.join(map(str, second))}")
+        lines += ["", f"{sum(rp.replicates for rp in pairs)} of {len(pairs)} contrasts replicate.", ""]
+        answered = True
+    if not answered:
+        lines += ["No second grid (`ablation.replicate_with`) has runs, and the grid has fewer than 4 seeds: "
+                  "nothing to compare.", ""]
+    return lines
 
 
 def _budget_steps(steps: list[int]) -> list[int]:
@@ -247,6 +366,18 @@ def ranking_sentence(ranking: dict[int, list[str]]) -> str:
     return f"{head}; {tail}."
 
 
+def settled_sentence(st: Settled) -> str:
+    """Whether the budget was long enough for the ranking to settle."""
+    if not st.known:
+        return "Whether the ranking settled cannot be told: fewer than two budgets have quick FIDs."
+    ok = st.settled
+    return (f"**The ranking {'had settled' if ok else 'had not settled'}** (the test: Kendall τ ≥ {SETTLED_TAU} between "
+            f"the last two budgets, steps {st.steps[0]} and {st.steps[1]}: τ = {_num(st.tau_last_two)}; and the "
+            f"same best cell over the last {SETTLED_SHARE:.0%} of training, from step {st.first_checked}: "
+            f"{_short(st.best)} is best from step {st.best_since} on)"
+            + ("." if ok else ": the verdicts are provisional; a longer budget could change them."))
+
+
 def _ranking_section(a: Analysis) -> list[str]:
     lines = ["## Ranking over the training budget (quick FID)", ""]
     if not a.ranking:
@@ -255,7 +386,8 @@ def _ranking_section(a: Analysis) -> list[str]:
     final = a.ranking[max(a.ranking)]
     eval_n = _shown(_values(a.runs, _param("train.eval_n")))
     lines += [f"Mean quick FID over seeds (on {eval_n} samples, noisier than the final FID) and the rank "
-              "among cells (#1 = lowest) at each budget. " + ranking_sentence(a.ranking), "",
+              "among cells (#1 = lowest) at each budget. " + ranking_sentence(a.ranking) + " "
+              + settled_sentence(a.settled), "",
               "| cell | " + " | ".join(f"step {s}" for s in steps) + " |",
               "| --- | " + " | ".join("---" for _ in steps) + " |"]
     for c in a.cells:
@@ -288,23 +420,42 @@ def _gamma_section(a: Analysis) -> list[str]:
     return lines + ["", "![gamma_over_training.png](ablation_files/gamma_over_training.png)", ""]
 
 
-def _samples(a: Analysis, out: Path, client) -> list[str]:
+SAMPLES_MANIFEST = "samples.json"  # in ablation_files/: which run each sample image came from
+
+
+def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> list[str]:
+    """Each cell's median-seed images: from the MLflow store, else the same run's images that an earlier
+    render left in `previous` (the report's ablation_files/, listed in its samples.json), so a report
+    rebuilt from the run records alone, on a clone without the store, keeps them."""
+    import json
+
     lines = ["## Samples and attention of each cell's median-seed run (by FID)", ""]
-    if client is None:
-        return lines + ["Sample images not included (rendered without an MLflow store).", ""]
+    kept = {}
+    if previous is not None and (previous / SAMPLES_MANIFEST).exists():
+        kept = json.loads((previous / SAMPLES_MANIFEST).read_text())
+    manifest = {}
     for c in a.cells:
         med = _median_run([r for r in a.runs if r.cell == c])
         lines += [f"### {c}", "", f"seed {med.seed}, FID {_num(med.metrics['fid'])}, run `{med.run_id}`", ""]
+        found = False
         for art in ("grid.png", "attention.png"):
-            try:
-                local = client.download_artifacts(med.run_id, f"samples/{art}", str(out))
-            except Exception:  # noqa: BLE001 - a run without attention (position none) has no map
-                continue
             target = out / f"{_slug(c)}-{art}"
-            Path(local).replace(target)
-            lines.append(f"![{c} {art}](ablation_files/{target.name})")
+            if client is not None:
+                try:
+                    Path(client.download_artifacts(med.run_id, f"samples/{art}", str(out))).replace(target)
+                except Exception:  # noqa: BLE001 - not in the store, or no map (position none)
+                    pass
+            if not target.exists() and kept.get(target.name) == med.run_id and (previous / target.name).exists():
+                shutil.copy2(previous / target.name, target)
+            if target.exists():
+                manifest[target.name] = med.run_id
+                lines.append(f"![{c} {art}](ablation_files/{target.name})")
+                found = True
+        if not found:
+            lines.append("No images: this run's samples are in neither the MLflow store nor an earlier render.")
         lines.append("")
     shutil.rmtree(out / "samples", ignore_errors=True)  # download_artifacts' folder, now empty
+    (out / SAMPLES_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return lines
 
 
@@ -313,22 +464,25 @@ def _median_run(runs: list[GridRun]) -> GridRun:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def render_analysis(a: Analysis, out: Path, client=None) -> str:
-    """The markdown of `a`; plots (and, with an MLflow client, sample images) are written to `out`,
-    which the markdown links as ablation_files/ (relative to the markdown file)."""
+def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None = None) -> str:
+    """The markdown of `a`; plots and sample images (from the MLflow client's store, else kept from
+    `previous`, the last render's ablation_files/) are written to `out`, which the markdown links as
+    ablation_files/ (relative to the markdown file)."""
     lines = [f"# Ablation report: grid `{a.grid}`", ""]
     if not a.runs:
         return "\n".join(lines + [
             f"No finished runs of grid `{a.grid}` in the MLflow store ({tracking.tracking_uri()}).", "",
             "Run the grid first: `make grid` (or `python -m pipeline.grid run`)."]) + "\n"
-    lines += [f"Built from {len(a.runs)} MLflow runs (experiment `{a.p.mlflow.experiment}`, tag "
-              f"`grid.name = {a.grid}`); regenerate with `python -m stages.report` or "
-              f"`python -m pipeline.report --grid {a.grid}`.", "",
+    lines += [f"Built from {len(a.runs)} runs (experiment `{a.p.mlflow.experiment}`, tag `grid.name = {a.grid}`: "
+              f"the MLflow store and the run records in results/{_slug(a.grid)}/); regenerate with "
+              f"`python -m pipeline.report --grid {a.grid}` (a clone without the store: from the records alone).", "",
               "## Answer", ""] + [f"- {s}" for s in _answer(a)] + ["", "## Setup", ""]
     lines += _header(a)
+    lines += _seeds_section(a)
     lines += _cell_table(a)
     lines += _effects_section(a)
     lines += _interaction_section(a)
+    lines += _replication_section(a)
     lines += _power_section(a)
     plots = _plots(a, out)
     lines += _ranking_section(a)
@@ -336,7 +490,7 @@ def render_analysis(a: Analysis, out: Path, client=None) -> str:
         lines += ["![ranking_over_budget.png](ablation_files/ranking_over_budget.png)", ""]
     lines += _gamma_section(a)
     lines += ["## Metrics per cell, every run", "", "![metrics.png](ablation_files/metrics.png)", ""]
-    lines += _samples(a, out, client)
+    lines += _samples(a, out, client, previous)
     return "\n".join(lines) + "\n"
 
 

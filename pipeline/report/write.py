@@ -44,17 +44,23 @@ def store_available(p: Params) -> bool:
     return True
 
 
+def _grid_runs(p: Params, grid: str, chosen: str, available: bool, results: Path):
+    """(store runs, record runs, merged) of one grid from the chosen source."""
+    store = load_runs(p, grid) if chosen != "records" and available else []
+    records = load_records(grid, results) if chosen != "store" else []
+    return store, records, merge_runs(store, records)
+
+
 def write_report(p: Params, grid: str | None = None, out_dir: Path = REPORT_DIR,
                  expected_seeds: Sequence[int] | None = None, source: str | None = None,
                  results: Path | None = None) -> Path:
     """Writes ablation.md, ablation.json and ablation_files/ of `grid` (default: ablation.name) into
     report_dir(...) and returns the markdown's path. The runs come from `source`: `store` (the MLflow
     store), `records` (results/<grid>/ under `results`, default the project's results/), `both` (merged,
-    one copy per run: the default). Unless a source is given, an existing report is kept when the store has
-    no run of the grid (a fresh clone's `dvc repro` must not replace the published report with one rebuilt
-    from records, which lack the store's sample images, and converted ones its curves too). Sample images
-    come from the store whenever it is there, whatever the source, so a run gives the same report from the
-    store or from its record."""
+    one copy per run: the default). The grids of `ablation.replicate_with` come from the same source, for
+    the Replication section. With neither runs in the store nor records, an existing report is kept. Sample
+    images come from the store when it has them, else from the report's last render (ablation_files/), so
+    a clone without the store rewrites the committed report unchanged from the records."""
     import mlflow
 
     grid = grid or p.ablation.name
@@ -66,21 +72,21 @@ def write_report(p: Params, grid: str | None = None, out_dir: Path = REPORT_DIR,
         raise ValueError(f"source {chosen!r}: one of {', '.join(SOURCES)}")
     # `store` reads (and creates) the store as it always did; the others only one that is there
     available = chosen == "store" or store_available(p)
-    store = load_runs(p, grid) if chosen != "records" and available else []
-    records = load_records(grid, results) if chosen != "store" else []
-    runs = merge_runs(store, records)
-    if md.exists() and (not runs or (source is None and not store)):
-        log.warning("no finished runs of grid %r in the MLflow store %s: kept the existing %s. To regenerate "
-                    "it, run the grid (`make grid`) or point MLFLOW_TRACKING_URI at the store that produced it%s.",
-                    grid, tracking.tracking_uri(), md,
-                    f", or rebuild it from its {len(records)} run records in {grid_folder(grid, results)} with "
-                    f"`python -m pipeline.report --grid {grid} --source records`" if records else "")
+    store, records, runs = _grid_runs(p, grid, chosen, available, results)
+    if md.exists() and not runs:
+        log.warning("no finished runs of grid %r in the MLflow store %s nor records in %s: kept the existing %s. "
+                    "To regenerate it, run the grid (`make grid`) or point MLFLOW_TRACKING_URI at the store that "
+                    "produced it.", grid, tracking.tracking_uri(), grid_folder(grid, results), md)
         return md
     analysis = analyze(p, grid, runs, expected_seeds)
+    if grid == p.ablation.name:
+        for other in p.ablation.replicate_with:
+            if other != grid:
+                analysis.replications[other] = analyze(p, other, _grid_runs(p, other, chosen, available, results)[2])
     client = mlflow.MlflowClient(tracking.tracking_uri()) if available else None
     target.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target / "ablation_files") as files:
-        text = render_analysis(analysis, files, client)
+        text = render_analysis(analysis, files, client, previous=target / "ablation_files")
     write_json(target / "ablation.json", summary(analysis))
     write_text(md, text)
     from_store = {r.run_id for r in store}
@@ -112,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", choices=SOURCES,
                     help="where the runs come from: both (default) = the store's runs and the records in "
                          "results/<grid>/, one copy per run id, the store's first; store = the MLflow store alone; "
-                         "records = results/<grid>/ alone (a fresh clone: no store needed). Without --source, "
-                         "an existing report is kept when the store has no run of the grid; give --source "
-                         "records (or both) to rebuild it from the records")
+                         "records = results/<grid>/ alone (a fresh clone: no store needed)")
     ap.add_argument("--results", type=Path,
                     help="folder of the grids' run records (default: results/ at the project root)")
     args = ap.parse_args(argv)
