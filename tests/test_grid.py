@@ -275,6 +275,25 @@ def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path, prepared):
     assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
     again = run(cmd + ["--no-report"], repo, timeout=300)
     assert "2 finished, 0 to run" in again.stderr
+    # a second sampling seed for each finished generator: its metrics beside the first draw's, in the store
+    # and the record, and in the report's variance section; a second call has nothing left to do
+    res = run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo, timeout=300)
+    assert "2 run(s) of grid 'loc' resampled" in res.stdout
+    for r in runs:
+        after = client.get_run(r.info.run_id)
+        assert after.info.status == "FINISHED" and after.data.tags["resample.sample_seed"] == "1235"
+        assert after.data.metrics["resample.fid"] != after.data.metrics["fid"] > 0
+        assert records_after(repo)[r.info.run_id]["metrics"] == after.data.metrics
+    assert "0 run(s)" in run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo).stdout
+    run([sys.executable, "-m", "pipeline.report", "--grid", "loc"], repo)
+    variance = (repo / "reports/loc/ablation.md").read_text().split("## Which variance is it?")[1]
+    assert "| fid | 2 |" in variance
+
+
+def records_after(repo):
+    from pipeline.records import read_records
+
+    return {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
 
 
 def test_the_device_travels_to_every_run_and_gpu_memory_bounds_the_workers():

@@ -457,3 +457,40 @@ def seeds_ran_on(runs: list[GridRun]) -> dict[int, Counter]:
     for r in runs:
         out[r.seed][machine_of(r)] += 1
     return dict(sorted(out.items()))
+
+
+
+# ---------------------------------------------------------------- which variance is it?
+
+
+@dataclass
+class VarianceSplit:
+    """A metric's spread between a cell's training seeds against the spread of one generator's samples."""
+    metric: str
+    n_resampled: int  # runs with a second sampling seed (pipeline.resample)
+    sampling_sd: float  # SD of the metric over latent seeds, one generator: sqrt(mean((x1 - x2)^2) / 2)
+    seed_sd: float  # pooled SD within cells over training seeds (first draws; sampling noise included)
+
+    @property
+    def training_sd(self) -> float:
+        """The seed-to-seed SD with the sampling part taken out (0 where sampling explains all of it)."""
+        if not (math.isfinite(self.seed_sd) and math.isfinite(self.sampling_sd)):
+            return math.nan
+        return math.sqrt(max(0.0, self.seed_sd ** 2 - self.sampling_sd ** 2))
+
+    @property
+    def ratio(self) -> float:
+        return self.seed_sd / self.sampling_sd if self.sampling_sd > 0 else math.nan
+
+
+def variance_split(runs: list[GridRun], metric: str) -> VarianceSplit:
+    pairs = [(r.metrics[metric], r.metrics[f"resample.{metric}"]) for r in runs
+             if metric in r.metrics and f"resample.{metric}" in r.metrics]
+    sampling = math.sqrt(sum((a - b) ** 2 for a, b in pairs) / (2 * len(pairs))) if pairs else math.nan
+    by_cell: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        if metric in r.metrics:
+            by_cell[r.cell].append(r.metrics[metric])
+    ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in by_cell.values() if len(v) > 1)
+    dof = sum(len(v) - 1 for v in by_cell.values() if len(v) > 1)
+    return VarianceSplit(metric, len(pairs), sampling, math.sqrt(ss / dof) if dof else math.nan)

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.report.analysis import (CELL_METRICS, METRICS, Analysis, Effect, Replicated, _final_gamma, _values,
-                                      environment, floor_metrics, replicate, seed_halves, seeds_ran_on, wall_times)
+                                      environment, floor_metrics, replicate, seed_halves, seeds_ran_on, variance_split,
+                                      wall_times)
 from pipeline.stats import t_interval
 
 
@@ -109,6 +110,9 @@ def summary(a: Analysis) -> dict[str, Any]:
         "settled": _settled(a),
         "seeds_ran_on": {str(seed): dict(machines) for seed, machines in seeds_ran_on(a.runs).items()},
         "replication": _replication(a),
+        "variance": {m: {"n_resampled": v.n_resampled, "sampling_sd": v.sampling_sd, "seed_sd": v.seed_sd,
+                         "training_sd": v.training_sd, "margin": a.margin(m)}
+                     for m in METRICS for v in [variance_split(a.runs, m)]},
         "ranking": {str(s): order for s, order in a.ranking.items()},
         "quick_fid": {str(s): means for s, means in a.quick_fid.items()},
         "gamma_final": {c: {layer: cell_stats([g for r in a.runs if r.cell == c

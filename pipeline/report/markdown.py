@@ -15,7 +15,7 @@ from pipeline.config import Params
 from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, PILOT_SEEDS, SETTLED_SHARE, SETTLED_TAU, Analysis,
                                       Effect, Replicated, Settled, _final_gamma, _param, _tag, _values, analyze,
                                       environment, floor_metrics, machine_of, replicate, seed_halves, seeds_ran_on,
-                                      wall_times)
+                                      variance_split, wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
 from pipeline.report.plots import _plots
 from pipeline.report.runs import GridRun
@@ -257,6 +257,30 @@ def _power_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
+def _variance_section(a: Analysis) -> list[str]:
+    """Training-seed vs sampling spread, and the margins against them."""
+    splits = [variance_split(a.runs, m) for m in METRICS]
+    lines = ["## Which variance is it? (training seeds vs sampling)", ""]
+    if not any(v.n_resampled for v in splits):
+        return lines + ["No run has a second sampling seed yet (`python -m pipeline.resample --grid "
+                        f"{a.grid}`): the spread between seeds cannot be split into training and sampling.", ""]
+    lines += ["Each resampled generator drew its images again from a second latent seed "
+              "(`python -m pipeline.resample`), evaluated the same way. Sampling SD: one generator's spread over "
+              "latent seeds; seed SD: the spread between a cell's training seeds (first draws, pooled over "
+              "cells), which includes the sampling part. A paired difference carries sampling noise of √2 × the "
+              "sampling SD; the equivalence margin should sit well above it (a margin inside the sampling noise "
+              "could never be shown) and below the effects that matter.", "",
+              "| metric | runs resampled | sampling SD | seed SD | training part | seed SD / sampling SD | margin "
+              "| margin / sampling SD of a difference |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for v in splits:
+        margin = a.margin(v.metric)
+        noise = math.sqrt(2) * v.sampling_sd
+        lines.append(f"| {v.metric} | {v.n_resampled} | {_num(v.sampling_sd)} | {_num(v.seed_sd)} | "
+                     f"{_num(v.training_sd)} | {_num(v.ratio)} | ±{_num(margin)} | "
+                     f"{_num(margin / noise) if noise > 0 else '–'} |")
+    return lines + [""]
+
+
 def _seeds_section(a: Analysis) -> list[str]:
     """Which seeds ran where: a contrast pairs a seed's cells, so they should share one machine."""
     where = seeds_ran_on(a.runs)
@@ -483,6 +507,7 @@ def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None =
     lines += _effects_section(a)
     lines += _interaction_section(a)
     lines += _replication_section(a)
+    lines += _variance_section(a)
     lines += _power_section(a)
     plots = _plots(a, out)
     lines += _ranking_section(a)
