@@ -365,7 +365,9 @@ def _run_local(p: Params, spec: GridSpec, todo: list[Cell], threads: int) -> lis
     root = Path.cwd().resolve()
     _ensure_shared_outputs(root)
     # every run records the commit the grid started from, even if HEAD moves while it runs
+    # each worker's thread pools sized to its share of the cores: OpenMP (torch) and BLAS (numpy, scipy)
     env = {**os.environ, "DVC_ROOT": str(root), "OMP_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "SAGAN_GIT_COMMIT": tracking.git_commit(),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 

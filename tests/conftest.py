@@ -5,7 +5,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+# three workers share two cores (`make test`): a BLAS pool of two threads per process spins against the
+# others; one thread each, inherited by the stages the tests start (set before numpy loads its BLAS)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -9,6 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
+
+
+def _one_blas_thread():
+    """numpy's and scipy's BLAS held to one thread: these matrices are 128 x 128, and a multithreaded
+    OpenBLAS beside other busy processes (a grid's workers, test workers) spins: 10 square roots took 9 s
+    of CPU instead of 0.06 s on 2 busy cores (docs/experiments.md, 2026-12-02)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
@@ -29,7 +37,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
         raise ValueError(f"shapes do not match: mu {mu1.shape}, {mu2.shape}; sigma {sigma1.shape}, {sigma2.shape}")
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # "matrix is singular": handled below, as pytorch-fid does
+    with warnings.catch_warnings(), _one_blas_thread():  # "matrix is singular": handled below, as pytorch-fid does
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
         if not np.isfinite(covmean).all():
@@ -47,7 +55,8 @@ def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     feats = np.asarray(feats, dtype=np.float64)
     if feats.ndim != 2 or len(feats) < 2:
         raise ValueError(f"need at least 2 feature rows (N, D), got shape {feats.shape}")
-    return feats.mean(axis=0), np.cov(feats, rowvar=False)
+    with _one_blas_thread():
+        return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
 def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
