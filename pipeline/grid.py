@@ -71,12 +71,13 @@ class GridSpec:
     jobs: int
     device: str = ""  # train.device for every run ("": as params.yaml says)
     ema_start: int = 0  # train.ema_start of params.yaml: a budget below it moves it (a smoke grid)
+    eval_n: int = 0  # train.eval_n of params.yaml: a quick FID never draws more images than the final one
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
         a = p.ablation
         spec = dict(name=a.name, axes=a.axes, seeds=list(a.seeds), steps=a.steps, n_samples=a.n_samples,
-                    jobs=a.jobs, ema_start=p.train.ema_start)
+                    jobs=a.jobs, ema_start=p.train.ema_start, eval_n=p.train.eval_n)
         spec.update({k: v for k, v in over.items() if v is not None})
         return cls(**spec)
 
@@ -97,6 +98,8 @@ class GridSpec:
             over["train.device"] = self.device
         if self.ema_start >= self.steps:  # a budget below the EMA's start (smoke grids): start it halfway
             over["train.ema_start"] = self.steps // 2
+        if self.eval_n > self.n_samples:  # a smoke grid's few samples: its quick FIDs no larger
+            over["train.eval_n"] = self.n_samples
         return {**over, "train.threads": threads} if threads else over
 
 
@@ -217,7 +220,8 @@ def run_grid(p: Params, spec: GridSpec, runner: str = "dvc") -> list[Cell]:
     parent = tracking.grid_parent_run(p.mlflow.experiment, spec.name, create=True)
     failed: list[Cell] = []
     try:
-        failed = _run_local(p, spec, todo, threads) if runner == "local" else _run_queued(spec, todo, threads)
+        failed = (_run_local(p, spec, todo, threads) if runner == "local"
+                  else _run_queued(spec, todo, threads, p.mlflow.experiment))
     finally:
         _end_parent(parent, failed)
     return failed
@@ -262,8 +266,13 @@ def check_gpu_room(jobs: int) -> None:
     log.info("GPU %s: %.1f GiB free for %d workers", torch.cuda.get_device_name(), free / 2**30, jobs)
 
 
-def _run_queued(spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
-    """Queues the cells as DVC experiments and runs them with `dvc queue start -j spec.jobs`."""
+DVC_POLL_S = 30.0  # `dvc exp show` costs ~1 s of CPU a call; the store's finished runs are one SQL query
+
+
+def _run_queued(spec: GridSpec, todo: list[Cell], threads: int, experiment: str) -> list[Cell]:
+    """Queues the cells as DVC experiments and runs them with `dvc queue start -j spec.jobs`. Progress:
+    the store's finished runs every 5 s, DVC's experiment states (the word on success, failure and a
+    stopped queue) every DVC_POLL_S and whenever the store has a run DVC has not yet called done."""
     from tqdm import tqdm
 
     # the shared stages once, in the workspace, so the queued experiments restore them from the cache
@@ -283,11 +292,18 @@ def _run_queued(spec: GridSpec, todo: list[Cell], threads: int) -> list[Cell]:
     finished: set[str] = set()
     failed: list[Cell] = []
     idle = 0
+    asked_dvc = 0.0
     try:
         while True:
             if starter.poll():
                 raise UserError(f"`dvc queue start -j {spec.jobs}` failed (exit {starter.returncode}):\n"
                                 f"{start_log.read_text().strip()}")
+            in_store = tracking.finished_grid_runs(experiment, spec.name)
+            done_in_store = {n for n, c in names.items() if (c.label, c.seed) in in_store and n not in finished}
+            if not done_in_store and time.monotonic() - asked_dvc < DVC_POLL_S:
+                time.sleep(5)
+                continue
+            asked_dvc = time.monotonic()
             states = experiment_states()
             if states is None:
                 continue  # a busy repository: ask again
