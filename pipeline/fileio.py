@@ -27,9 +27,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> None:
+    """`obj` as indented JSON, atomically; keys sorted unless `sort_keys` is false (then in obj's order)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -221,6 +221,31 @@ def grid_parent_run(experiment: str, grid: str, create: bool = False) -> str | N
     return run.info.run_id
 
 
+# keys that do not change what a run is (where and how fast it ran, what it is called): left out of its name
+_NAME_IGNORES = ("seed", "mlflow.", "ablation.", "train.threads", "train.device", "train.compile",
+                 "train.attention_kernel", "train.log_every", "train.checkpoint_every", "train.snapshot_every")
+NAME_MAX_DIFFS = 3
+
+
+def default_run_name(params: Params) -> str:
+    """What a run is, for a `dvc repro` that DVC does not name: the grid cell's values and the seed
+    (`post-hinge-s0`), then the other params that differ from the shipped defaults (`train.steps=6`, at
+    most NAME_MAX_DIFFS, then `+N more`). A grid's runs and `dvc exp run`s are named by the grid and DVC."""
+    import re
+
+    from pipeline.config import Params as Defaults
+
+    flat, shipped = params.flat(), Defaults().flat()
+    cell = "-".join(str(flat[axis]) for axis in params.ablation.axes)
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{cell}-s{params.seed}")
+    diffs = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in flat.items()
+             if k not in params.ablation.axes and not k.startswith(_NAME_IGNORES) and v != shipped.get(k)]
+    if diffs:
+        shown = diffs[:NAME_MAX_DIFFS] + ([f"+{len(diffs) - NAME_MAX_DIFFS} more"] if len(diffs) > NAME_MAX_DIFFS else [])
+        name += " " + " ".join(shown)
+    return name
+
+
 def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] | None = None,
               source_name: str = "stages.train") -> str:
     """Creates the pipeline execution's run, logs params and tags, records its id in RUN_FILE."""
@@ -230,7 +255,7 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
     exp_id = setup(params.mlflow.experiment)
     client = mlflow.MlflowClient(tracking_uri())
     # DVC names its experiments; the grid's local runner names its runs the same way
-    name = run_name or os.environ.get("DVC_EXP_NAME") or os.environ.get("SAGAN_RUN_NAME") or None
+    name = run_name or os.environ.get("DVC_EXP_NAME") or os.environ.get("SAGAN_RUN_NAME") or default_run_name(params)
     tags = dict(tags or {})
     if params.mlflow.grid:
         tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),

@@ -60,6 +60,8 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     assert r.data.params["attention.position"] == "post"
     assert r.data.params["loss.type"] == "hinge"
     assert r.data.params["train.steps"] == "6"
+    # a plain `dvc repro` is named for what it is: cell, seed, then what differs from the shipped params
+    assert r.info.run_name.startswith("post-hinge-s0 train.steps=6 train.batch_size=16 ") and "more" in r.info.run_name
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "gamma.g14", "gamma.g28", "gamma.d14",
                 "images_per_s", "fid_quick", "fid", "classifier_score", "precision", "recall"):
         assert key in r.data.metrics, key
@@ -158,6 +160,17 @@ def test_exp_run_with_override_is_its_own_run(repo):
     # the shared stages came from the cache: still one evaluator, trained once
     shown = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "pre-exp" in shown
+    # what a user reads in an 80-column terminal: the experiment, then fid and classifier_score (precision
+    # and recall next), not the evaluator's floor, the data's description or the run's runtime facts
+    header, *rows = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()
+    columns = header.split(",")
+    metrics = [c for c in columns if c not in ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")]
+    assert metrics[:4] == ["fid", "classifier_score", "precision", "recall"], columns[:12]
+    assert not any(c.startswith(("floor", "metrics/evaluator.json", "runtime", "accuracy", "d_loss")) for c in
+                   columns[:columns.index("recall") + 1])
+    assert any(row.startswith("pre-exp,") for row in rows)
+    # the run's other figures stay a command away
+    assert "d_loss" in run(["dvc", "metrics", "show", "metrics/train.json"], repo).stdout
 
 
 # (override, the key its error must name): types, ranges, choices, unknown keys, NaN and infinity,
@@ -377,3 +390,16 @@ def test_team_server_with_authentication(repo, tmp_path):
     assert list(artifacts.rglob("grid.png"))  # stored at the server's artifact destination
     _, _, local_after = _runs(repo)
     assert len(local_after) == len(local_before)
+
+
+def test_run_names_say_what_a_run_is():
+    from pipeline.config import Params, with_override
+    from pipeline.tracking import default_run_name
+
+    assert default_run_name(Params()) == "post-hinge-s0"
+    # where and how fast it ran is not what it is
+    assert default_run_name(with_override(Params(), {"attention.position": "pre", "seed": 3, "train.threads": 1,
+                                                     "mlflow.experiment": "x"})) == "pre-hinge-s3"
+    many = with_override(Params(), {"train.steps": 6, "train.batch_size": 16, "train.lr_g": 0.001, "sample.n": 200,
+                                    "evaluate.n_samples": 100})
+    assert default_run_name(many) == "post-hinge-s0 train.steps=6 train.batch_size=16 train.lr_g=0.001 +2 more"
