@@ -11,6 +11,7 @@ import functools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,11 +42,15 @@ def _stage_output() -> SimpleNamespace | None:
         return None
     if not (ROOT / "models/evaluator.pt").exists() or not (ROOT / "data/prepared/mnist.npz").exists():
         return None
-    try:
-        res = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "train_evaluator", "--json"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    for _ in range(10):  # the smoke grid beside the tests may hold DVC's lock for a moment
+        try:
+            res = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "train_evaluator", "--json"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if res.returncode == 0 or "lock" not in res.stderr.lower():
+            break
+        time.sleep(3)
     if res.returncode != 0 or json.loads(res.stdout or "{}"):
         return None
     data = load_prepared(ROOT / "data/prepared")
