@@ -49,6 +49,19 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where the README's `mlflow ui --backend-store-uri sqlite:///mlflow.db` serves
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None) -> str:
+    """The MLflow UI's page of a run, or of the experiment's runs (best FID first): on the tracking server
+    itself, or for a local store where the README's `mlflow ui` serves it."""
+    uri = uri or tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    if run_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+
+
 # MLflow retries an unreachable server for minutes by default (7 retries, exponential backoff: 4 min 18 s
 # measured); the reachability check below answers first, and these bound a call during a run
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

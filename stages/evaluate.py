@@ -124,6 +124,12 @@ def main(p: Params) -> None:
         logger.artifact(HIST_PNG, "evaluate")
     if p.mlflow.grid:  # the last stage of a grid's run: its record, read back from the store it finished in
         save_run_record(run_id)
+    try:
+        experiment_id = json.loads(tracking.RUN_FILE.read_text())["experiment_id"]
+        log.info("MLflow: this run %s; all runs, best FID first: %s", tracking.ui_url(experiment_id, run_id),
+                 tracking.ui_url(experiment_id))
+    except (OSError, KeyError, ValueError):  # a link is a courtesy: never fail the stage over it
+        pass
 
 
 if __name__ == "__main__":
