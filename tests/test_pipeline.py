@@ -57,6 +57,9 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     r = client.get_run(run_id)
     assert r.info.experiment_id == exp.experiment_id
     assert r.info.status == "FINISHED"
+    # the README's link to the runs names experiment 1: what a fresh store gives the project's experiment
+    readme = (ROOT / "README.md").read_text()
+    assert f"/#/experiments/{exp.experiment_id}/runs?orderByKey=metrics.%60fid%60" in readme
     assert r.data.params["attention.position"] == "post"
     assert r.data.params["loss.type"] == "hinge"
     assert r.data.params["train.steps"] == "6"
@@ -403,3 +406,11 @@ def test_run_names_say_what_a_run_is():
     many = with_override(Params(), {"train.steps": 6, "train.batch_size": 16, "train.lr_g": 0.001, "sample.n": 200,
                                     "evaluate.n_samples": 100})
     assert default_run_name(many) == "post-hinge-s0 train.steps=6 train.batch_size=16 train.lr_g=0.001 +2 more"
+
+
+def test_ui_links_go_to_the_runs():
+    from pipeline.tracking import ui_url
+
+    assert ui_url("1", uri="sqlite:///x/mlflow.db") == \
+        "http://127.0.0.1:5000/#/experiments/1/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+    assert ui_url("3", "abc", uri="https://mlflow.internal/") == "https://mlflow.internal/#/experiments/3/runs/abc"
