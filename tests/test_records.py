@@ -238,3 +238,29 @@ def test_cpu_records_name_the_commits_they_cannot_tell_apart():
     assert h200["tags"]["machine.gpu"] == "NVIDIA H200" and "tags.machine.cpu" in h200["missing"]
     assert "renamed `default-h200`" in h200["note"]
     assert isinstance(run_of_record(h200), GridRun)
+
+
+def test_the_published_report_is_what_its_records_give(tmp_path, monkeypatch):
+    """reports/ablation.md and .json, rebuilt with no MLflow store from the records of the runs they list
+    (and of the replication grids), are the committed files. Records of runs the report does not list
+    yet (a grid still growing) are left out: the report is regenerated when they are published."""
+    from pipeline.config import load_params
+    from pipeline.report import write_report
+
+    p = load_params(ROOT / "params.yaml")
+    published = json.loads((ROOT / "reports/ablation.json").read_text())
+    listed = {run["run_id"] for run in published["runs"]}
+    results = tmp_path / "results"
+    for grid in [p.ablation.name, *p.ablation.replicate_with]:
+        (results / grid).mkdir(parents=True)
+        for path, record in read_records(ROOT / "results" / grid):
+            if grid != p.ablation.name or record["run_id"] in listed:
+                shutil.copy2(path, results / grid / path.name)
+    assert len(list((results / p.ablation.name).iterdir())) == len(listed)
+    out = tmp_path / "reports"
+    shutil.copytree(ROOT / "reports", out, ignore=shutil.ignore_patterns("smoke", "t", "loc"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
+    md = write_report(p, out_dir=out, results=results)
+    assert not (tmp_path / "no-store").exists()
+    assert md.read_text() == (ROOT / "reports/ablation.md").read_text()
+    assert json.loads((out / "ablation.json").read_text()) == published
