@@ -157,34 +157,44 @@ def mlflow_ui(grid_repo):
 
 
 def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
+    """As the README says: its link opens the experiment's runs (best FID first, each by its name), tick
+    the runs, Compare: their fid and classifier score side by side."""
     from playwright.sync_api import sync_playwright
+
+    from e2e import ROOT
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
     url, repo = mlflow_ui
     client, exp, runs = _grid_runs(repo)
-    ids = [r.info.run_id for r in runs]
-    compare = (f"{url}/#/compare-runs?runs={json.dumps(ids)}"
-               f"&experiments={json.dumps([exp.experiment_id])}").replace(" ", "")
+    link = re.search(r"<(http://127\.0\.0\.1:5000/#/experiments/1/runs\?[^>]+)>", (ROOT / "README.md").read_text())
+    assert link, "the README's link to the runs"
+    start = link.group(1).replace("http://127.0.0.1:5000", url).replace("/experiments/1/",
+                                                                         f"/experiments/{exp.experiment_id}/")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         try:
             # wide enough that the compare table renders every run's column
             page = browser.new_page(viewport={"width": 4000, "height": 1400})
-            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs")
-            # the grid's parent run, its runs nested under it, and the data set each trained on
-            page.get_by_text("grid t", exact=False).first.wait_for(timeout=60_000)
-            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # unfold its runs
-            for r in runs[:3]:
+            page.goto(start)
+            for r in runs:
                 page.get_by_text(r.info.run_name, exact=False).first.wait_for(timeout=60_000)
             runs_page = page.inner_text("body")
             page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
-            page.goto(compare)
+            boxes = page.get_by_role("checkbox")  # the first selects all rows; then one per run, best FID first
+            for i in range(1, len(runs) + 1):
+                boxes.nth(i).click()
+            page.get_by_role("button", name="Compare", exact=True).click()
             page.get_by_text("fid", exact=True).first.wait_for(timeout=60_000)
             body = page.inner_text("body")
             page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         finally:
             browser.close()
     assert "mnist-embedded" in runs_page and "stages.train" in runs_page  # Dataset (log_input), Source
+    # best FID first
+    order = sorted(runs, key=lambda r: r.data.metrics["fid"])
+    positions = [runs_page.find(r.info.run_name) for r in order]
+    assert positions == sorted(positions), [(r.info.run_name, r.data.metrics["fid"]) for r in order]
+    assert f"Comparing {len(runs)} Runs" in body and "classifier_score" in body
     for r in runs:
         assert r.info.run_name in body
     # the UI shows metrics rounded to a few significant digits
