@@ -203,7 +203,7 @@ def test_render_without_a_store_has_every_section(tmp_path):
     # plots, linked relative to the markdown
     for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png"):
         assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
-    assert "No images: this run's samples are in neither the MLflow store nor an earlier render" in text
+    assert "No images: no run of this cell has its samples in the MLflow store or an earlier render" in text
     answer = text.split("## Answer")[1].split("## Setup")[0]
     assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 5
     assert "**attention.position**: post − none: FID -8.817 (95% CI -10.061 to -7.572, **better: post**)" in answer

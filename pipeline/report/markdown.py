@@ -448,35 +448,55 @@ SAMPLES_MANIFEST = "samples.json"  # in ablation_files/: which run each sample i
 
 
 def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> list[str]:
-    """Each cell's median-seed images: from the MLflow store, else the same run's images that an earlier
-    render left in `previous` (the report's ablation_files/, listed in its samples.json), so a report
-    rebuilt from the run records alone, on a clone without the store, keeps them."""
+    """Each cell's images from its median-FID run, or, where that run's images are nowhere (a record
+    converted from an older report), from the run nearest the median that has them: from the MLflow
+    store, else those an earlier render left in `previous` (the report's ablation_files/, listed in its
+    samples.json), so a report rebuilt from the run records alone, on a clone without the store, keeps
+    them."""
     import json
 
-    lines = ["## Samples and attention of each cell's median-seed run (by FID)", ""]
+    lines = ["## Samples and attention of each cell's median run (by FID)", ""]
     kept = {}
     if previous is not None and (previous / SAMPLES_MANIFEST).exists():
         kept = json.loads((previous / SAMPLES_MANIFEST).read_text())
     manifest = {}
+
+    def fetch(run: GridRun, art: str, target: Path) -> bool:
+        if client is not None:
+            try:
+                Path(client.download_artifacts(run.run_id, f"samples/{art}", str(out))).replace(target)
+                return True
+            except Exception:  # noqa: BLE001 - not in the store, or no map (position none)
+                pass
+        if kept.get(target.name) == run.run_id and (previous / target.name).exists():
+            shutil.copy2(previous / target.name, target)
+            return True
+        return False
+
     for c in a.cells:
-        med = _median_run([r for r in a.runs if r.cell == c])
-        lines += [f"### {c}", "", f"seed {med.seed}, FID {_num(med.metrics['fid'])}, run `{med.run_id}`", ""]
-        found = False
+        cell_runs = [r for r in a.runs if r.cell == c]
+        med = _median_run(cell_runs)
+        lines += [f"### {c}", ""]
+        shown = None
+        for run in sorted(cell_runs, key=lambda r: (abs(r.metrics["fid"] - med.metrics["fid"]), r.seed)):
+            grid_png = out / f"{_slug(c)}-grid.png"
+            if fetch(run, "grid.png", grid_png):
+                shown = run
+                manifest[grid_png.name] = run.run_id
+                attention = out / f"{_slug(c)}-attention.png"
+                if fetch(run, "attention.png", attention):
+                    manifest[attention.name] = run.run_id
+                break
+        if shown is None:
+            lines += [f"median run: seed {med.seed}, FID {_num(med.metrics['fid'])}, run `{med.run_id}`", "",
+                      "No images: no run of this cell has its samples in the MLflow store or an earlier render.", ""]
+            continue
+        note = "the median run" if shown is med else (f"the run nearest the median (seed {med.seed}, FID "
+                                                       f"{_num(med.metrics['fid'])}) that has its images")
+        lines += [f"seed {shown.seed}, FID {_num(shown.metrics['fid'])}, run `{shown.run_id}`: {note}", ""]
         for art in ("grid.png", "attention.png"):
-            target = out / f"{_slug(c)}-{art}"
-            if client is not None:
-                try:
-                    Path(client.download_artifacts(med.run_id, f"samples/{art}", str(out))).replace(target)
-                except Exception:  # noqa: BLE001 - not in the store, or no map (position none)
-                    pass
-            if not target.exists() and kept.get(target.name) == med.run_id and (previous / target.name).exists():
-                shutil.copy2(previous / target.name, target)
-            if target.exists():
-                manifest[target.name] = med.run_id
-                lines.append(f"![{c} {art}](ablation_files/{target.name})")
-                found = True
-        if not found:
-            lines.append("No images: this run's samples are in neither the MLflow store nor an earlier render.")
+            if (out / f"{_slug(c)}-{art}").exists():
+                lines.append(f"![{c} {art}](ablation_files/{_slug(c)}-{art})")
         lines.append("")
     shutil.rmtree(out / "samples", ignore_errors=True)  # download_artifacts' folder, now empty
     (out / SAMPLES_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
