@@ -32,7 +32,9 @@ from pipeline.fileio import write_json
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = Path("models/run.json")  # the DVC output that lets sample and evaluate add to train's run
+RUN_FILE = Path("models/run.json")
+# JSON object of tags a grid runner adds to each run it starts (which runner, which node)
+RUN_TAGS_ENV = "SAGAN_RUN_TAGS"  # the DVC output that lets sample and evaluate add to train's run
 
 
 def project_root() -> Path:
@@ -196,6 +198,25 @@ def finished_grid_runs(experiment: str, grid: str) -> dict[tuple[str, int], Any]
     return runs
 
 
+def end_lost_runs(experiment: str, grid: str) -> list[str]:
+    """Marks KILLED the grid's unfinished runs once its runner has nothing in flight: still RUNNING, or
+    FINISHED by the train stage but never evaluated (no `fid`). Their process ended before the run did (a
+    node lost, a driver killed); the cell ran again, or will on the next invocation. Returns their ids."""
+    import mlflow
+
+    exp_id = setup(experiment)
+    client = mlflow.MlflowClient(tracking_uri())
+    found = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status != 'FAILED' and "
+                                         f"attributes.status != 'KILLED'", max_results=5000)
+    lost = [r for r in found if r.data.tags.get(GRID_PARENT_TAG) != "true"
+            and (r.info.status == "RUNNING" or "fid" not in r.data.metrics)]
+    for r in lost:
+        client.set_tag(r.info.run_id, "grid.lost", "its process ended without ending the run (node lost or "
+                                                   "process killed); the cell runs again")
+        client.set_terminated(r.info.run_id, "KILLED")
+    return [r.info.run_id for r in lost]
+
+
 def standard_tags(source_name: str) -> dict[str, str]:
     """The tags MLflow's fluent API sets by itself (the UI shows them as Source, User, Git commit)."""
     import getpass
@@ -269,7 +290,7 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
     client = mlflow.MlflowClient(tracking_uri())
     # DVC names its experiments; the grid's local runner names its runs the same way
     name = run_name or os.environ.get("DVC_EXP_NAME") or os.environ.get("SAGAN_RUN_NAME") or default_run_name(params)
-    tags = dict(tags or {})
+    tags = {**json.loads(os.environ.get(RUN_TAGS_ENV) or "{}"), **(tags or {})}
     if params.mlflow.grid:
         tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),
                      "grid.seed": params.seed})

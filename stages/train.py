@@ -21,7 +21,7 @@ from pipeline.sampling import GENERATOR_FILE, save_generator
 from pipeline.models import gammas
 from pipeline import checkpoint, fast_attention, tracking
 from pipeline.runtime import resolve_runtime
-from pipeline.trainer import Trainer
+from pipeline.trainer import NonFiniteLoss, Trainer
 
 log = logging.getLogger("train")
 
@@ -63,6 +63,9 @@ def _quick_fid_hook(p: Params, prepared):
 
     def hook(trainer: Trainer) -> dict[str, float]:
         images = trainer.generate(z).cpu()
+        if not torch.isfinite(images).all():  # the losses are checked in batches; the images now
+            raise NonFiniteLoss(f"the generator's images are not finite at step {trainer.step}: training "
+                                f"diverged; lower the learning rates or check the params")
         return {"fid_quick": float(quick_fid(evaluator, reference, images))}
 
     return hook

@@ -20,7 +20,7 @@ FAULTS = {"tried": 0, "survived": 0, "outputs_lost": 0}
 # a grid's store, a trained evaluator): under pytest-xdist (`make test` runs three workers) the tests
 # that share one go to the same worker, so it is built once; every other test goes wherever a worker
 # is free. (`prepared` is shared across workers through a file lock instead.)
-SHARED_FIXTURES = ("repo", "grid_repo", "reference", "trained", "real_feats", "now")
+SHARED_FIXTURES = ("repo", "grid_repo", "ray_cluster", "reference", "trained", "real_feats", "now")
 
 
 def pytest_collection_modifyitems(config, items):

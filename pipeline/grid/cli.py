@@ -1,0 +1,73 @@
+"""`python -m pipeline.grid run | status | cell` (the console script `sagan-grid`)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.config import load_params, with_override
+from pipeline.errors import USER_ERRORS
+from pipeline.grid import __doc__ as GRID_DOC
+from pipeline.grid.cell import run_cell
+from pipeline.grid.core import RUNNERS, finished_cells, run_grid
+from pipeline.grid.spec import GridSpec
+
+log = logging.getLogger("grid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s grid: %(message)s", datefmt="%H:%M:%S")
+    ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=GRID_DOC,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "status", "cell"],
+                    help="run: run the missing cells and write the report; status: which cells are done; "
+                         "cell: train, sample and evaluate the params.yaml of the current folder (the local "
+                         "and Ray runners' worker)")
+    ap.add_argument("--name", help="grid name (default: ablation.name)")
+    ap.add_argument("--steps", type=int, help="train.steps per run (default: ablation.steps)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="seeds (default: ablation.seeds)")
+    ap.add_argument("--n-samples", type=int, help="samples evaluated per run (default: ablation.n_samples)")
+    ap.add_argument("--jobs", type=int, help="parallel runs on this machine; each gets cores / jobs threads "
+                    "(default: ablation.jobs)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device of every run "
+                    "(default: params.yaml's)")
+    ap.add_argument("--runner", choices=list(RUNNERS), default="dvc",
+                    help="dvc: DVC's experiment queue (default); local: processes without DVC; ray: Ray tasks, "
+                         "on this machine or a cluster (--address)")
+    ap.add_argument("--address", help="ray: the cluster to join (HOST:PORT of `ray start --head`, or auto); "
+                    "default: RAY_ADDRESS, else a Ray instance on this machine")
+    ap.add_argument("--max-retries", type=int, default=3,
+                    help="ray: attempts for a run whose node or worker was lost (default 3)")
+    ap.add_argument("--no-report", action="store_true", help="do not write reports/ablation.md")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "cell":
+            run_cell()
+            return 0
+        p = load_params()
+        spec = GridSpec.from_params(p, name=args.name, steps=args.steps, seeds=args.seeds,
+                                    n_samples=args.n_samples, jobs=args.jobs, device=args.device)
+        # the spec itself is validated like params.yaml
+        with_override(p, {"ablation.name": spec.name, "ablation.steps": spec.steps,
+                          "ablation.seeds": spec.seeds, "ablation.n_samples": spec.n_samples,
+                          "ablation.jobs": spec.jobs})
+        if args.command == "status":
+            done = finished_cells(p, spec.name)
+            for cell in spec.cells():
+                print(f"{'done ' if (cell.label, cell.seed) in done else 'to do'}  {cell.label}  seed {cell.seed}")
+            return 0
+        options = {"address": args.address, "max_retries": args.max_retries} if args.runner == "ray" else {}
+        failed = run_grid(p, spec, args.runner, **options)
+        if not args.no_report:
+            from pipeline.report import write_report
+
+            path = write_report(p, spec.name, expected_seeds=spec.seeds)
+            log.info("report: %s", path)
+        if failed:
+            log.error("%d run(s) failed: %s; rerun the same command to retry them", len(failed),
+                      ", ".join(f"{c.label} seed {c.seed}" for c in failed))
+            return 1
+        return 0
+    except USER_ERRORS as e:
+        print(f"error (grid): {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,256 @@
+"""The grid on a Ray cluster (`--runner ray --address`): a real two-node cluster on 127.0.0.1
+(ray.cluster_utils.Cluster: a head and a worker, 1 CPU each) and a real `mlflow server` that proxies
+artifacts, so nothing is shared but the server. Then the faults: a cell that fails by itself, the
+driver killed mid-grid, a node lost while it trains."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+
+from e2e import env, make_repo, mlflow_server, run
+
+pytestmark = pytest.mark.slow
+
+AXES = {"attention.position": ["post"], "loss.type": ["hinge", "bce"]}
+CELLS = ["attention.position=post,loss.type=hinge", "attention.position=post,loss.type=bce"]
+
+
+def grid_cmd(name: str, seeds=("0", "1"), address: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "ray", "--name", name, "--steps", "4",
+           "--n-samples", "100", "--seeds", *seeds, "--jobs", "2", "--device", "cpu"]
+    return cmd + (["--address", address] if address else [])
+
+
+# Ray resolves 127.0.0.1 to the machine's address unless it thinks clusters are off: a cluster bound to the
+# loopback then works for its nodes, its drivers and their workers (Ray's get_node_ip_address)
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """Two Ray nodes on 127.0.0.1, 1 CPU each; node deaths noticed within ~2 s; stopped at the end
+    (only the processes the cluster started)."""
+    os.environ.update(LOOPBACK)
+    import ray._private.ray_constants as ray_constants
+    from ray.cluster_utils import Cluster
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the line above
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                           "health_check_initial_delay_ms": 0}})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A tracking server with a SQLite store that serves artifacts (`mlflow-artifacts:` URIs): workers
+    upload through it, as on a cluster without a shared disk."""
+    folder = tmp_path_factory.mktemp("server")
+    with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder, artifacts=folder / "artifacts") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster_env(ray_cluster, server, tmp_path_factory):
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = server
+    e["SAGAN_GRID_WORKDIR"] = str(tmp_path_factory.mktemp("ray-work"))
+    e["SAGAN_MLFLOW_GRACE_S"] = "5"
+    e.update(LOOPBACK)
+    return e
+
+
+@pytest.fixture(scope="module")
+def ray_grid(ray_cluster, cluster_env, tmp_path_factory, prepared):
+    repo = make_repo(tmp_path_factory.mktemp("raygrid") / "repo", {"ablation": {"axes": AXES}}, template=prepared)
+    res = run(grid_cmd("rg", address=ray_cluster.address), repo, env=cluster_env, timeout=900)
+    return repo, res
+
+
+def grid_runs(uri: str, grid: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("sagan-mnist")
+    return client.search_runs([exp.experiment_id], f"tags.`grid.name` = '{grid}'") if exp else []
+
+
+def children(uri: str, grid: str) -> list:
+    return [r for r in grid_runs(uri, grid) if r.data.tags.get("grid.parent") != "true"]
+
+
+def test_a_grid_on_two_nodes_logs_through_the_server(ray_grid, ray_cluster, server, cluster_env):
+    repo, res = ray_grid
+    runs = children(server, "rg")
+    (parent,) = [r for r in grid_runs(server, "rg") if r.data.tags.get("grid.parent") == "true"]
+    assert sorted((r.data.tags["grid.cell"], r.data.tags["grid.seed"]) for r in runs) == \
+        sorted((c, s) for c in CELLS for s in ("0", "1"))
+    assert parent.info.status == "FINISHED" and parent.data.tags["grid.failed_runs"] == "0"
+    nodes = {n.node_id[:8] for n in [ray_cluster.head_node, *ray_cluster.worker_nodes]}
+    for r in runs:
+        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["grid.runner"] == "ray" and r.data.params["train.threads"] == "1"
+        # artifacts went over HTTP to the server's store, not to a folder of the node
+        assert r.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert {"samples", "model", "evaluate"} <= {a.path for a in mlflow.MlflowClient(server).list_artifacts(r.info.run_id)}
+    # both nodes trained
+    assert {r.data.tags["grid.node"].split("/")[1] for r in runs} == nodes
+    # the same data and evaluator everywhere: the object store's copies checked by their checksums
+    assert len({r.data.tags["data.sha256"] for r in runs}) == 1
+    assert len({r.data.tags["evaluator.sha256"] for r in runs}) == 1
+    # each run's record came back to the driver's results/
+    from pipeline.records import read_records
+
+    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/rg")}
+    assert set(records) == {r.info.run_id for r in runs}
+    for r in runs:
+        assert records[r.info.run_id]["metrics"] == r.data.metrics
+    # finished runs leave no folder on their node
+    assert not [p for p in Path(cluster_env["SAGAN_GRID_WORKDIR"]).rglob("params.yaml")]
+    text = (repo / "reports/rg/ablation.md").read_text()
+    assert "±" in text and "p-value" in text
+    assert re.search(r"\*\*(better: \w+|equivalent|inconclusive)\*\*", text)
+    images = [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert images and all((repo / "reports/rg" / i).exists() for i in images)
+
+
+def test_the_ray_runner_gives_the_local_runners_runs(ray_grid, server, cluster_env):
+    """Same cells, same seeds: the same metrics to the last bit, the same params and the same tag keys."""
+    repo, _ = ray_grid
+    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--name", "rl", "--steps", "4",
+           "--n-samples", "100", "--seeds", "0", "--jobs", "2", "--device", "cpu", "--no-report"]
+    run(cmd, repo, env=cluster_env, timeout=600)
+    local = {r.data.tags["grid.cell"]: r for r in children(server, "rl")}
+    on_ray = {r.data.tags["grid.cell"]: r for r in children(server, "rg") if r.data.tags["grid.seed"] == "0"}
+    assert set(local) == set(on_ray) == set(CELLS)
+    for cell in CELLS:
+        a, b = on_ray[cell], local[cell]
+        for metric in ("fid", "classifier_score", "precision", "recall", "density", "coverage"):
+            assert a.data.metrics[metric] == b.data.metrics[metric], (cell, metric)
+        assert {k: v for k, v in a.data.params.items() if k != "mlflow.grid"} == \
+            {k: v for k, v in b.data.params.items() if k != "mlflow.grid"}
+        assert set(a.data.tags) == set(b.data.tags)
+        assert b.data.tags["grid.runner"] == "local"
+
+
+def test_a_local_store_is_refused_on_a_multi_node_cluster(ray_grid, ray_cluster, cluster_env, tmp_path):
+    repo, _ = ray_grid
+    e = dict(cluster_env)
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run(grid_cmd("refused", address=ray_cluster.address), repo, env=e, check=False, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "2 nodes" in res.stderr and "mlflow server" in res.stderr and "MLFLOW_TRACKING_URI" in res.stderr
+    assert grid_runs(e["MLFLOW_TRACKING_URI"], "refused") == []  # not even the grid's parent run
+
+
+def test_a_cell_that_fails_by_itself_fails_once(ray_cluster, cluster_env, server, tmp_path, prepared):
+    """A value only training finds bad (γ so large the generator's images overflow): one FAILED run, no
+    retry, the other cell finishes, the grid exits non-zero naming the cell."""
+    axes = {"attention.position": ["post"], "loss.type": ["hinge"], "attention.gamma_init": [0.0, 1.0e+38]}
+    repo = make_repo(tmp_path / "repo", {"ablation": {"axes": axes}}, template=prepared)
+    res = run(grid_cmd("bad", seeds=("0",), address=ray_cluster.address) + ["--no-report"], repo, env=cluster_env,
+              check=False, timeout=600)
+    assert res.returncode == 1, res.stderr[-3000:]
+    bad = "attention.position=post,loss.type=hinge,attention.gamma_init=1e+38"
+    assert f"1 run(s) failed: {bad} seed 0" in res.stderr
+    assert "not finite" in res.stderr  # the failed run's log, shown by the driver
+    runs = children(server, "bad")
+    by_cell = {}
+    for r in runs:
+        by_cell.setdefault(r.data.tags["grid.cell"], []).append(r.info.status)
+    assert by_cell == {"attention.position=post,loss.type=hinge,attention.gamma_init=0.0": ["FINISHED"], bad: ["FAILED"]}
+
+
+def evaluated(runs: list) -> list:
+    return [r for r in runs if r.info.status == "FINISHED" and "fid" in r.data.metrics]
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_driver_then_the_same_command_runs_only_the_missing_cells(ray_grid, ray_cluster, cluster_env, server):
+    """The grid grows by a seed; its driver is killed while the new seed's two runs train. The same
+    command again: the 4 finished runs are skipped, only the 2 missing run; no attempt is left RUNNING."""
+    repo, _ = ray_grid
+    cmd = grid_cmd("rg", seeds=("0", "1", "2"), address=ray_cluster.address) + ["--no-report"]
+    driver = subprocess.Popen(cmd, cwd=repo, env=cluster_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_for(lambda: len([r for r in children(server, "rg") if r.info.status == "RUNNING" and r.data.metrics]) == 2,
+                  300, "the new seed's runs training")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    res = run(cmd, repo, env=cluster_env, timeout=600)
+    assert "4 finished, 2 to run" in res.stderr, res.stderr[-2000:]
+    runs = children(server, "rg")
+    finished = [(r.data.tags["grid.cell"], r.data.tags["grid.seed"]) for r in evaluated(runs)]
+    assert sorted(finished) == sorted((c, s) for c in CELLS for s in ("0", "1", "2"))
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    # (an attempt that reached a checkpoint resumes on its node, in the same run: none left behind then)
+    assert {r.data.tags["grid.seed"] for r in killed} <= {"2"} and all("grid.lost" in r.data.tags for r in killed)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    assert len(runs) == len(finished) + len(killed)
+
+
+def test_a_node_lost_mid_training_reruns_its_cell_on_another_node(ray_grid, ray_cluster, cluster_env, server):
+    """The worker node is removed while it trains a cell: the cell runs again on another node, the grid
+    ends with one FINISHED run per cell, the lost attempt is KILLED (not left RUNNING) and its training
+    process did not outlive its node."""
+    repo, _ = ray_grid
+    (worker,) = ray_cluster.worker_nodes
+    lost_id = worker.node_id[:8]
+    cmd = grid_cmd("lost", seeds=("0",), address=ray_cluster.address) + ["--no-report"]
+    driver = subprocess.Popen(cmd, cwd=repo, env=cluster_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        # the worker's run has started training (it logged a metric)
+        def training_on_worker():
+            return [r for r in children(server, "lost") if r.info.status == "RUNNING"
+                    and r.data.tags.get("grid.node", "").endswith(lost_id) and r.data.metrics]
+
+        (lost_run,) = _wait_for(training_on_worker, 300, "a run training on the worker node")
+        folder = Path(cluster_env["SAGAN_GRID_WORKDIR"]) / worker.node_id[:12]
+        training = [p for p in psutil.process_iter(["cwd", "cmdline"])
+                    if p.info["cwd"] and str(folder) in p.info["cwd"] and "cell" in (p.info["cmdline"] or [])]
+        assert training, "the cell's process on the worker node"
+        ray_cluster.remove_node(worker, allow_graceful=False)
+        ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # another node to run it again
+        gone, alive = psutil.wait_procs(training, timeout=15)
+        assert not alive, "training outlived its node"
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, out[-3000:]
+    runs = children(server, "lost")
+    statuses = {}
+    for r in runs:
+        statuses.setdefault(r.data.tags["grid.cell"], []).append(r.info.status)
+    assert sorted(s.count("FINISHED") for s in statuses.values()) == [1, 1], statuses
+    lost = mlflow.MlflowClient(server).get_run(lost_run.info.run_id)
+    assert lost.info.status == "KILLED" and "grid.lost" in lost.data.tags
+    (redo,) = [r for r in runs if r.data.tags["grid.cell"] == lost.data.tags["grid.cell"] and r.info.status == "FINISHED"]
+    assert not redo.data.tags["grid.node"].endswith(lost_id)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
