@@ -316,3 +316,17 @@ def test_the_device_travels_to_every_run_and_gpu_memory_bounds_the_workers():
         assert over["train.device"] == "cuda" and over["train.threads"] == 1
     assert "train.device" not in GridSpec.from_params(Params()).overrides(spec.cells()[0])
     assert gpu_room(139 * 2**30) == 69 and gpu_room(int(1.9 * 2**30)) == 0
+
+
+def test_on_ray_each_run_asks_for_a_memory_sized_share_of_a_gpu_and_none_on_cpu():
+    from pipeline.config import Params
+    from pipeline.grid import GridSpec, gpu_share
+    from pipeline.grid.ray_cluster import gpu_request, is_local_store
+
+    assert gpu_share(139 * 2**30) == 1 / 69 and gpu_share(80 * 2**30) == 1 / 40 and gpu_share(2**30) == 1.0
+    cpu_spec = GridSpec.from_params(Params(), device="cpu")
+    assert gpu_request(Params(), cpu_spec, cluster_gpus=8) == 0.0       # CPU runs ask for no GPU
+    assert gpu_request(Params(), GridSpec.from_params(Params()), cluster_gpus=0) == 0.0  # no GPU in the cluster
+    # only a tracking server is reachable from other nodes
+    assert is_local_store("sqlite:////x/mlflow.db") and is_local_store("file:///x/mlruns") and is_local_store("/x/mlruns")
+    assert not is_local_store("http://10.0.0.1:5000") and not is_local_store("https://mlflow.internal")
