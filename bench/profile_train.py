@@ -119,8 +119,9 @@ def main() -> None:
     print(f"\n{'component':12s} {'forward':>9s} {'backward':>9s} {'total':>9s}  share   (ms a step, profiled)")
     for name in ORDER:
         fwd, bwd = comp.get((name, False), 0.0), comp.get((name, True), 0.0)
-        print(f"{name:12s} {fwd:9.1f} {bwd:9.1f} {fwd + bwd:9.1f}  {(fwd + bwd) / total:5.1%}")
-    print(f"{'outside ops':12s} {'':9s} {'':9s} {wall - total:9.1f}  (Python, the profiler: wall time in no operator)")
+        print(f"{name:12s} {fwd:9.1f} {bwd:9.1f} {fwd + bwd:9.1f}  {(fwd + bwd) / wall:5.1%}")
+    print(f"{'outside ops':12s} {'':9s} {'':9s} {wall - total:9.1f}  {(wall - total) / wall:5.1%}"
+          f"  (Python, the profiler: wall time in no operator)")
     print(f"{'profiled':12s} {'':9s} {'':9s} {wall:9.1f}")
     print(f"{'unprofiled':12s} {'':9s} {'':9s} {plain:9.1f}  = {p.train.batch_size / plain * 1000:.0f} img/s "
           f"(median of 5 x {args.steps} steps)")
