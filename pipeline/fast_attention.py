@@ -310,3 +310,61 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kern: Kernel | 
     if q.shape[-1] not in HEAD_SIZES:
         raise ValueError(f"head size {q.shape[-1]} not supported; supported: {HEAD_SIZES}")
     return _Attention.apply(kern, q, k, v)
+
+
+# The same kernel as an operator torch.compile can keep in its graph (train.compile=true): Dynamo
+# cannot trace through ctypes, so without it a compiled model falls back to SDPA (2.2x slower a
+# step on a Zen 5). The forward returns the log-sum-exp the backward needs.
+@torch.library.custom_op("sagan::attention_forward", mutates_args=())
+def _op_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    kern = kernel()
+    if kern is None:
+        raise RuntimeError("the CPU attention kernel is unavailable")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    out = torch.empty_like(q)
+    lse = torch.empty(q.shape[0], q.shape[1], dtype=torch.float32)
+    kern.run_forward(q, k, v, out, lse)
+    return out, lse
+
+
+@_op_forward.register_fake
+def _(q, k, v):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:2])
+
+
+@torch.library.custom_op("sagan::attention_backward", mutates_args=())
+def _op_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                 grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    kernel().run_backward(q, k, v, out.contiguous(), grad_out.contiguous(), lse.contiguous(), dq, dk, dv)
+    return dq, dk, dv
+
+
+@_op_backward.register_fake
+def _(q, k, v, out, lse, grad_out):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _op_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+
+
+def _op_grad(ctx, grad_out, _grad_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    return _op_backward(q, k, v, out, lse, grad_out)
+
+
+_op_forward.register_autograd(_op_grad, setup_context=_op_setup)
+
+
+def compilable(q: torch.Tensor) -> bool:
+    """Whether a compiled model runs this query tensor on the kernel: where it is built and allowed
+    (not `sdpa`) and supports the head size; `auto`'s per-shape timing is not consulted in a graph."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.dim() == 3
+            and q.shape[-1] in HEAD_SIZES and _mode != "sdpa" and kernel() is not None)
+
+
+def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`attention` through the registered operator, for compiled models."""
+    return _op_forward(q, k, v)[0]

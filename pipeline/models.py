@@ -82,13 +82,15 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         f, g, h = self.qkv(x)
-        if not torch.compiler.is_compiling() and fast_attention.supports(f):
+        if torch.compiler.is_compiling() and fast_attention.compilable(f):
+            ctx = fast_attention.attention_op(f, g, h)
+        elif not torch.compiler.is_compiling() and fast_attention.supports(f):
             ctx = fast_attention.attention(f, g, h)
         else:
             with torch.autocast(x.device.type, enabled=False):
                 ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
         ctx = ctx.reshape(b, hgt, wid, self.inner).permute(0, 3, 1, 2).to(x.dtype)
-        return x + self.gamma * self.v(ctx)
+        return torch.addcmul(x, self.gamma, self.v(ctx))
 
 
 class Block(nn.Module):
@@ -120,15 +122,15 @@ class Generator(nn.Module):
         # no biases before batch norm: BN cancels them, and Adam would turn their zero gradients into noise
         self.fc = _sn(nn.Linear(cfg.z_dim, 7 * 7 * 128, bias=False), sn)
         self.fc_norm = nn.BatchNorm2d(128)
-        self.up14 = Block(_sn(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(64), nn.ReLU(),
+        self.up14 = Block(_sn(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                           64, 14 in cfg.g_attention_at, cfg, sn)
-        self.up28 = Block(_sn(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(32), nn.ReLU(),
+        self.up28 = Block(_sn(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False), sn), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
                           32, 28 in cfg.g_attention_at, cfg, sn)
         self.out = _sn(nn.Conv2d(32, 1, 3, 1, 1), sn)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z).view(-1, 128, 7, 7)
-        x = F.relu(self.fc_norm(x))
+        x = F.relu(self.fc_norm(x), inplace=True).contiguous(memory_format=torch.channels_last)
         x = self.up28(self.up14(x))
         return torch.tanh(self.out(x))
 
@@ -141,7 +143,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         sn = cfg.spectral_norm_d
-        act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
+        act = lambda: nn.LeakyReLU(0.1, inplace=True)  # noqa: E731
         c1, c2 = cfg.d_channels, 2 * cfg.d_channels
 
         def refine(c: int) -> nn.Sequential:

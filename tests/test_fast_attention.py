@@ -112,6 +112,20 @@ def test_model_layer_same_as_with_sdpa():
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
 
 
+def test_the_registered_operator_is_the_kernel():
+    """`attention_op` (what a torch.compile'd model calls, train.compile=true) gives the kernel's
+    bits, forward and backward, and passes PyTorch's operator checks (fake tensors, autograd)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 196, 4, requires_grad=True) for _ in range(3))
+    a = fast_attention.attention(q, k, v)
+    ga = torch.autograd.grad(a.square().sum(), (q, k, v))
+    b = fast_attention.attention_op(q, k, v)
+    gb = torch.autograd.grad(b.square().sum(), (q, k, v))
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(ga, gb))
+    torch.library.opcheck(fast_attention._op_forward, (q, k, v),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
 def test_without_a_compiler_the_model_falls_back_to_sdpa(tmp_path):
     """No compiler (or a failing one): a warning, `sdpa` recorded, and training still works."""
     code = ("import torch; from pipeline import fast_attention as fa; from pipeline.models import SelfAttention;"
