@@ -48,12 +48,16 @@ def ray_processes(driver: psutil.Process) -> list[psutil.Process]:
 
 
 def sample_memory(driver: psutil.Process, stop: threading.Event, peaks: dict) -> None:
+    """Peak memory of Ray's processes, and the CPU seconds each used (its last reading before it ended)."""
+    cpu_by_pid = peaks.setdefault("cpu_by_pid", {})
     while not stop.wait(0.5):
         rss = pss = 0
         n = 0
         for p in ray_processes(driver):
             try:
                 mem = p.memory_full_info()
+                times = p.cpu_times()
+                cpu_by_pid[p.pid] = times.user + times.system
             except psutil.Error:
                 continue
             rss += mem.rss
@@ -82,20 +86,22 @@ def run_grid(runner: str, name: str) -> dict:
     return {"runner": runner, "name": name, "wall_s": round(wall, 1), "runs": len(runs),
             "mean_run_s": round(sum(runs) / len(runs), 1) if runs else None,
             "ray_connect_s": float(connected.group(1)) if connected else None,
-            "ray_peak_rss_mb": round(peaks["rss"] / 2**20) if peaks else None,
-            "ray_peak_pss_mb": round(peaks["pss"] / 2**20) if peaks else None,
-            "ray_processes": peaks.get("processes")}
+            "ray_peak_rss_mb": round(peaks["rss"] / 2**20) if peaks.get("rss") else None,
+            "ray_peak_pss_mb": round(peaks["pss"] / 2**20) if peaks.get("rss") else None,
+            "ray_processes": peaks.get("processes"),
+            "ray_cpu_s": round(sum(peaks.get("cpu_by_pid", {}).values()), 1) if runner == "ray" else None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=1, help="local, ray pairs (alternating)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--runners", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     args = ap.parse_args()
     stamp = dt.datetime.now().strftime("%H%M%S")
     results = []
     for k in range(args.rounds):
-        for runner in ("local", "ray"):
+        for runner in args.runners:
             res = run_grid(runner, f"bench-{runner}-{stamp}-{k}")
             results.append(res)
             print(json.dumps(res), flush=True)
@@ -103,6 +109,9 @@ def main() -> None:
     for runner in ("local", "ray"):
         walls = [r["wall_s"] for r in results if r["runner"] == runner]
         info[f"{runner}_wall_s"] = walls
+    if not (info["local_wall_s"] and info["ray_wall_s"]):
+        print(json.dumps(info))
+        return
     local, ray = min(info["local_wall_s"]), min(info["ray_wall_s"])
     info["ray_over_local"] = round(ray / local, 3)
     print(f"smoke grid (12 runs): local {local:.0f} s, ray {ray:.0f} s: ray/local {ray / local:.3f} "

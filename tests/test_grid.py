@@ -330,3 +330,11 @@ def test_on_ray_each_run_asks_for_a_memory_sized_share_of_a_gpu_and_none_on_cpu(
     # only a tracking server is reachable from other nodes
     assert is_local_store("sqlite:////x/mlflow.db") and is_local_store("file:///x/mlruns") and is_local_store("/x/mlruns")
     assert not is_local_store("http://10.0.0.1:5000") and not is_local_store("https://mlflow.internal")
+
+
+def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
+    from pipeline.data import PREPARED_DIR
+    from pipeline.evaluator import EVALUATOR_FILE
+    from pipeline.grid import SHARED_OUTPUTS
+
+    assert SHARED_OUTPUTS[:2] == (PREPARED_DIR, EVALUATOR_FILE)

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Params, load_params, with_override
-from pipeline.data import PREPARED_DIR
 from pipeline.errors import UserError
-from pipeline.evaluator import EVALUATOR_FILE
 from pipeline.grid.spec import Cell, GridSpec
 
 log = logging.getLogger("grid")
 
-# what every run reads from the shared stages
-SHARED_OUTPUTS = (PREPARED_DIR, EVALUATOR_FILE, Path("metrics/evaluator.json"))
+# what every run reads from the shared stages: pipeline.data.PREPARED_DIR, pipeline.evaluator.EVALUATOR_FILE
+# and its metrics (spelled out: importing those modules imports torch, 1.1 s in every Ray worker; a test
+# checks they agree)
+SHARED_OUTPUTS = (Path("data/prepared"), Path("models/evaluator.pt"), Path("metrics/evaluator.json"))
 
 
 def ensure_shared_outputs(root: Path) -> None:

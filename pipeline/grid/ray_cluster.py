@@ -123,7 +123,9 @@ def connect(address: str | None, num_cpus: int):
     if address or os.environ.get("RAY_ADDRESS"):
         info = ray.init(address=address, **common)
     else:
-        info = ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", object_store_memory=512 * 2**20, **common)
+        system = json.loads(os.environ.get("SAGAN_RAY_SYSTEM_CONFIG") or "{}")  # Ray's _system_config, to tune it
+        info = ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", object_store_memory=512 * 2**20,
+                        **({"_system_config": system} if system else {}), **common)
     return info
 
 
