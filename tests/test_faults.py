@@ -187,9 +187,9 @@ def test_tracking_server_going_away_mid_training_loses_nothing(tmp_path, prepare
 
 
 def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared):
-    """Three queued experiments, one worker, the team server restarted while the second one trains
-    (the first ran before, the third starts after): three FINISHED runs with every step's losses and
-    their evaluation, all in the right experiment.
+    """Two queued experiments, one worker, the team server restarted while the first one trains (the
+    second starts after): two FINISHED runs with every step's losses and their evaluation, all in the
+    right experiment.
     That training is paused (SIGSTOP) while the server stops, so it goes on without the server while
     the new one starts, on a CPU of any speed."""
     from pipeline.grid import kill_lingering_workers
@@ -202,7 +202,7 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared
     port = free_port()
     store = f"sqlite:///{tmp_path / 'team.db'}"
     e = {**env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    seeds = [21, 22, 23]
+    seeds = [21, 22]
     try:
         with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
             for seed in seeds:
@@ -212,25 +212,25 @@ def test_queued_experiments_survive_a_tracking_server_restart(tmp_path, prepared
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True, timeout=120)
             trains: dict[int, psutil.Process] = {}
             deadline = time.time() + 900
-            while len(trains) < 2 and time.time() < deadline:
+            while not trains and time.time() < deadline:
                 proc = _stage_process("train", repo)
                 if proc is not None:
                     trains.setdefault(proc.pid, proc)
                 time.sleep(0.05)
-            assert len(trains) == 2, f"the second experiment's training never started: {run(['dvc', 'queue', 'status'], repo, check=False).stdout}"
+            assert trains, f"the first experiment's training never started: {run(['dvc', 'queue', 'status'], repo, check=False).stdout}"
             client = mlflow.MlflowClient(url)
             while time.time() < deadline:  # its run is open (params, dataset input): it is training now
-                exp = client.get_experiment_by_name("sagan-mnist")
-                started = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-                if len(started) >= 2 and client.get_run(started[0].info.run_id).inputs.dataset_inputs:
+                exp = client.get_experiment_by_name("sagan-mnist")  # the first run creates it
+                started = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"]) if exp else []
+                if started and client.get_run(started[0].info.run_id).inputs.dataset_inputs:
                     break
                 time.sleep(0.05)
-            second = list(trains.values())[-1]
+            training = list(trains.values())[-1]
             with contextlib.suppress(psutil.NoSuchProcess):
-                second.suspend()
+                training.suspend()
         # stopped; the training goes on without it, and the server is up again on the same port
         with contextlib.suppress(psutil.NoSuchProcess):
-            second.resume()
+            training.resume()
         with mlflow_server(store, tmp_path, tmp_path / "artifacts", port=port) as url:
             client = mlflow.MlflowClient(url)
             deadline = time.time() + 900

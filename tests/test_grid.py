@@ -247,65 +247,6 @@ def test_a_hung_queue_worker_is_killed(tmp_path):
             p.wait()
 
 
-def test_local_runner_runs_the_grid_without_dvc_queue(tmp_path, prepared):
-    """`--runner local`: each cell x seed a process in .grid/<grid>/, the same tagged MLflow runs,
-    train.device carried to every run, a report of its own under reports/<grid>/, and a second
-    invocation that finds everything done."""
-    from pipeline.evaluator import weights_sha256
-
-    repo = make_repo(tmp_path / "repo", {"ablation": {"axes": AXES}}, template=prepared)
-    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "loc",
-           "--steps", "4", "--n-samples", "100", "--seeds", "0", "--jobs", "2"]
-    run(cmd, repo, timeout=900)
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("sagan-mnist")
-    found = client.search_runs([exp.experiment_id], "tags.`grid.name` = 'loc'")
-    (parent,) = [r for r in found if r.data.tags.get("grid.parent") == "true"]
-    runs = [r for r in found if r is not parent]
-    assert sorted(r.info.run_name for r in runs) == ["loc-post-bce-s0", "loc-post-hinge-s0"]
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
-    evaluator_sha = weights_sha256(repo / "models/evaluator.pt")
-    for r in runs:
-        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
-        assert r.data.params["train.device"] == "cpu" and r.data.params["train.steps"] == "4"
-        assert r.data.tags["evaluator.sha256"] == evaluator_sha
-        assert r.data.tags["machine.cpu"] and r.data.tags["machine.gpu"] == "none"
-        # artifacts live beside the store, not in the run's folder
-        assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
-    # each run's record, in git's tree: what outlives this store
-    from pipeline.records import read_records
-
-    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
-    assert set(records) == {r.info.run_id for r in runs}
-    for r in runs:
-        rec = records[r.info.run_id]
-        assert rec["metrics"] == r.data.metrics and rec["params"] == r.data.params and rec["missing"] == []
-        assert rec["run_name"] == r.info.run_name and rec["cell"] == r.data.tags["grid.cell"]
-    assert (repo / ".grid/loc/post-hinge-s0/run.log").exists()
-    assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
-    again = run(cmd + ["--no-report"], repo, timeout=300)
-    assert "2 finished, 0 to run" in again.stderr
-    # a second sampling seed for each finished generator: its metrics beside the first draw's, in the store
-    # and the record, and in the report's variance section; a second call has nothing left to do
-    res = run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo, timeout=300)
-    assert "2 run(s) of grid 'loc' resampled" in res.stdout
-    for r in runs:
-        after = client.get_run(r.info.run_id)
-        assert after.info.status == "FINISHED" and after.data.tags["resample.sample_seed"] == "1235"
-        assert after.data.metrics["resample.fid"] != after.data.metrics["fid"] > 0
-        assert records_after(repo)[r.info.run_id]["metrics"] == after.data.metrics
-    assert "0 run(s)" in run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo).stdout
-    run([sys.executable, "-m", "pipeline.report", "--grid", "loc"], repo)
-    variance = (repo / "reports/loc/ablation.md").read_text().split("## Which variance is it?")[1]
-    assert "| fid | 2 |" in variance
-
-
-def records_after(repo):
-    from pipeline.records import read_records
-
-    return {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
-
-
 def test_the_device_travels_to_every_run_and_gpu_memory_bounds_the_workers():
     from pipeline.config import Params
     from pipeline.grid import GridSpec, gpu_room

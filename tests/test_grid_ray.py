@@ -128,23 +128,68 @@ def test_a_grid_on_two_nodes_logs_through_the_server(ray_grid, ray_cluster, serv
     assert images and all((repo / "reports/rg" / i).exists() for i in images)
 
 
-def test_the_ray_runner_gives_the_local_runners_runs(ray_grid, server, cluster_env):
-    """Same cells, same seeds: the same metrics to the last bit, the same params and the same tag keys."""
+def test_the_local_runner_runs_the_same_grid_without_dvc_or_ray(ray_grid, server):
+    """`--runner local` in the same project, on its own SQLite store: each cell x seed a process in
+    .grid/<grid>/, the same tagged runs as on Ray (the same metrics to the last bit, the same params and
+    tag keys), train.device carried to every run, records, a report of its own under reports/<grid>/, a
+    second invocation that finds everything done, and a second sampling seed for each generator."""
+    from pipeline.evaluator import weights_sha256
+    from pipeline.records import read_records
+
     repo, _ = ray_grid
-    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--name", "rl", "--steps", "4",
-           "--n-samples", "100", "--seeds", "0", "--jobs", "2", "--device", "cpu", "--no-report"]
-    run(cmd, repo, env=cluster_env, timeout=600)
-    local = {r.data.tags["grid.cell"]: r for r in children(server, "rl")}
+    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "loc",
+           "--steps", "4", "--n-samples", "100", "--seeds", "0", "--jobs", "2"]
+    run(cmd, repo, timeout=900)  # env(): no MLFLOW_TRACKING_URI, the project's own store
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    found = grid_runs(store, "loc")
+    (parent,) = [r for r in found if r.data.tags.get("grid.parent") == "true"]
+    runs = [r for r in found if r is not parent]
+    assert sorted(r.info.run_name for r in runs) == ["loc-post-bce-s0", "loc-post-hinge-s0"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    evaluator_sha = weights_sha256(repo / "models/evaluator.pt")
+    for r in runs:
+        assert r.info.status == "FINISHED" and "fid" in r.data.metrics
+        assert r.data.params["train.device"] == "cpu" and r.data.params["train.steps"] == "4"
+        assert r.data.tags["evaluator.sha256"] == evaluator_sha
+        assert r.data.tags["machine.cpu"] and r.data.tags["machine.gpu"] == "none"
+        assert r.data.tags["grid.runner"] == "local"
+        # artifacts live beside the store, not in the run's folder
+        assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+    # the same cells and seed on Ray (the module's grid, on the server): the same runs
     on_ray = {r.data.tags["grid.cell"]: r for r in children(server, "rg") if r.data.tags["grid.seed"] == "0"}
-    assert set(local) == set(on_ray) == set(CELLS)
-    for cell in CELLS:
-        a, b = on_ray[cell], local[cell]
+    for r in runs:
+        twin = on_ray[r.data.tags["grid.cell"]]
         for metric in ("fid", "classifier_score", "precision", "recall", "density", "coverage"):
-            assert a.data.metrics[metric] == b.data.metrics[metric], (cell, metric)
-        assert {k: v for k, v in a.data.params.items() if k != "mlflow.grid"} == \
-            {k: v for k, v in b.data.params.items() if k != "mlflow.grid"}
-        assert set(a.data.tags) == set(b.data.tags)
-        assert b.data.tags["grid.runner"] == "local"
+            assert r.data.metrics[metric] == twin.data.metrics[metric], (r.info.run_name, metric)
+        assert {k: v for k, v in r.data.params.items() if k != "mlflow.grid"} == \
+            {k: v for k, v in twin.data.params.items() if k != "mlflow.grid"}
+        assert set(r.data.tags) == set(twin.data.tags)
+    # each run's record, in git's tree: what outlives this store
+    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
+    assert set(records) == {r.info.run_id for r in runs}
+    for r in runs:
+        rec = records[r.info.run_id]
+        assert rec["metrics"] == r.data.metrics and rec["params"] == r.data.params and rec["missing"] == []
+        assert rec["run_name"] == r.info.run_name and rec["cell"] == r.data.tags["grid.cell"]
+    assert (repo / ".grid/loc/post-hinge-s0/run.log").exists()
+    assert (repo / "reports/loc/ablation.md").exists() and not (repo / "reports/ablation.md").exists()
+    again = run(cmd + ["--no-report"], repo, timeout=300)
+    assert "2 finished, 0 to run" in again.stderr
+    # a second sampling seed for each finished generator: its metrics beside the first draw's, in the store
+    # and the record, and in the report's variance section; a second call has nothing left to do
+    res = run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo, timeout=300)
+    assert "2 run(s) of grid 'loc' resampled" in res.stdout
+    for r in runs:
+        after = client.get_run(r.info.run_id)
+        assert after.info.status == "FINISHED" and after.data.tags["resample.sample_seed"] == "1235"
+        assert after.data.metrics["resample.fid"] != after.data.metrics["fid"] > 0
+        records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
+        assert records[r.info.run_id]["metrics"] == after.data.metrics
+    assert "0 run(s)" in run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo).stdout
+    run([sys.executable, "-m", "pipeline.report", "--grid", "loc"], repo)
+    variance = (repo / "reports/loc/ablation.md").read_text().split("## Which variance is it?")[1]
+    assert "| fid | 2 |" in variance
 
 
 def test_a_local_store_is_refused_on_a_multi_node_cluster(ray_grid, ray_cluster, cluster_env, tmp_path):
@@ -224,8 +269,8 @@ def test_a_node_lost_mid_training_reruns_its_cell_on_another_node(ray_grid, ray_
     repo, _ = ray_grid
     (worker,) = ray_cluster.worker_nodes
     lost_id = worker.node_id[:8]
-    # 60 steps: long enough a training that the node goes while it runs (the other grids' 4 steps take ~2 s)
-    cmd = grid_cmd("lost", seeds=("0",), address=ray_cluster.address) + ["--no-report", "--steps", "60"]
+    # 30 steps: long enough a training that the node goes while it runs (the other grids' 4 steps take ~2 s)
+    cmd = grid_cmd("lost", seeds=("0",), address=ray_cluster.address) + ["--no-report", "--steps", "30"]
     driver = subprocess.Popen(cmd, cwd=repo, env=cluster_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
     try:
