@@ -182,8 +182,7 @@ class Params:
 
     def grid_cell(self) -> str:
         """This run's cell of the ablation grid, e.g. 'attention.position=pre,loss.type=hinge'."""
-        flat = self.flat()
-        return ",".join(f"{axis}={flat[axis]}" for axis in self.ablation.axes)
+        return cell_label(self.ablation.axes, self.flat())
 
     def group(self, *names: str) -> dict[str, Any]:
         return {n: dataclasses.asdict(getattr(self, n)) if dataclasses.is_dataclass(getattr(self, n))
@@ -316,20 +315,7 @@ def _check_semantics(p: Params) -> None:
                 _fail(key, res, f"a list drawn from {list(allowed)}")
     if p.data.source == "idx_dir" and not p.data.idx_dir:
         _fail("data.idx_dir", p.data.idx_dir, "a folder path when data.source = idx_dir")
-    allowed_axes = {k for k in p.flat() if not k.startswith("ablation.")}
-    for axis, values in p.ablation.axes.items():
-        if axis not in allowed_axes:
-            close = difflib.get_close_matches(axis, sorted(allowed_axes), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            _fail(f"ablation.axes.{axis}", values, "a params key such as attention.position" + hint)
-        if not isinstance(values, list) or not values:
-            _fail(f"ablation.axes.{axis}", values, "a non-empty list of values")
-        for v in values:  # each value must itself be valid for its key
-            try:
-                with_override(p, {axis: v})
-            except ParamsError as e:
-                raise ParamsError(f"params.yaml: `ablation.axes.{axis}` lists {v!r}, which is not valid "
-                                  f"for `{axis}`: {str(e).split('expected ', 1)[-1]}") from None
+    _check_axes(p)
     if len(set(p.ablation.seeds)) != len(p.ablation.seeds) or not p.ablation.seeds:
         _fail("ablation.seeds", p.ablation.seeds, "a non-empty list of distinct integers")
     # rules across keys: each would otherwise fail (or silently mean nothing) after hours of training
@@ -359,6 +345,48 @@ def _check_semantics(p: Params) -> None:
             _fail("train.device", "cuda", "auto or cpu on this machine (no CUDA device is visible)")
 
 
+# keys a grid sets itself, so no axis may turn them: key (or prefix) -> why
+GRID_OWNED_KEYS = {
+    "seed": "the grid's seeds are `ablation.seeds`",
+    "mlflow.": "the grid's runs are tagged and found by `mlflow.experiment` and `ablation.name`",
+    "train.threads": "the grid shares the cores out between its `ablation.jobs` runs",
+    "data.": "every run of a grid trains on one prepared dataset",
+    "evaluate.classifier.": "every run of a grid is judged by one evaluator",
+    "ablation.": "an axis is a run's key, not the grid's design",
+}
+
+
+def _check_axes(p: Params) -> None:
+    """`ablation.axes`: at least one axis, each a params key the grid does not own, listing distinct
+    values that are each valid for that key (a cell as a whole is validated by the grid, with its budget)."""
+    axes = p.ablation.axes
+    if not axes:
+        _fail("ablation.axes", axes, "at least one axis (key -> list of values)")
+    allowed_axes = {k for k in p.flat() if not k.startswith("ablation.")}
+    for axis, values in axes.items():
+        owned = next((why for key, why in GRID_OWNED_KEYS.items()
+                      if axis == key or (key.endswith(".") and axis.startswith(key))), None)
+        if owned:
+            _fail(f"ablation.axes.{axis}", values, f"an axis on a key the grid does not set itself ({owned})")
+        if axis not in allowed_axes:
+            close = difflib.get_close_matches(axis, sorted(allowed_axes), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(f"ablation.axes.{axis}", values, "a params key such as attention.position" + hint)
+        if not isinstance(values, list) or not values:
+            _fail(f"ablation.axes.{axis}", values, "a non-empty list of values")
+        labels = []
+        for v in values:  # each value must itself be valid for its key (types and ranges)
+            try:
+                _build(Params, _overridden(p, {axis: v}))
+            except ParamsError as e:
+                raise ParamsError(f"params.yaml: `ablation.axes.{axis}` lists {v!r}, which is not valid "
+                                  f"for `{axis}`: {str(e).split('expected ', 1)[-1]}") from None
+            labels.append(label_value(axis, v))
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:
+            _fail(f"ablation.axes.{axis}", values, f"distinct values ({', '.join(repeated)} listed twice)")
+
+
 def parse_params(raw: Any) -> Params:
     if raw is None:
         raw = {}
@@ -367,8 +395,8 @@ def parse_params(raw: Any) -> Params:
     return p
 
 
-def with_override(p: Params, overrides: dict[str, Any]) -> Params:
-    """A copy of `p` with dotted-key overrides applied and validated."""
+def _overridden(p: Params, overrides: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's raw mapping for `p` with dotted-key overrides applied (not yet validated)."""
     raw = dataclasses.asdict(p)
     for dotted, v in overrides.items():
         node = raw
@@ -376,7 +404,57 @@ def with_override(p: Params, overrides: dict[str, Any]) -> Params:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = v
-    return _build(Params, raw)
+    return raw
+
+
+def with_override(p: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of `p` with dotted-key overrides applied, validated exactly as params.yaml is (types, ranges
+    and the rules across keys): a grid cell, a bench or a test gets the errors `dvc exp run -S` gets."""
+    return parse_params(_overridden(p, overrides))
+
+
+# ---------------------------------------------------------------- a grid cell's label
+
+def param_type(key: str):
+    """The declared type of a dotted params key; ParamsError naming it if there is no such key."""
+    cls: Any = Params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            raise ParamsError(f"params.yaml: unknown key `{key}`")
+        cls = hints[part]
+    hints = typing.get_type_hints(cls)
+    if leaf not in hints or dataclasses.is_dataclass(hints[leaf]):
+        raise ParamsError(f"params.yaml: unknown key `{key}`")
+    return hints[leaf]
+
+
+def label_value(key: str, value: Any) -> str:
+    """One canonical spelling of a params value, whichever way it came: YAML (`true`, `0`), the CLI, or
+    MLflow's string params (`True`, `0.0`, `[14, 28]`). A string that is not valid for the key as it is
+    is read as YAML first ("True" -> true, "0" -> 0.0 for a float key)."""
+    tp = param_type(key)
+    try:
+        value = _coerce(key, value, tp)
+    except ParamsError:
+        if not isinstance(value, str):
+            raise
+        value = _coerce(key, yaml.safe_load(value), tp)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def cell_label(axes: typing.Iterable[str], values: typing.Mapping[str, Any]) -> str:
+    """The label of a grid cell, e.g. 'attention.position=pre,loss.type=hinge': the one spelling the grid,
+    the run's tags, its record and the report all use, so a finished cell is found whichever way its
+    values were written (values: dotted key -> value, typed or as MLflow's strings)."""
+    return ",".join(f"{axis}={label_value(axis, values[axis])}" for axis in axes)
 
 
 def params_path() -> Path:

@@ -21,12 +21,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from filelock import FileLock
 
 from pipeline import cpu
-from pipeline.config import Params
+from pipeline.config import Params, ParamsError, cell_label
 from pipeline.errors import UserError
 from pipeline.fileio import write_json
 
@@ -183,8 +183,18 @@ def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
     return tags
 
 
-def finished_grid_runs(experiment: str, grid: str) -> dict[tuple[str, int], Any]:
-    """(grid.cell, grid.seed) -> the latest FINISHED and evaluated (has `fid`) MLflow run of `grid`."""
+def run_cell(axes: Iterable[str], params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """A logged run's grid cell, from its params (MLflow's strings) by `cell_label`, so it matches the grid's
+    label however its values were spelled; the `grid.cell` tag only where a param is missing."""
+    try:
+        return cell_label(axes, params)
+    except (KeyError, ParamsError):
+        return tags.get("grid.cell", "")
+
+
+def finished_grid_runs(experiment: str, grid: str, axes: Iterable[str]) -> dict[tuple[str, int], Any]:
+    """(cell label, seed) -> the latest FINISHED and evaluated (has `fid`) MLflow run of `grid`, whose
+    axes are `axes`."""
     import mlflow
 
     exp_id = setup(experiment)
@@ -194,7 +204,8 @@ def finished_grid_runs(experiment: str, grid: str) -> dict[tuple[str, int], Any]
     runs: dict[tuple[str, int], Any] = {}
     for r in found:
         if "fid" in r.data.metrics:
-            runs.setdefault((r.data.tags.get("grid.cell", ""), int(r.data.tags.get("grid.seed", -1))), r)
+            cell = run_cell(axes, r.data.params, r.data.tags)
+            runs.setdefault((cell, int(r.data.tags.get("grid.seed", -1))), r)
     return runs
 
 

@@ -55,7 +55,7 @@ def store(tmp_path_factory):
         long.gamma_curves["gamma.g14"] = [(s, s / 1000) for s in range(1, 121)]
         runs[0].tags["mlflow.note.content"] = LONG_NOTE
         _log_runs(client, exp_id, "default", runs, root)
-        paths = export_grid(P.mlflow.experiment, "default", root / "results")
+        paths = export_grid(P.mlflow.experiment, "default", root / "results", P.ablation.axes)
         yield root, client, exp_id, paths
 
 

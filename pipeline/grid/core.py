@@ -19,7 +19,8 @@ RUNNERS = {"dvc": "pipeline.grid.dvc_queue", "local": "pipeline.grid.local", "ra
 
 def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
     """(cell label, seed) -> run id of the grid's finished, evaluated runs in MLflow."""
-    return {key: r.info.run_id for key, r in tracking.finished_grid_runs(p.mlflow.experiment, grid).items()}
+    found = tracking.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
+    return {key: r.info.run_id for key, r in found.items()}
 
 
 def run_grid(p: Params, spec: GridSpec, runner: str = "dvc", **options) -> list[Cell]:

@@ -131,7 +131,7 @@ def run(p: Params, spec: GridSpec, todo: list[Cell], threads: int, **_options) -
             if starter.poll():
                 raise UserError(f"`dvc queue start -j {spec.jobs}` failed (exit {starter.returncode}):\n"
                                 f"{start_log.read_text().strip()}")
-            in_store = tracking.finished_grid_runs(experiment, spec.name)
+            in_store = tracking.finished_grid_runs(experiment, spec.name, spec.axes)
             done_in_store = {n for n, c in names.items() if (c.label, c.seed) in in_store and n not in finished}
             if not done_in_store and time.monotonic() - asked_dvc < DVC_POLL_S:
                 time.sleep(5)

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pipeline.config import Params
+from pipeline.config import Params, cell_label
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.values)
+        return cell_label([k for k, _ in self.values], dict(self.values))
 
     @property
     def exp_name(self) -> str:
@@ -53,17 +53,27 @@ class GridSpec:
                 for seed in self.seeds for combo in itertools.product(*(self.axes[k] for k in keys))]
 
     def overrides(self, cell: Cell, threads: int = 0) -> dict[str, object]:
-        """The params of one cell x seed: axis values, seed, the grid's budget and its tag, and the CPU
-        threads of each worker (0: train.threads as it is)."""
-        over = {**dict(cell.values), "seed": cell.seed, "train.steps": self.steps,
-                "train.eval_every": max(self.steps // 5, 1), "sample.n": self.n_samples,
-                "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
+        """The params of one cell x seed: the grid's budget and tag, then the cell's axis values, which win
+        over the budget where an axis turns one of its keys (a budget axis: `train.steps: [5000, 10000]`),
+        then what follows from the cell's own budget; the seed; the CPU threads of each worker (0:
+        train.threads as it is). Axes on keys the grid must own (the seed, ...) are refused by params
+        validation."""
+        over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples,
+                                   "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
         if self.device:
             over["train.device"] = self.device
-        if self.ema_start >= self.steps:  # a budget below the EMA's start (smoke grids): start it halfway
-            over["train.ema_start"] = self.steps // 2
-        if self.eval_n > self.n_samples:  # a smoke grid's few samples: its quick FIDs no larger
-            over["train.eval_n"] = self.n_samples
+        axes = dict(cell.values)
+        over.update(axes)
+        steps, n = int(over["train.steps"]), int(over["sample.n"])
+        if "train.eval_every" not in axes:
+            over["train.eval_every"] = max(steps // 5, 1)
+        if "evaluate.n_samples" not in axes:
+            over["evaluate.n_samples"] = min(self.n_samples, n)
+        if "train.ema_start" not in axes and self.ema_start >= steps:
+            over["train.ema_start"] = steps // 2  # a budget below the EMA's start (smoke grids): start it halfway
+        if "train.eval_n" not in axes and self.eval_n > int(over["evaluate.n_samples"]):
+            over["train.eval_n"] = over["evaluate.n_samples"]  # a smoke grid's few samples: quick FIDs no larger
+        over["seed"] = cell.seed
         return {**over, "train.threads": threads} if threads else over
 
     def run_name(self, cell: Cell) -> str:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
             p = load_params()
             grid = args.grid or p.ablation.name
-            paths = export_grid(p.mlflow.experiment, grid, results)
+            paths = export_grid(p.mlflow.experiment, grid, results, p.ablation.axes)
             print(f"{len(paths)} record(s) of grid {grid!r} in {grid_folder(grid, results)}")
             return 0
         if args.report is None:

@@ -79,7 +79,7 @@ def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
     return path
 
 
-def export_grid(experiment: str, grid: str, results: Path) -> list[Path]:
+def export_grid(experiment: str, grid: str, results: Path, axes) -> list[Path]:
     """The records of `grid`'s finished runs in the store (the latest of each cell x seed, as the report
     picks them), written to results/<grid>/."""
     import mlflow
@@ -87,4 +87,4 @@ def export_grid(experiment: str, grid: str, results: Path) -> list[Path]:
     client = mlflow.MlflowClient(tracking.tracking_uri())
     folder = grid_folder(grid, results)
     return [write_record(record_of(run, client), folder)
-            for _, run in sorted(tracking.finished_grid_runs(experiment, grid).items())]
+            for _, run in sorted(tracking.finished_grid_runs(experiment, grid, axes).items())]

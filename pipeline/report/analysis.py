@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pipeline import stats
-from pipeline.config import Params
+from pipeline.config import Params, cell_label, label_value
 from pipeline.report.runs import GridRun
 
 METRICS = {"fid": "lower", "classifier_score": "higher", "precision": "higher", "recall": "higher"}
@@ -38,7 +38,7 @@ def _axis_levels(axes: Mapping[str, Sequence] | Sequence[str], runs: list[GridRu
     """axis -> its levels as strings (as MLflow logs them); a plain list of axes takes the levels
     present in the runs, sorted."""
     if isinstance(axes, Mapping):
-        return {a: [str(v) for v in levels] for a, levels in axes.items()}
+        return {a: [label_value(a, v) for v in levels] for a, levels in axes.items()}
     return {a: sorted({r.axis(a) for r in runs}) for a in axes}
 
 
@@ -257,13 +257,13 @@ PILOT_SEEDS = 3  # the grid's first seeds: the pilot whose paired SDs planned th
 
 
 def _cell_label(axes: Mapping[str, Sequence], values: Sequence) -> str:
-    return ",".join(f"{k}={v}" for k, v in zip(axes, values))  # as pipeline.grid and Params.grid_cell
+    return cell_label(axes, dict(zip(axes, values)))
 
 
 def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[int] | None = None) -> Analysis:
     """The report's numbers. Expected seeds: `expected_seeds`, else params `ablation.seeds` for the
     params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store."""
-    axes = {a: [str(v) for v in levels] for a, levels in p.ablation.axes.items()}
+    axes = {a: [label_value(a, v) for v in levels] for a, levels in p.ablation.axes.items()}
     # worded as a regeneration from the store alone (no expected_seeds) words it, whenever it can be
     in_store = sorted({r.seed for r in runs})
     params_seeds = sorted(p.ablation.seeds)
@@ -279,7 +279,7 @@ def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[
     present = {r.cell for r in runs}
     cells = [c for c in expected_cells if c in present] + sorted(present - set(expected_cells))
     flat = p.flat()
-    chosen = {a: str(flat.get(a)) for a in axes}
+    chosen = {a: label_value(a, flat[a]) for a in axes}
     curves = {c: [dict(r.fid_curve) for r in runs if r.cell == c and r.fid_curve] for c in cells}
     quick_fid, ranking = stats.rank_per_budget({c: v for c, v in curves.items() if v})
     margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
@@ -378,7 +378,7 @@ def seed_halves(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]
         return None
     half = len(seeds) // 2
     flat = p.flat()
-    chosen = {a: str(flat.get(a)) for a in axes}
+    chosen = {a: label_value(a, flat[a]) for a in axes}
     out = []
     for part in (seeds[:half], seeds[half:]):
         sub = [r for r in runs if r.seed in part]

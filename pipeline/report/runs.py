@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pipeline import tracking
-from pipeline.config import Params
+from pipeline.config import Params, ParamsError, label_value
 from pipeline.errors import UserError
 from pipeline.records.format import grid_folder, read_records, thin
 
@@ -26,7 +26,13 @@ class GridRun:
     end_ms: int | None = None
 
     def axis(self, key: str) -> str:
-        return self.params.get(key, "?")
+        """This run's value of `key`, spelled as cell labels spell it (pipeline.config.label_value)."""
+        if key not in self.params:
+            return "?"
+        try:
+            return label_value(key, self.params[key])
+        except ParamsError:
+            return self.params[key]
 
     @property
     def identity(self) -> str:
@@ -39,7 +45,7 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
     histories (thinned as the run records are, so both sources give the report the same curves)."""
     import mlflow
 
-    found = tracking.finished_grid_runs(p.mlflow.experiment, grid)
+    found = tracking.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
     client = mlflow.MlflowClient(tracking.tracking_uri())
     runs: dict[tuple[str, int], GridRun] = {}
     def history(run_id: str, metric: str) -> list[tuple[int, float]]:
@@ -53,26 +59,28 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
     return sorted(runs.values(), key=lambda g: (g.cell, g.seed))
 
 
-def run_of_record(record: dict[str, Any]) -> GridRun:
-    """A run record (pipeline.records) as the report sees a run."""
+def run_of_record(record: dict[str, Any], axes: Iterable[str] = ()) -> GridRun:
+    """A run record (pipeline.records) as the report sees a run; its cell labelled from its params by the
+    grid's `axes` (as the grid labels it), where given."""
     def curve(points: list) -> list[tuple[int, float]]:
         return [(int(step), float(value)) for step, value in points]
 
     curves = record["curves"]
-    return GridRun(record["run_id"], record["cell"], int(record["seed"]), dict(record["metrics"]),
+    cell = tracking.run_cell(axes, record["params"], {"grid.cell": record["cell"]}) if axes else record["cell"]
+    return GridRun(record["run_id"], cell, int(record["seed"]), dict(record["metrics"]),
                    dict(record["params"]), dict(record["tags"]), curve(curves.get("fid_quick", [])),
                    {k: curve(v) for k, v in sorted(curves.items()) if k.startswith("gamma.")},
                    record.get("start_ms"), record.get("end_ms"))
 
 
-def load_records(grid: str, results: Path) -> list[GridRun]:
+def load_records(grid: str, results: Path, axes: Iterable[str] = ()) -> list[GridRun]:
     """Every run record of `grid` in results/<grid>/ (all of them: merge_runs picks one per cell x seed)."""
     runs = []
     for path, record in read_records(grid_folder(grid, results)):
         if record["grid"] != grid:
             raise UserError(f"{path} is a record of grid {record['grid']!r}, not {grid!r}: move it to "
                             f"{grid_folder(record['grid'], results)}/")
-        runs.append(run_of_record(record))
+        runs.append(run_of_record(record, axes))
     return runs
 
 

@@ -47,7 +47,7 @@ def store_available(p: Params) -> bool:
 def _grid_runs(p: Params, grid: str, chosen: str, available: bool, results: Path):
     """(store runs, record runs, merged) of one grid from the chosen source."""
     store = load_runs(p, grid) if chosen != "records" and available else []
-    records = load_records(grid, results) if chosen != "store" else []
+    records = load_records(grid, results, p.ablation.axes) if chosen != "store" else []
     return store, records, merge_runs(store, records)
 
 
