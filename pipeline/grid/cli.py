@@ -1,4 +1,20 @@
-"""`python -m pipeline.grid run | status | cell` (the console script `sagan-grid`)."""
+"""`python -m pipeline.grid run | status | cell` (the console script `sagan-grid`): the ablation grid in
+one command, every cell x seed of params.yaml's `ablation:` as one run, in parallel, then the report.
+
+    python -m pipeline.grid run                       # DVC's queue (make grid)
+    python -m pipeline.grid run --steps 20 --seeds 0 1 --n-samples 200 --name smoke
+    python -m pipeline.grid run --runner local --device cuda --jobs 9   # one GPU box without DVC
+    python -m pipeline.grid run --runner ray --address HEAD:6379        # a Ray cluster (docs/scale.md)
+    python -m pipeline.grid status
+
+An axis may turn any params key, the budget's included (`train.steps: [5000, 10000]`: the cell's value
+wins over --steps); the seed's axis is `ablation.seeds`. Finished cells are found in MLflow (runs of the
+grid with a final FID, their cell read from their params) and are not run again, so a second invocation, or one after an interruption, only runs what is
+missing. The runners (one module each, behind core.run_grid):
+- dvc_queue: each run a queued DVC experiment (`dvc queue start -j N`), an ordinary `dvc exp show` entry;
+- local: each run one process in .grid/<grid>/<cell>/, `--jobs` at a time, without DVC;
+- ray_cluster: each run one Ray task, here or on a cluster, with nothing shared but the tracking server.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +23,6 @@ import sys
 
 from pipeline.config import load_params, with_override
 from pipeline.errors import USER_ERRORS
-from pipeline.grid import __doc__ as GRID_DOC
 from pipeline.grid.cell import run_cell
 from pipeline.grid.core import RUNNERS, finished_cells, run_grid
 from pipeline.grid.spec import GridSpec
@@ -17,7 +32,7 @@ log = logging.getLogger("grid")
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s grid: %(message)s", datefmt="%H:%M:%S")
-    ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=GRID_DOC,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["run", "status", "cell"],
                     help="run: run the missing cells and write the report; status: which cells are done; "

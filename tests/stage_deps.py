@@ -1,0 +1,95 @@
+"""The project modules a stage's process can import (its code deps), read from the source with `ast`:
+every `import` of a `pipeline` or `stages` module anywhere in a module (functions included: a lazy import
+runs on some path), and the packages above each; the C++ sources the attention extension compiles go with
+`pipeline/fast_attention.py`. Used by tests/test_stage_deps.py to check dvc.yaml and the import graph."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "stages")
+# files a module reads as code at run time, beside its imports
+DATA_DEPS = {"pipeline.fast_attention": sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline/csrc").glob("*"))}
+
+
+def module_path(name: str) -> Path | None:
+    """The source file of a project module or package, or None if `name` is neither."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(name: str) -> set[str]:
+    """The project modules `name` imports directly (TYPE_CHECKING blocks, which never run, left out)."""
+    path = module_path(name)
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+               for n in ast.walk(node) if n is not node}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            # `from pipeline import cpu` imports the module pipeline.cpu; `from pipeline.cpu import x` pipeline.cpu
+            names = [f"{base}.{a.name}" if module_path(f"{base}.{a.name}") else base for a in node.names]
+        else:
+            continue
+        for n in names:
+            if n.split(".")[0] in PACKAGES:
+                while n and not module_path(n):  # `import pipeline.grid.spec as s` -> that module
+                    n = n.rpartition(".")[0]
+                if n:
+                    found.add(n)
+    return found
+
+
+def with_packages(name: str) -> set[str]:
+    """`name` and the packages above it (importing a module runs their __init__ first)."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def closure(name: str) -> set[str]:
+    """Every project module that importing `name` can import, `name` included."""
+    seen: set[str] = set()
+    todo = list(with_packages(name))
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for dep in imports_of(m):
+            todo += [x for x in with_packages(dep) if x not in seen]
+    return seen
+
+
+def code_files(name: str) -> set[str]:
+    """The files (relative to the repository) of the modules in `closure(name)` and their data deps."""
+    files = set()
+    for m in closure(name):
+        files.add(module_path(m).relative_to(ROOT).as_posix())
+        files.update(DATA_DEPS.get(m, ()))
+    return files
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of `pipeline/` -> the project modules it imports."""
+    names = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+             for p in sorted((ROOT / "pipeline").rglob("*.py"))]
+    return {n: {d for d in imports_of(n) if d.startswith("pipeline")} for n in names}
