@@ -1,5 +1,5 @@
-"""Checkpoints: which params identify a training (a checkpoint made from others is refused) and the
-file's format. They live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC
+"""Checkpoint files: which params identify a training (a checkpoint made from others is refused), and
+writing and reading the file (what is in it is the trainer's `state_dict()`). They live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC
 deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
 The one before stays as <params hash>.prev.pt: a damaged latest file falls back to it."""
 from __future__ import annotations
@@ -10,17 +10,13 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_path, torch_load
-
-if TYPE_CHECKING:
-    from pipeline.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +50,26 @@ def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 # ---------------------------------------------------------------- the file
 
-def pack(tr: "Trainer") -> dict[str, Any]:
-    """Everything a resumed run needs, as tensors and strings (loads with weights_only=True)."""
-    return {
-        "params_hash": tr.hash,
-        "training_params": json.dumps(training_params(tr.p), sort_keys=True),
-        "step": tr.step,
-        "G": tr.G.state_dict(), "D": tr.D.state_dict(),
-        "G_ema": tr.G_ema.state_dict() if tr.G_ema is not None else {},
-        "opt_g": tr.opt_g.state_dict(), "opt_d": tr.opt_d.state_dict(),
-        "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in tr.history.items()},
-        "snapshots": torch.from_numpy(np.stack(tr.snapshots)) if tr.snapshots else torch.zeros(0),
-        "snapshot_steps": torch.tensor(tr.snapshot_steps, dtype=torch.int64),
-        "extra": json.dumps(tr.extra_state),
-    }
-
 
 def previous(path: Path) -> Path:
     """Where the last good checkpoint before `path`'s is kept."""
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def save(tr: "Trainer", path: Path) -> None:
-    """Writes the new checkpoint completely, then keeps the current one as `previous(path)` and puts
-    the new one in its place: a failed write (disk full) leaves both earlier files as they were."""
+def save(state: dict[str, Any], path: Path) -> None:
+    """Writes `state` (a trainer's state_dict: tensors and strings, so it loads with weights_only=True)
+    completely, then keeps the current file as `previous(path)` and puts the new one in its place: a failed
+    write (disk full) leaves both earlier files as they were."""
     path = Path(path)
     try:
         with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(pack(tr), tmp)
+            torch.save(state, tmp)
             if path.exists():
                 os.replace(path, previous(path))
     except (OSError, RuntimeError) as e:  # torch's file writer raises RuntimeError for a failed write
         kept = [str(q) for q in (path, previous(path)) if q.exists()]
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
-        raise UserError(f"cannot write checkpoint {path} ({reason}); training stopped at step {tr.step}. "
+        raise UserError(f"cannot write checkpoint {path} ({reason}); training stopped at step {state.get('step')}. "
                         f"Kept: {', '.join(kept) or 'nothing'}. Free space (or fix the folder) and rerun to resume.") from None
 
 
@@ -108,32 +90,22 @@ def _read(path: Path, device: str) -> dict:
         raise UserError(f"checkpoint {path} cannot be read ({e}); delete it to start over") from None
 
 
-def restore(tr: "Trainer", path: Path) -> None:
-    """Loads `path` into the trainer; a damaged or missing latest checkpoint falls back to the previous
-    one (with a warning); one made from other params is refused."""
+def load(path: Path, device: str, p: Params, expected_hash: str) -> dict[str, Any]:
+    """The state saved at `path` for the training of `p` (params hash `expected_hash`); a damaged or
+    missing latest checkpoint falls back to the previous one (with a warning); one made from other
+    params is refused, naming the keys that differ."""
     path, prev = Path(path), previous(Path(path))
     try:
-        st = _read(path, str(tr.rt.device)) if path.exists() else None
+        st = _read(path, device) if path.exists() else None
         if st is None:
             raise UserError(f"checkpoint {path} is missing")
     except UserError as e:
         if not prev.exists():
             raise
         log.warning("%s; resuming from the previous checkpoint %s instead", e, prev)
-        st, path = _read(prev, str(tr.rt.device)), prev
-    if st.get("params_hash") != tr.hash:
-        diff = diff_keys(training_params(tr.p), json.loads(st.get("training_params", "{}")))
+        st, path = _read(prev, device), prev
+    if st.get("params_hash") != expected_hash:
+        diff = diff_keys(training_params(p), json.loads(st.get("training_params", "{}")))
         raise UserError(f"checkpoint {path} was made with different params ({', '.join(diff) or 'data'}); "
                         f"it cannot be resumed with these. Delete it to start over.")
-    tr.G.load_state_dict(st["G"])
-    tr.D.load_state_dict(st["D"])
-    if tr.G_ema is not None:
-        tr.G_ema.load_state_dict(st["G_ema"])
-    tr.opt_g.load_state_dict(st["opt_g"])
-    tr.opt_d.load_state_dict(st["opt_d"])
-    tr.step = int(st["step"])
-    tr.history = {k: v.tolist() for k, v in st["history"].items()}
-    if st["snapshots"].numel():
-        tr.snapshots = list(st["snapshots"].numpy())
-    tr.snapshot_steps = st["snapshot_steps"].tolist()
-    tr.extra_state = json.loads(st.get("extra", "{}"))
+    return st

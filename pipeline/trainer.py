@@ -1,8 +1,10 @@
-"""The SAGAN training loop: deterministic (pipeline/draws.py), resumable (pipeline/checkpoint.py),
-tracked through callbacks, and fast on CPU and GPU (pipeline/runtime.py)."""
+"""The SAGAN training loop: deterministic (pipeline/draws.py), resumable (the trainer's state_dict, in
+files written by pipeline/checkpoint.py), tracked through callbacks, and fast on CPU and GPU
+(pipeline/runtime.py)."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -203,17 +205,45 @@ class Trainer:
         net.train(was_training)
         return torch.cat(out)
 
-    # -- checkpoints
+    # -- state and checkpoints
 
-    def state(self) -> dict[str, Any]:
-        return checkpoint.pack(self)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as tensors and strings (loads with weights_only=True), with the
+        params hash that identifies the training."""
+        return {
+            "params_hash": self.hash,
+            "training_params": json.dumps(checkpoint.training_params(self.p), sort_keys=True),
+            "step": self.step,
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "snapshots": torch.from_numpy(np.stack(self.snapshots)) if self.snapshots else torch.zeros(0),
+            "snapshot_steps": torch.tensor(self.snapshot_steps, dtype=torch.int64),
+            "extra": json.dumps(self.extra_state),
+        }
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        """Puts the trainer where `state_dict()` was taken (the caller checks it is this training's)."""
+        self.G.load_state_dict(st["G"])
+        self.D.load_state_dict(st["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(st["G_ema"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.step = int(st["step"])
+        self.history = {k: v.tolist() for k, v in st["history"].items()}
+        if st["snapshots"].numel():
+            self.snapshots = list(st["snapshots"].numpy())
+        self.snapshot_steps = st["snapshot_steps"].tolist()
+        self.extra_state = json.loads(st.get("extra", "{}"))
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None and self.rt.is_main:
-            checkpoint.save(self, self.checkpoint_path)
+            checkpoint.save(self.state_dict(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
-        checkpoint.restore(self, path)
+        self.load_state_dict(checkpoint.load(path, str(self.rt.device), self.p, self.hash))
 
     def resume(self) -> bool:
         """Loads the checkpoint of these params if one exists (after an interruption)."""
