@@ -93,3 +93,33 @@ def import_graph() -> dict[str, set[str]]:
     names = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
              for p in sorted((ROOT / "pipeline").rglob("*.py"))]
     return {n: {d for d in imports_of(n) if d.startswith("pipeline")} for n in names}
+
+
+def dvc_code_deps(deps: list[str]) -> set[str]:
+    """A stage's deps in dvc.yaml that are code (under pipeline/ or stages/), folders expanded to their files."""
+    files = set()
+    for dep in deps:
+        if not dep.startswith(PACKAGES):
+            continue
+        path = ROOT / dep
+        if path.is_dir():
+            files |= {q.relative_to(ROOT).as_posix() for q in path.rglob("*")
+                      if q.is_file() and "__pycache__" not in q.parts}
+        else:
+            files.add(dep)
+    return files
+
+
+def stage_module(cmd: str) -> str | None:
+    """`python -m stages.train` -> 'stages.train'."""
+    parts = cmd.split()
+    return parts[parts.index("-m") + 1] if "-m" in parts else None
+
+
+if __name__ == "__main__":  # each stage's code deps, as dvc.yaml should list them
+    import yaml
+
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        print(f"{name}:")
+        for f in sorted(code_files(stage_module(stage["cmd"]))):
+            print(f"      - {f}")

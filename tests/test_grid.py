@@ -17,6 +17,7 @@ from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 ROOT_DIR = Path(__file__).resolve().parent
+ROOT = ROOT_DIR.parent
 
 AXES = {"attention.position": ["post"], "loss.type": ["hinge", "bce"]}
 # one seed: two queued experiments, run at once (the report's intervals and tests over seeds are checked
@@ -274,8 +275,16 @@ def test_on_ray_each_run_asks_for_a_memory_sized_share_of_a_gpu_and_none_on_cpu(
 
 
 def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
+    """What a grid's worker is handed is exactly what the stages shared by every run write (dvc.yaml's outs
+    of prepare and train_evaluator), and where the stages' modules write them."""
+    import yaml
+
     from pipeline.data import PREPARED_DIR
     from pipeline.evaluator import EVALUATOR_FILE
     from pipeline.grid import SHARED_OUTPUTS
 
-    assert SHARED_OUTPUTS[:2] == (PREPARED_DIR, EVALUATOR_FILE)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = {Path(next(iter(o)) if isinstance(o, dict) else o)
+            for name in ("prepare", "train_evaluator") for o in stages[name]["outs"]}
+    assert set(SHARED_OUTPUTS) == outs
+    assert {PREPARED_DIR, EVALUATOR_FILE} <= set(SHARED_OUTPUTS)

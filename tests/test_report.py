@@ -13,7 +13,7 @@ from scipy import stats as sps
 from pipeline import stats
 from pipeline.config import Params, with_override
 from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
-                             render_analysis, summary, t_interval)
+                             render_analysis, summary)
 
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
@@ -87,10 +87,6 @@ def test_orientation_subtracts_none_and_puts_the_chosen_level_first():
     assert oriented_pairs(["hinge", "bce"], "bce") == [("bce", "hinge")]
     assert oriented_pairs(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
     assert oriented_pairs(["post", "none"], "none") == [("post", "none")]  # none is subtracted first of all
-
-
-def test_t_interval_is_still_importable_from_the_report():
-    assert t_interval([1.0, 2.0, 3.0]) == stats.t_interval([1.0, 2.0, 3.0])
 
 
 def test_a_real_effect_is_significant_and_pairs_share_seed_and_other_axes():
