@@ -38,8 +38,8 @@ def _effect(effects, axis, a, b):
     return next(e for e in effects if (e.axis, e.a, e.b) == (axis, a, b))
 
 
-# post - pre per (loss, seed): raw p 0.034, which Holm over the fid family lifts above 0.05
-POST_MINUS_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [1.0, 2.0, 0.4, 1.5, -0.3, 2.2]))
+# post - pre per (loss, seed): per seed 1.25, 0.65, 1.3: raw p 0.036, which Holm over the fid family lifts above 0.05
+POST_MINUS_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [1.0, 2.0, 0.4, 1.5, -0.7, 2.2]))
 NOISE_NONE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.1, -0.2, 0.3, 0.0, 0.2, -0.1]))
 NOISE_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.2, 0.1, -0.3, 0.1, -0.2, 0.4]))
 
@@ -110,9 +110,11 @@ def test_a_real_effect_is_significant_and_pairs_share_seed_and_other_axes():
     assert post_none.significant and post_none.better() == "post"
     # the seed term (5 * seed) cancels inside pairs: an unpaired test would drown in it
     loss = _effect(effects, "loss.type", "hinge", "bce")
-    xa = [fid(p, "hinge", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
-    xb = [fid(p, "bce", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
+    # the seed is the unit: one value per seed (the mean of its 3 pairs), scipy's paired t over 3 seeds
+    xa = [np.mean([fid(p, "hinge", s) for p in ("none", "pre", "post")]) for s in (0, 1, 2)]
+    xb = [np.mean([fid(p, "bce", s) for p in ("none", "pre", "post")]) for s in (0, 1, 2)]
     assert loss.p_value == pytest.approx(sps.ttest_rel(xa, xb).pvalue)
+    assert loss.n_seeds == 3 and loss.n_pairs == 9 and loss.contrast.n == 3
     assert not loss.significant
     assert [(e.a, e.b) for e in effects] == [("post", "none"), ("pre", "none"), ("post", "pre"), ("hinge", "bce")]
 
@@ -131,7 +133,8 @@ def test_identical_differences_are_not_tested():
 def test_holm_overrides_a_raw_p_below_five_percent():
     effects = main_effects(_full_runs(), P.ablation.axes, "fid", {"attention.position": "post"})
     post_pre = _effect(effects, "attention.position", "post", "pre")
-    assert post_pre.p_value == pytest.approx(sps.ttest_1samp(list(POST_MINUS_PRE.values()), 0).pvalue)
+    per_seed = [np.mean([POST_MINUS_PRE[lo, s] for lo in LOSSES]) for s in SEEDS]
+    assert post_pre.p_value == pytest.approx(sps.ttest_1samp(per_seed, 0).pvalue)
     assert post_pre.p_value < 0.05 < post_pre.p_holm
     assert not post_pre.significant
     assert [e.p_holm for e in effects] == pytest.approx(stats.holm([e.p_value for e in effects]))
@@ -164,29 +167,41 @@ def test_ranking_sentence():
 
 def test_render_without_a_store_has_every_section(tmp_path):
     text = render(P, "default", _full_runs(), tmp_path)
-    for heading in ("## Answer", "## Setup", "## Where each seed ran", "## Metrics per cell", "## Main effects",
-                    "## Interactions", "## Replication", "## Seed plan and power", "## Ranking over the training budget",
-                    "## Attention usage"):
+    for heading in ("## Answer", "## Setup", "## Batches", "## Where each seed ran", "## Metrics per cell",
+                    "## Main effects", "## Interactions", "## Replication", "## Seed plan and power",
+                    "## Ranking over the training budget", "## Attention usage"):
         assert heading in text, heading
-    # Holm: the family is named; post - pre (raw p 0.034) is not called different, but its 90% interval
-    # lies within the FID margin of ±3: equivalent; hinge - bce likewise; every contrast gets a verdict
+    # Holm: the family is named; post - pre (raw p 0.036) is not called different, and its Holm interval
+    # (97.5%, the level of the step that stopped) contains 0; its 90% interval lies within the FID margin
+    # of ±3: equivalent; every contrast gets one of the four outcomes
     assert "family of all contrasts of one metric" in text
     def row(start):
         return next(ln for ln in text.splitlines() if ln.startswith(start))
-    assert "**equivalent** within ±3.000 (TOST, Holm p 0.00766)" in row("| attention.position | post − pre | fid |")
-    assert "**better: post** (Holm p 2.75e-05)" in row("| attention.position | post − none | fid |")
-    assert "| 1.00 [1.00, 1.00] |" in row("| attention.position | post − none | fid |")  # P(post better)
-    assert "**inconclusive**: neither a difference nor within ±0.100; these pairs detect ±0.149 at 80% power " \
+    post_pre = row("| attention.position | post − pre | fid |")
+    assert "| +1.067 | [-0.229, 2.363] (97.50%) | 3 (6) |" in post_pre
+    assert "**equivalent** within ±3.000 (TOST, Holm p 0.0229)" in post_pre
+    post_none = row("| attention.position | post − none | fid |")
+    assert "**a difference that matters: post** (Holm p 0.00254" in post_none and "(98.33%)" in post_none
+    assert "| 1.00 [1.00, 1.00] |" in post_none  # P(post better), over seeds
+    assert "| +14.4% |" in post_none  # of none's gap to the floor (FID 1.25)
+    assert "not measured (no full-size checkpoint evaluations in these records)" in post_none
+    assert "**inconclusive**: neither a difference nor within ±0.100; these seeds detect ±0.154 at 80% power " \
            "after Holm" in row("| attention.position | post − pre | classifier_score |")
     effects = text.split("## Main effects")[1].split("## Interactions")[0]
     assert "not significant" not in effects
-    verdicts = [ln.rsplit("|", 2)[1] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
-    assert len(verdicts) == 16 and all(re.search(r"\*\*(better: \w+|equivalent|inconclusive)\*\*", v) for v in verdicts)
-    # the seed plan: what each contrast detects after Holm, and the pairs the observed difference needs
+    verdicts = [ln.split(" | ")[-2] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
+    assert len(verdicts) == 16 and all(re.search(
+        r"\*\*(a difference that matters: \w+|a difference too small to matter|a difference of unclear size|"
+        r"equivalent|inconclusive)\*\*", v) for v in verdicts)
+    assert all(ln.count(" | ") == 12 for ln in effects.splitlines() if ln.startswith(("| attention", "| loss")))
+    # the seed plan: what each contrast detects after Holm, and the seeds the observed difference needs
     power_row = row("| fid | attention.position: post − pre |")
-    assert "±3.000" in power_row and "pairs =" in power_row and "seeds per cell" in power_row
-    # the settled-budget check: the ranking holds at every budget here
-    assert "**The ranking had settled**" in text and "Provisional" not in text
+    assert "±3.000 | 3 |" in power_row and "seeds |" in power_row
+    # absolute quality: every cell as a multiple of the floor, in the answer and the cell table
+    assert "42.5-50.5× the real-data floor's 1.250" in text.split("## Setup")[0]
+    assert re.search(r"\| \d+\.\d× \| \d+% \|$", row("| attention.position=post,loss.type=hinge |"))
+    # no verdict rests on the quick-FID ranking, and no "provisional" label
+    assert "Provisional" not in text and "Kendall" not in text
     # the interaction of each position contrast with the loss
     assert "| attention.position: post − pre | loss.type: hinge vs bce | fid |" in text
     # header: machine, device, evaluator checksum (12 characters), floor, wall times, completeness
@@ -205,10 +220,12 @@ def test_render_without_a_store_has_every_section(tmp_path):
         assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
     assert "No images: no run of this cell has its samples in the MLflow store or an earlier render" in text
     answer = text.split("## Answer")[1].split("## Setup")[0]
-    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 5
-    assert "**attention.position**: post − none: FID -8.817 (95% CI -10.061 to -7.572, **better: post**)" in answer
-    assert re.search(r"post − pre: FID \+1\.133 \(95% CI -?\d\.\d{3} to \d\.\d{3}, \*\*equivalent within ±3\.000\*\*\), "
-                     r"classifier score", answer)
+    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 6
+    assert ("**attention.position**: post − none: FID -8.883 (Holm interval [-10.862, -6.904] (98.33%), +14% of "
+            "none's gap to the floor, **a difference that matters: post**)") in answer
+    assert re.search(r"post − pre: FID \+1\.067 \(Holm interval \[-?\d\.\d{3}, \d\.\d{3}\] \(97\.50%\), -2% of pre's "
+                     r"gap to the floor, \*\*equivalent\*\*\), classifier score", answer)
+    assert "primary batch, seeds 0-2 (3 seeds" in answer
     assert "nan" not in text
 
 

@@ -27,7 +27,7 @@ merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, enviro
 (numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
 `write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """
-from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, Interaction, analyze,
+from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Batch, Effect, Interaction, analyze, batches,
                                       environment, floor_metrics, interactions, main_effects, oriented_pairs,
                                       wall_times)
 from pipeline.report.json_summary import summary
