@@ -8,7 +8,14 @@
 - `probability_of_improvement`: P(a better than b) over paired units, with a bootstrap interval over seeds.
 - `paired_t_power`, `min_detectable_difference`, `pairs_needed`, `seeds_needed`: exact power of the
   two-sided paired t-test (noncentral t).
-- `rank_per_budget`, `kendall_tau`: which cell is ahead at each training budget.
+- `seed_values`: the seed as the unit: one value per seed, the mean of its pairs.
+- `holm_intervals`: intervals beside Holm verdicts, at the level Holm's step-down tested each contrast at,
+  so that "the interval excludes 0" and "significant after Holm" always agree.
+- `replication_interval`, `heterogeneity`: a second batch of seeds against the first (prediction interval
+  for its mean; Welch's t-test of batch × contrast).
+- `drift_tost`: has a contrast stopped moving over the end of training (per-seed drift, TOST in ±margin/2).
+- `rank_per_budget`, `kendall_tau`: which cell is ahead at each training budget (a picture only: no verdict
+  rests on it).
 """
 from __future__ import annotations
 
@@ -253,3 +260,139 @@ def kendall_tau(order_a: Sequence[str], order_b: Sequence[str]) -> float:
         return math.nan
     pos_b = {x: i for i, x in enumerate(order_b)}
     return float(stats.kendalltau(range(len(shared)), [pos_b[x] for x in shared]).statistic)
+
+
+# ---------------------------------------------------------------- the seed as the unit
+
+
+def seed_values(diffs: Sequence[float], seeds: Sequence) -> tuple[list, np.ndarray]:
+    """(seeds, values): one value per seed (sorted), the mean of that seed's differences. The pairs of
+    one seed share its data order, initialisation and sampling noise, so they are not independent: a
+    t-test over them counts one seed several times (df too large, p too small). Over these values it has
+    n = seeds and df = seeds - 1. A seed missing some pairs is the mean of those it has."""
+    d = np.asarray(diffs, dtype=np.float64)
+    keys = list(seeds)
+    if len(keys) != len(d):
+        raise ValueError(f"{len(d)} differences but {len(keys)} seeds")
+    order = sorted(set(keys))
+    return order, np.array([d[[k == s for k in keys]].mean() for s in order], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- Holm-consistent intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    lo: float
+    hi: float
+    level: float  # the two-sided alpha of the t-interval (its confidence is 1 - level)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return bool(self.lo > 0 or self.hi < 0)
+
+
+def t_interval_at(c: Contrast, alpha: float) -> Interval:
+    """The (1 - alpha) t-interval of a Contrast (n - 1 df); nan below two units or without variation."""
+    if c.n < 2 or not math.isfinite(c.sd) or not math.isfinite(alpha):
+        return Interval(math.nan, math.nan, alpha)
+    hw = float(stats.t.ppf(1 - alpha / 2, c.n - 1) * c.sd / math.sqrt(c.n))
+    return Interval(c.mean - hw, c.mean + hw, alpha)
+
+
+def holm_intervals(contrasts: Sequence[Contrast], alpha: float = ALPHA) -> list[Interval]:
+    """Intervals to print beside Holm verdicts, in the input order. Holm's step-down sorts the m p-values
+    ascending and tests the i-th (1-based) at alpha / (m - i + 1), stopping at the first it cannot reject.
+    A rejected contrast gets the t-interval at the level it was rejected at, alpha / (m - i + 1); every
+    contrast from the stop on gets the interval at the level of the step that stopped, alpha / (m - r + 1)
+    (r the first unrejected rank): its p is at least that step's, so its interval contains 0. Hence
+    "the interval excludes 0" <=> "significant after Holm" (the t-interval and the t-test are dual), which
+    the unadjusted 95% intervals do not give. These are the levels of the step-down itself (compatible with
+    Holm in the sense of Strassburger & Bretz 2008 for the unrejected contrasts, whose intervals hold
+    simultaneously at 1 - alpha); a rejected contrast's interval is its step's, narrower than the
+    Bonferroni alpha/m interval that would hold simultaneously for all (`t_interval_at(c, alpha / m)`).
+    nan p-values (fewer than two units, no variation) are outside the family, as in `holm`, and get nan."""
+    m = sum(not math.isnan(c.p) for c in contrasts)
+    out: list[Interval] = [Interval(math.nan, math.nan, math.nan)] * len(contrasts)
+    order = sorted((i for i, c in enumerate(contrasts) if not math.isnan(c.p)), key=lambda i: contrasts[i].p)
+    stopped: float | None = None
+    for rank, i in enumerate(order):  # rank 0-based: level alpha / (m - rank)
+        level = alpha / (m - rank)
+        if stopped is None and contrasts[i].p >= level:
+            stopped = level
+        out[i] = t_interval_at(contrasts[i], stopped if stopped is not None else level)
+    return out
+
+
+# ---------------------------------------------------------------- batches and replication
+
+
+def replication_interval(primary: Sequence[float], n_new: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The (1 - alpha) prediction interval for the mean of n_new new per-seed values, from the primary's
+    per-seed values: mean ± t(1 - alpha/2, n - 1) · sd · sqrt(1/n + 1/n_new) (Spence & Stanley 2016: where
+    a replication's estimate should fall when the two differ only by seed-to-seed noise). A replication
+    whose estimate is inside agrees with the primary, whatever its own verdict (an underpowered one is
+    inconclusive by construction). nan below two primary values or n_new < 1."""
+    v = np.asarray(primary, dtype=np.float64)
+    if len(v) < 2 or n_new < 1:
+        return math.nan, math.nan
+    hw = float(stats.t.ppf(1 - alpha / 2, len(v) - 1) * v.std(ddof=1) * math.sqrt(1 / len(v) + 1 / n_new))
+    return float(v.mean()) - hw, float(v.mean()) + hw
+
+
+def heterogeneity(first: Sequence[float], second: Sequence[float]) -> float:
+    """Batch × contrast: Welch's two-sample t-test (scipy.stats.ttest_ind, equal_var=False) of the per-seed
+    contrast values of two batches; a small p says the contrast differs between the batches, so they
+    must not be pooled. nan below two values in either batch or without variation."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2 or (_all_equal(a) and _all_equal(b)):
+        return math.nan
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+# ---------------------------------------------------------------- has the contrast stopped moving?
+
+DRIFT_SHARE = 0.4  # the window: the last 40% of the training budget
+DRIFT_MIN_POINTS = 3
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How much a contrast moved over the end of training, per seed, and the TOST of that drift
+    against ±margin/2. `settled` is True (the drift is shown within ±margin/2), False (not shown:
+    still moving, or too noisy to tell) or None (not measured: too few checkpoints or seeds)."""
+    n_seeds: int
+    steps: tuple[int, ...]  # the checkpoints in the window
+    drift: Contrast | None  # per-seed drift (slope × window length), its mean and interval
+    equivalence: Equivalence | None
+    reason: str = ""
+
+    @property
+    def settled(self) -> bool | None:
+        if self.equivalence is None or math.isnan(self.equivalence.p):
+            return None
+        return self.equivalence.p < ALPHA
+
+
+def drift_tost(per_seed: Mapping[object, Mapping[int, float]], budget: int, margin: float,
+               share: float = DRIFT_SHARE, min_points: int = DRIFT_MIN_POINTS) -> Drift:
+    """Whether a contrast had settled when training stopped. `per_seed[seed][step]` is the seed's contrast
+    value (a − b, the mean of its pairs) from full-size metric evaluations at checkpoint `step`. Window:
+    the checkpoints at or after (1 - share) · budget that every seed has; with at least `min_points` of
+    them, each seed's drift is its least-squares slope × the window's length (last step − first), and
+    the drifts are tested by TOST against ±margin/2 (`tost_paired`): equivalence = settled. A contrast
+    that is still shrinking or growing fails (its drift is outside ±margin/2), and so does one whose
+    drift is too noisy to bound. Fewer points or seeds: not measured (settled None)."""
+    seeds = sorted(per_seed, key=str)
+    start = (1 - share) * budget
+    common = set.intersection(*[{int(s) for s in per_seed[k] if int(s) >= start} for k in seeds]) if seeds else set()
+    steps = tuple(sorted(common))
+    if len(steps) < min_points:
+        return Drift(len(seeds), steps, None, None,
+                     f"fewer than {min_points} full-size checkpoint evaluations in the last {share:.0%} of the budget")
+    if len(seeds) < 2:
+        return Drift(len(seeds), steps, None, None, "fewer than two seeds")
+    x = np.array(steps, dtype=np.float64)
+    length = x[-1] - x[0]
+    drifts = [float(np.polyfit(x, [per_seed[k][s] for s in steps], 1)[0]) * length for k in seeds]
+    return Drift(len(seeds), steps, one_sample_contrast(drifts), tost_paired(drifts, margin / 2))

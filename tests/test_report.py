@@ -14,6 +14,7 @@ from pipeline import stats
 from pipeline.config import Params, with_override
 from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
                              render_analysis, summary)
+from pipeline.report.analysis import replicate
 
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
@@ -38,8 +39,8 @@ def _effect(effects, axis, a, b):
     return next(e for e in effects if (e.axis, e.a, e.b) == (axis, a, b))
 
 
-# post - pre per (loss, seed): raw p 0.034, which Holm over the fid family lifts above 0.05
-POST_MINUS_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [1.0, 2.0, 0.4, 1.5, -0.3, 2.2]))
+# post - pre per (loss, seed): per seed 1.25, 0.65, 1.3: raw p 0.036, which Holm over the fid family lifts above 0.05
+POST_MINUS_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [1.0, 2.0, 0.4, 1.5, -0.7, 2.2]))
 NOISE_NONE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.1, -0.2, 0.3, 0.0, 0.2, -0.1]))
 NOISE_PRE = dict(zip([(lo, s) for lo in LOSSES for s in SEEDS], [0.2, 0.1, -0.3, 0.1, -0.2, 0.4]))
 
@@ -106,9 +107,11 @@ def test_a_real_effect_is_significant_and_pairs_share_seed_and_other_axes():
     assert post_none.significant and post_none.better() == "post"
     # the seed term (5 * seed) cancels inside pairs: an unpaired test would drown in it
     loss = _effect(effects, "loss.type", "hinge", "bce")
-    xa = [fid(p, "hinge", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
-    xb = [fid(p, "bce", s) for p in ("none", "pre", "post") for s in (0, 1, 2)]
+    # the seed is the unit: one value per seed (the mean of its 3 pairs), scipy's paired t over 3 seeds
+    xa = [np.mean([fid(p, "hinge", s) for p in ("none", "pre", "post")]) for s in (0, 1, 2)]
+    xb = [np.mean([fid(p, "bce", s) for p in ("none", "pre", "post")]) for s in (0, 1, 2)]
     assert loss.p_value == pytest.approx(sps.ttest_rel(xa, xb).pvalue)
+    assert loss.n_seeds == 3 and loss.n_pairs == 9 and loss.contrast.n == 3
     assert not loss.significant
     assert [(e.a, e.b) for e in effects] == [("post", "none"), ("pre", "none"), ("post", "pre"), ("hinge", "bce")]
 
@@ -127,7 +130,8 @@ def test_identical_differences_are_not_tested():
 def test_holm_overrides_a_raw_p_below_five_percent():
     effects = main_effects(_full_runs(), P.ablation.axes, "fid", {"attention.position": "post"})
     post_pre = _effect(effects, "attention.position", "post", "pre")
-    assert post_pre.p_value == pytest.approx(sps.ttest_1samp(list(POST_MINUS_PRE.values()), 0).pvalue)
+    per_seed = [np.mean([POST_MINUS_PRE[lo, s] for lo in LOSSES]) for s in SEEDS]
+    assert post_pre.p_value == pytest.approx(sps.ttest_1samp(per_seed, 0).pvalue)
     assert post_pre.p_value < 0.05 < post_pre.p_holm
     assert not post_pre.significant
     assert [e.p_holm for e in effects] == pytest.approx(stats.holm([e.p_value for e in effects]))
@@ -160,29 +164,41 @@ def test_ranking_sentence():
 
 def test_render_without_a_store_has_every_section(tmp_path):
     text = render(P, "default", _full_runs(), tmp_path)
-    for heading in ("## Answer", "## Setup", "## Where each seed ran", "## Metrics per cell", "## Main effects",
-                    "## Interactions", "## Replication", "## Seed plan and power", "## Ranking over the training budget",
-                    "## Attention usage"):
+    for heading in ("## Answer", "## Setup", "## Batches", "## Where each seed ran", "## Metrics per cell",
+                    "## Main effects", "## Interactions", "## Replication", "## Seed plan and power",
+                    "## Ranking over the training budget", "## Attention usage"):
         assert heading in text, heading
-    # Holm: the family is named; post - pre (raw p 0.034) is not called different, but its 90% interval
-    # lies within the FID margin of ±3: equivalent; hinge - bce likewise; every contrast gets a verdict
+    # Holm: the family is named; post - pre (raw p 0.036) is not called different, and its Holm interval
+    # (97.5%, the level of the step that stopped) contains 0; its 90% interval lies within the FID margin
+    # of ±3: equivalent; every contrast gets one of the four outcomes
     assert "family of all contrasts of one metric" in text
     def row(start):
         return next(ln for ln in text.splitlines() if ln.startswith(start))
-    assert "**equivalent** within ±3.000 (TOST, Holm p 0.00766)" in row("| attention.position | post − pre | fid |")
-    assert "**better: post** (Holm p 2.75e-05)" in row("| attention.position | post − none | fid |")
-    assert "| 1.00 [1.00, 1.00] |" in row("| attention.position | post − none | fid |")  # P(post better)
-    assert "**inconclusive**: neither a difference nor within ±0.100; these pairs detect ±0.149 at 80% power " \
+    post_pre = row("| attention.position | post − pre | fid |")
+    assert "| +1.067 | [-0.229, 2.363] (97.50%) | 3 (6) |" in post_pre
+    assert "**equivalent** within ±3.000 (TOST, Holm p 0.0229)" in post_pre
+    post_none = row("| attention.position | post − none | fid |")
+    assert "**a difference that matters: post** (Holm p 0.00254" in post_none and "(98.33%)" in post_none
+    assert "| 1.00 [1.00, 1.00] |" in post_none  # P(post better), over seeds
+    assert "| +14.4% |" in post_none  # of none's gap to the floor (FID 1.25)
+    assert "not measured (no full-size checkpoint evaluations in these records)" in post_none
+    assert "**inconclusive**: neither a difference nor within ±0.100; these seeds detect ±0.154 at 80% power " \
            "after Holm" in row("| attention.position | post − pre | classifier_score |")
     effects = text.split("## Main effects")[1].split("## Interactions")[0]
     assert "not significant" not in effects
-    verdicts = [ln.rsplit("|", 2)[1] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
-    assert len(verdicts) == 16 and all(re.search(r"\*\*(better: \w+|equivalent|inconclusive)\*\*", v) for v in verdicts)
-    # the seed plan: what each contrast detects after Holm, and the pairs the observed difference needs
+    verdicts = [ln.split(" | ")[-2] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
+    assert len(verdicts) == 16 and all(re.search(
+        r"\*\*(a difference that matters: \w+|a difference too small to matter|a difference of unclear size|"
+        r"equivalent|inconclusive)\*\*", v) for v in verdicts)
+    assert all(ln.count(" | ") == 12 for ln in effects.splitlines() if ln.startswith(("| attention", "| loss")))
+    # the seed plan: what each contrast detects after Holm, and the seeds the observed difference needs
     power_row = row("| fid | attention.position: post − pre |")
-    assert "±3.000" in power_row and "pairs =" in power_row and "seeds per cell" in power_row
-    # the settled-budget check: the ranking holds at every budget here
-    assert "**The ranking had settled**" in text and "Provisional" not in text
+    assert "±3.000 | 3 |" in power_row and "seeds |" in power_row
+    # absolute quality: every cell as a multiple of the floor, in the answer and the cell table
+    assert "42.5-50.5× the real-data floor's 1.250" in text.split("## Setup")[0]
+    assert re.search(r"\| \d+\.\d× \| \d+% \|$", row("| attention.position=post,loss.type=hinge |"))
+    # no verdict rests on the quick-FID ranking, and no "provisional" label
+    assert "Provisional" not in text and "Kendall" not in text
     # the interaction of each position contrast with the loss
     assert "| attention.position: post − pre | loss.type: hinge vs bce | fid |" in text
     # header: machine, device, evaluator checksum (12 characters), floor, wall times, completeness
@@ -201,10 +217,12 @@ def test_render_without_a_store_has_every_section(tmp_path):
         assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
     assert "No images: no run of this cell has its samples in the MLflow store or an earlier render" in text
     answer = text.split("## Answer")[1].split("## Setup")[0]
-    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 5
-    assert "**attention.position**: post − none: FID -8.817 (95% CI -10.061 to -7.572, **better: post**)" in answer
-    assert re.search(r"post − pre: FID \+1\.133 \(95% CI -?\d\.\d{3} to \d\.\d{3}, \*\*equivalent within ±3\.000\*\*\), "
-                     r"classifier score", answer)
+    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 6
+    assert ("**attention.position**: post − none: FID -8.883 (Holm interval [-10.862, -6.904] (98.33%), +14% of "
+            "none's gap to the floor, **a difference that matters: post**)") in answer
+    assert re.search(r"post − pre: FID \+1\.067 \(Holm interval \[-?\d\.\d{3}, \d\.\d{3}\] \(97\.50%\), -2% of pre's "
+                     r"gap to the floor, \*\*equivalent\*\*\), classifier score", answer)
+    assert "primary batch, seeds 0-2 (3 seeds" in answer
     assert "nan" not in text
 
 
@@ -260,12 +278,20 @@ def test_ablation_json_matches_the_stats_functions():
     assert cell == {"mean": pytest.approx(mean), "ci95": pytest.approx([mean - hw, mean + hw]), "n": n}
 
     fid = {(r.params["attention.position"], r.params["loss.type"], r.seed): r.metrics["fid"] for r in runs}
-    units = [(lo, s) for lo in LOSSES for s in SEEDS]
-    family = [stats.paired_contrast([fid["post", lo, s] for lo, s in units], [fid["none", lo, s] for lo, s in units]),
-              stats.paired_contrast([fid["pre", lo, s] for lo, s in units], [fid["none", lo, s] for lo, s in units]),
-              stats.paired_contrast([fid["post", lo, s] for lo, s in units], [fid["pre", lo, s] for lo, s in units]),
-              stats.paired_contrast([fid[p, "hinge", s] for p in POSITIONS for s in SEEDS],
-                                    [fid[p, "bce", s] for p in POSITIONS for s in SEEDS])]
+    # the seed as the unit: scipy's paired t over per-seed means
+    def seed_means(a, b, axis):
+        if axis == "position":
+            return ([np.mean([fid[a, lo, s] for lo in LOSSES]) for s in SEEDS],
+                    [np.mean([fid[b, lo, s] for lo in LOSSES]) for s in SEEDS])
+        return ([np.mean([fid[p, a, s] for p in POSITIONS]) for s in SEEDS],
+                [np.mean([fid[p, b, s] for p in POSITIONS]) for s in SEEDS])
+    family = [stats.paired_contrast(*seed_means("post", "none", "position")),
+              stats.paired_contrast(*seed_means("pre", "none", "position")),
+              stats.paired_contrast(*seed_means("post", "pre", "position")),
+              stats.paired_contrast(*seed_means("hinge", "bce", "loss"))]
+    for c, (xa, xb) in zip(family, [seed_means("post", "none", "position"), seed_means("pre", "none", "position"),
+                                    seed_means("post", "pre", "position"), seed_means("hinge", "bce", "loss")]):
+        assert c.p == pytest.approx(sps.ttest_rel(xa, xb).pvalue)
     holm = stats.holm([c.p for c in family])
     rows = [c for c in data["contrasts"] if c["metric"] == "fid"]
     assert [(c["axis"], c["a"], c["b"]) for c in rows] == [
@@ -274,10 +300,13 @@ def test_ablation_json_matches_the_stats_functions():
     for row, c, p_holm, per_seed in zip(rows, family, holm, (2, 2, 2, 3)):
         assert row["mean_diff"] == pytest.approx(c.mean)
         assert row["ci95"] == pytest.approx(list(c.ci95))
-        assert row["n_pairs"] == c.n and row["p"] == pytest.approx(c.p) and row["p_holm"] == pytest.approx(p_holm)
+        assert row["n_seeds"] == c.n == 3 and row["n_pairs"] == 3 * per_seed
+        assert row["p"] == pytest.approx(c.p) and row["p_holm"] == pytest.approx(p_holm)
         assert row["significant"] == (p_holm < 0.05)
+        # the Holm interval and the verdict never disagree
+        assert (row["ci_holm"][0] > 0 or row["ci_holm"][1] < 0) == row["significant"]
         assert row["mde80"] == pytest.approx(stats.min_detectable_difference(c.sd, c.n))
-        assert row["seeds_needed"] == stats.seeds_needed(c.mean, c.sd, per_seed)
+        assert row["seeds_needed"] == stats.pairs_needed(c.mean, c.sd)
     assert {c["metric"] for c in data["contrasts"]} == {"fid", "classifier_score", "precision", "recall"}
     inter = data["interactions"][2]
     assert (inter["metric"], inter["a"], inter["b"], inter["c"], inter["d"]) == ("fid", "post", "pre", "hinge", "bce")
@@ -368,75 +397,119 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
 # ---------------------------------------------------------------- three verdicts, settled budgets, replication
 
 
-def test_three_way_verdicts_in_the_json_match_the_stats_functions():
+def test_four_outcomes_in_the_json_match_the_stats_functions():
     runs = _full_runs()
     data = json.loads(json.dumps(summary(analyze(P, "default", runs))), parse_constant=pytest.fail)
     fid = {(r.params["attention.position"], r.params["loss.type"], r.seed): r.metrics["fid"] for r in runs}
-    units = [(lo, s) for lo in LOSSES for s in SEEDS]
-    diffs = [np.array([fid[a, lo, s] - fid[b, lo, s] for lo, s in units])
+    diffs = [np.array([np.mean([fid[a, lo, s] - fid[b, lo, s] for lo in LOSSES]) for s in SEEDS])
              for a, b in (("post", "none"), ("pre", "none"), ("post", "pre"))]
-    diffs.append(np.array([fid[p, "hinge", s] - fid[p, "bce", s] for p in POSITIONS for s in SEEDS]))
+    diffs.append(np.array([np.mean([fid[p, "hinge", s] - fid[p, "bce", s] for p in POSITIONS]) for s in SEEDS]))
     tost = [stats.tost_paired(d, 3.0).p for d in diffs]
     holm_tost = stats.holm(tost)
     rows = [c for c in data["contrasts"] if c["metric"] == "fid"]
     for row, d, p, p_holm in zip(rows, diffs, tost, holm_tost):
         assert row["margin"] == 3.0 and row["p_tost"] == pytest.approx(p) and row["p_tost_holm"] == pytest.approx(p_holm)
-        # scipy's one-sided tests, independently
         ref = max(sps.ttest_1samp(d, -3.0, alternative="greater").pvalue, sps.ttest_1samp(d, 3.0, alternative="less").pvalue)
         assert row["p_tost"] == pytest.approx(ref, rel=1e-9)
-        expected = ("better" if row["p_holm"] < 0.05 else "equivalent" if p_holm < 0.05 else "inconclusive")
+        sig, eq = row["p_holm"] < 0.05, p_holm < 0.05
+        expected = (("too small to matter" if eq else "matters" if abs(d.mean()) >= 3.0 else "unclear size") if sig
+                    else "equivalent" if eq else "inconclusive")
         assert row["verdict"] == expected
-        better = (d < 0).mean() + 0.5 * (d == 0).mean()  # lower FID is better: a wins where a − b < 0
+        better = (d < 0).mean() + 0.5 * (d == 0).mean()  # per seed; lower FID is better
         assert row["p_improvement"] == pytest.approx(better)
         lo, hi = row["p_improvement_ci95"]
         assert 0 <= lo <= row["p_improvement"] <= hi <= 1
-    assert [r["verdict"] for r in rows] == ["better", "better", "equivalent", "equivalent"]
+    assert [r["verdict"] for r in rows] == ["matters", "matters", "equivalent", "equivalent"]
     assert rows[0]["better"] == "post" and rows[2]["better"] is None
     inconclusive = next(c for c in data["contrasts"] if c["verdict"] == "inconclusive")
     assert inconclusive["mde80_holm"] > abs(inconclusive["mean_diff"])
     assert all(i["verdict"] in ("interacts", "no interaction", "inconclusive") for i in data["interactions"])
 
 
-def test_a_ranking_still_moving_makes_the_verdicts_provisional(tmp_path):
+def test_an_effect_inside_the_margin_is_never_a_difference_that_matters():
+    """Classifier score post − pre +0.06 with margin 0.1, significant: not `matters` (issue 29)."""
+    rng = np.random.default_rng(1)
+    shift = {s: rng.normal(0, 0.003) for s in range(8)}
+    runs = []
+    for pos in POSITIONS:
+        for loss in LOSSES:
+            for seed in range(8):
+                cs = 8 + 0.3 * seed + (0.06 + shift[seed] if pos == "post" else 0.0) + rng.normal(0, 0.005)
+                runs.append(GridRun(f"{pos}-{loss}-{seed}", CELL.format(pos, loss), seed, {"classifier_score": cs},
+                                    {"attention.position": pos, "loss.type": loss}, {}))
+    e = _effect(main_effects(runs, P.ablation.axes, "classifier_score", {"attention.position": "post"}, 0.1),
+                "attention.position", "post", "pre")
+    assert e.significant and abs(e.mean_diff) < 0.1 and e.verdict == "too small to matter"
+    wide = _effect(main_effects(runs, P.ablation.axes, "classifier_score", {"attention.position": "post"}, 0.0601),
+                   "attention.position", "post", "pre")  # a margin just above the estimate: TOST cannot show it
+    assert wide.significant and wide.verdict in ("unclear size", "matters")
+    assert wide.verdict == ("matters" if abs(wide.mean_diff) >= 0.0601 else "unclear size")
+
+
+def test_settled_is_a_drift_test_on_full_size_checkpoints_not_a_ranking(tmp_path):
     runs = _full_runs()
-    settled = summary(analyze(P, "default", runs))["settled"]
-    assert settled["settled"] and settled["tau_last_two"] == pytest.approx(1.0) and settled["first_checked"] == 3000
-    # the last budget reorders the cells: quick FIDs at step 5000 reversed
-    for r in runs:
-        r.fid_curve = [(s, v if s < 5000 else 1000 - v) for s, v in r.fid_curve]
     text = render(P, "default", runs, tmp_path)
-    data = summary(analyze(P, "default", runs))["settled"]
-    assert data["known"] and not data["settled"] and data["tau_last_two"] < 0.9
-    assert "**Provisional**" in text.split("## Setup")[0] and "**The ranking had not settled**" in text
-    assert "(provisional: the ranking was still moving)" in text
-    # without curves (converted records) nobody can tell: no label either way
-    for r in runs:
-        r.fid_curve = []
-    assert not summary(analyze(P, "default", runs))["settled"]["known"]
+    assert "not measured (no full-size checkpoint evaluations in these records)" in text.split("## Setup")[0]
+    # full-size FIDs at 3000, 4000, 5000: post − none stopped (constant) in one grid, still falling in another
+    def with_curves(still_falling: bool):
+        out, rng = _full_runs(), np.random.default_rng(2)
+        for r in out:  # post's FID falls 2 per 1,000 steps up to step 5000 (-4 over the window), with noise
+            slope = -2.0 if (still_falling and r.params["attention.position"] == "post") else 0.0
+            r.metric_curves = {"fid": [(s, r.metrics["fid"] + slope * (s - 5000) / 1000 + rng.normal(0, 0.05))
+                                       for s in (3000, 4000, 5000)]}
+        return out
+    settled = _effect(analyze(P, "default", with_curves(False)).effects["fid"], "attention.position", "post", "none")
+    assert settled.drift.settled is True and settled.drift.steps == (3000, 4000, 5000)
+    moving = _effect(analyze(P, "default", with_curves(True)).effects["fid"], "attention.position", "post", "none")
+    assert moving.drift.settled is False and moving.drift.drift.mean == pytest.approx(-4.0, abs=0.2)
+    data = summary(analyze(P, "default", with_curves(True)))
+    assert data["contrasts"][0]["settled"]["settled"] is False
+    assert summary(analyze(P, "default", runs))["contrasts"][0]["settled"]["settled"] is None
 
 
-def test_replication_against_a_second_grid_and_between_seed_halves(tmp_path):
+def test_batches_split_a_grid_and_a_second_batch_with_the_opposite_effect_is_heterogeneous(tmp_path):
+    """Seeds 0-2: a pilot on another machine with metrics v1 where post lowers FID by 9; seeds 3-8: the
+    newer batch where post raises it by 5. The verdict is the new batch's; the pilot is a replication that
+    disagrees (outside the prediction interval) with heterogeneity found; they are not pooled."""
     from dataclasses import replace
 
-    six = [replace(r, seed=r.seed + 3 * k, run_id=f"{r.run_id}-{k}") for k in (0, 1) for r in _full_runs()]
-    a = analyze(P, "default", six)
-    # the second grid: the same design but post 5 better, which reverses post − pre (pre was better by 1.1)
-    other = _full_runs(fid=lambda pos, loss, seed: _design_fid(pos, loss, seed) - (5 if pos == "post" else 0))
-    a.replications["default-h200"] = analyze(P, "default-h200", other)
+    rng = np.random.default_rng(5)
+    new = []
+    for k in (1, 2):
+        for r in _full_runs(fid=lambda pos, loss, seed: 60 + 3 * seed + (5 if pos == "post" else 0)
+                            + rng.normal(0, 0.3)):
+            new.append(replace(r, seed=r.seed + 3 * k, run_id=f"{r.run_id}-{k}",
+                               metrics={**r.metrics, "floor.fid": 2.5},
+                               start_ms=r.start_ms + 10**9, tags={**r.tags, "git.commit": "feedface"}))
+    pilot = _full_runs()
+    for r in pilot:
+        r.tags = {k: v for k, v in r.tags.items() if k not in ("git.commit", "metrics.version")}
+        r.tags["machine.gpu"] = "A100"
+    a = analyze(P, "default", pilot + new, expected_seeds=list(range(9)))
+    assert [b.seeds for b in a.batches] == [[0, 1, 2], [3, 4, 5, 6, 7, 8]]
+    assert a.primary.seeds == [3, 4, 5, 6, 7, 8] and a.batches[0].key[3] == a.batches[0].key[4] == "unrecorded"
+    post_none = _effect(a.effects["fid"], "attention.position", "post", "none")
+    assert post_none.n_seeds == 6 and post_none.mean_diff == pytest.approx(5.0, abs=0.5)
+    rep = next(rp for rp in replicate(a.effects, a.batches[0].effects)
+               if (rp.primary.metric, rp.primary.a, rp.primary.b) == ("fid", "post", "none"))
+    assert rep.other.mean_diff < -8 and not rep.agrees and rep.heterogeneous and rep.pooled is None
     text = render_analysis(a, tmp_path)
-    section = text.split("## Replication")[1].split("## Seed plan")[0]
-    assert "### `default` vs `default-h200`" in section and "### Seeds 0-2 vs seeds 3-5" in section
-    pre_none = next(ln for ln in section.splitlines() if ln.startswith("| fid | attention.position: pre − none |"))
-    assert pre_none.endswith("| yes | yes | **yes** |")  # the same design gives the same verdict
-    post_pre = next(ln for ln in section.splitlines() if ln.startswith("| fid | attention.position: post − pre |"))
-    assert "better: pre |" in post_pre and "better: post |" in post_pre and post_pre.endswith("| no | no | no |")
-    # the halves are the same runs twice: every contrast replicates
-    halves = section.split("### Seeds 0-2 vs seeds 3-5")[1]
-    assert "8 of 8 contrasts replicate." in halves
-    data = summary(a)["replication"]
-    assert data[0]["second"] == "default-h200" and data[1]["first_seeds"] == [0, 1, 2]
-    assert all(c["replicates"] for c in data[1]["contrasts"])
-    assert not next(c for c in data[0]["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "pre"))["replicates"]
+    assert "| seeds 0-2 | 18 | replication | yes | A100;" not in text  # the machine column is the GPU alone
+    batches = text.split("## Batches")[1].split("## Where each seed ran")[0]
+    assert "| seeds 3-8 | 36 | **primary** | yes | H100 |" in batches and "| seeds 0-2 | 18 | replication |" in batches
+    assert "| 2.500 |" in batches and "| 1.250 |" in batches  # each batch's own floor
+    section = text.split("## Replication")[1].split("## Which variance")[0]
+    assert "### seeds 3-8 (primary) vs `default` seeds 0-2" in section and "(**differs**)" in section
+    data = summary(a)
+    assert data["primary_batch"] == [3, 4, 5, 6, 7, 8] and data["floor"]["fid"] == 2.5
+    row = next(c for c in data["replication"][0]["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "none"))
+    assert row["heterogeneous"] and not row["agrees"] and row["pooled"] is None
+    # a replication grid (replicate_with) with the same effect agrees, whatever its verdict
+    same = [replace(r, run_id=f"{r.run_id}-h") for r in new if r.seed < 6]
+    a.replications["default-h200"] = analyze(P, "default-h200", same)
+    rep = next(rp for name, b in a.others() if name.startswith("`default-h200`")
+               for rp in replicate(a.effects, b.effects) if (rp.primary.metric, rp.primary.a) == ("fid", "post"))
+    assert rep.agrees and not rep.heterogeneous and rep.pooled is not None
 
 
 def test_seeds_table_names_the_machine_each_seed_ran_on(tmp_path):

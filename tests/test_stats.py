@@ -212,3 +212,113 @@ def test_probability_of_improvement_interval_covers_by_simulation():
                                                seed=int(rng.integers(1 << 30)))
         covered += poi.lo <= 0.6915 <= poi.hi
     assert 0.85 <= covered / 200 <= 0.99
+
+
+# ---------------------------------------------------------------- issue 29: the seed as the unit, Holm intervals,
+# replication, drift
+
+
+def test_seed_level_contrast_is_scipys_paired_t_on_per_seed_means():
+    # hand data: 3 seeds x 2 pairs each (e.g. post − none under hinge and under bce)
+    seeds = [0, 0, 1, 1, 2, 2, 3, 3]
+    a = np.array([10.0, 11.0, 14.0, 12.5, 9.0, 9.5, 13.0, 12.0])
+    b = np.array([12.0, 12.5, 15.0, 15.5, 9.5, 11.0, 15.0, 13.5])
+    order, values = stats.seed_values(a - b, seeds)
+    assert order == [0, 1, 2, 3] and values == pytest.approx([-1.75, -2.0, -1.0, -1.75])
+    mean_a = [a[[s == k for s in seeds]].mean() for k in order]
+    mean_b = [b[[s == k for s in seeds]].mean() for k in order]
+    ref = sps.ttest_rel(mean_a, mean_b)
+    c = stats.one_sample_contrast(values)
+    assert c.n == 4 and c.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert c.ci95 == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    # the pair-level test on the same numbers claims 7 df and a smaller p
+    assert stats.paired_contrast(a, b).p < c.p
+    with pytest.raises(ValueError):
+        stats.seed_values([1.0, 2.0], [0])
+
+
+def test_pairs_that_share_a_seed_make_the_pair_level_test_reject_too_often():
+    """Null grids: no effect, but each seed shifts its pairs together (seed SD 1, pair SD 0.3). Over
+    2,000 grids of 5 seeds x 3 pairs, the old pair-level test (df 14) rejects far more than 5%, the
+    seed-level test (df 4) about 5%."""
+    rng = np.random.default_rng(29)
+    n_grids, n_seeds, per_seed = 2000, 5, 3
+    seed_effect = rng.normal(0, 1.0, (n_grids, n_seeds, 1))
+    diffs = seed_effect + rng.normal(0, 0.3, (n_grids, n_seeds, per_seed))
+    pair_level = sps.ttest_1samp(diffs.reshape(n_grids, -1), 0.0, axis=1).pvalue
+    seed_level = sps.ttest_1samp(diffs.mean(axis=2), 0.0, axis=1).pvalue
+    assert (pair_level < 0.05).mean() > 0.15
+    assert (seed_level < 0.05).mean() == pytest.approx(0.05, abs=0.015)
+    # and pipeline.stats gives the seed-level one
+    seeds = np.repeat(np.arange(n_seeds), per_seed)
+    for g in range(20):
+        _, v = stats.seed_values(diffs[g].ravel(), seeds)
+        assert stats.one_sample_contrast(v).p == pytest.approx(seed_level[g], rel=1e-10)
+
+
+def test_holm_intervals_exclude_zero_exactly_when_holm_rejects():
+    rng = np.random.default_rng(7)
+    checked = rejected = 0
+    for _ in range(300):
+        m = int(rng.integers(1, 7))
+        contrasts = [stats.one_sample_contrast(rng.normal(rng.choice([0.0, 0.5, 1.5]), 1.0, int(rng.integers(3, 10))))
+                     for _ in range(m)]
+        holm = stats.holm([c.p for c in contrasts])
+        for c, p_holm, iv in zip(contrasts, holm, stats.holm_intervals(contrasts)):
+            assert iv.excludes_zero == (p_holm < 0.05)
+            assert iv.lo <= c.mean <= iv.hi
+            # never narrower than the unadjusted 95% interval, never wider than Bonferroni's
+            assert iv.hi - iv.lo >= 2 * c.half_width - 1e-9
+            assert iv.hi - iv.lo <= stats.t_interval_at(c, 0.05 / m).hi - stats.t_interval_at(c, 0.05 / m).lo + 1e-9
+            checked += 1
+            rejected += p_holm < 0.05
+    assert checked > 500 and 0.2 < rejected / checked < 0.8  # both sides of the equivalence were exercised
+
+
+def test_holm_intervals_by_hand():
+    # p sorted: 0.001 (rank 1, level 0.05/3), 0.02 (rank 2, level 0.025: rejected), 0.04 (rank 3, level 0.05)
+    cs = [stats.Contrast(1.0, 0.1, 5, 0.04, 1.0), stats.Contrast(1.0, 0.1, 5, 0.001, 1.0),
+          stats.Contrast(1.0, 0.1, 5, 0.02, 1.0)]
+    assert [iv.level for iv in stats.holm_intervals(cs)] == pytest.approx([0.05, 0.05 / 3, 0.025])
+    # a stop at rank 2 (0.03 >= 0.025): ranks 2 and 3 both get the stopping level 0.025
+    cs[2] = stats.Contrast(1.0, 0.1, 5, 0.03, 1.0)
+    assert [iv.level for iv in stats.holm_intervals(cs)] == pytest.approx([0.025, 0.05 / 3, 0.025])
+    nan = stats.holm_intervals([stats.Contrast(1.0, math.nan, 1, math.nan, math.nan)])[0]
+    assert math.isnan(nan.lo) and not nan.excludes_zero
+
+
+def test_replication_interval_and_heterogeneity():
+    primary = [1.0, 2.0, 3.0, 2.0, 2.0]  # mean 2, sd sqrt(0.5)
+    lo, hi = stats.replication_interval(primary, 3)
+    hw = sps.t.ppf(0.975, 4) * math.sqrt(0.5) * math.sqrt(1 / 5 + 1 / 3)
+    assert (lo, hi) == pytest.approx((2 - hw, 2 + hw))
+    assert math.isnan(stats.replication_interval([1.0], 3)[0])
+    # a second batch with the opposite effect: heterogeneity; the same effect: none
+    rng = np.random.default_rng(3)
+    first = rng.normal(2.0, 0.5, 7)
+    assert stats.heterogeneity(first, rng.normal(-2.0, 0.5, 3)) < 0.05
+    same = rng.normal(2.0, 0.5, 3)
+    assert stats.heterogeneity(first, same) == pytest.approx(sps.ttest_ind(first, same, equal_var=False).pvalue)
+    assert math.isnan(stats.heterogeneity(first, [1.0]))
+
+
+def _curves(final_drop, noise, seeds=6, rng=None):
+    """per-seed contrast curves at steps 1000..10000: a − b = 5 · exp(-step / 2000) + final_drop · step/10000."""
+    rng = rng or np.random.default_rng(0)
+    steps = range(1000, 10001, 1000)
+    return {s: {st: 5 * math.exp(-st / 2000) + final_drop * st / 10000 + rng.normal(0, noise) for st in steps}
+            for s in range(seeds)}
+
+
+def test_drift_tost_tells_a_stopped_curve_from_a_moving_one():
+    stopped = stats.drift_tost(_curves(0.0, 0.05), 10000, margin=3.0)
+    assert stopped.steps == (6000, 7000, 8000, 9000, 10000) and stopped.settled is True
+    moving = stats.drift_tost(_curves(-4.0, 0.05), 10000, margin=3.0)  # still falling by ~1.6 over the window
+    assert moving.settled is False and moving.drift.mean < -1.5
+    # by hand: one seed's drift is its least-squares slope x window length
+    one = {0: {6000: 1.0, 8000: 2.0, 10000: 3.0}, 1: {6000: 1.0, 8000: 1.0, 10000: 1.0}}
+    d = stats.drift_tost(one, 10000, margin=1.0)
+    assert d.drift.mean == pytest.approx((2.0 + 0.0) / 2)
+    # fewer than three checkpoints in the last 40%: not measured
+    short = stats.drift_tost({s: {1000: 1.0, 5000: 1.0, 8000: 1.0, 10000: 1.0} for s in range(3)}, 10000, 3.0)
+    assert short.settled is None and "fewer than 3" in short.reason

@@ -7,12 +7,16 @@ Writes `ablation.md`, `ablation.json` (the same numbers, machine-readable) and `
 (e.g. CI's `smoke`) to `reports/<name>/`, so it never replaces the published report.
 
 The statistics (pipeline/stats.py), in the report's words:
-- per cell: mean ± 95% t-interval over seeds;
-- per axis, every pair of levels as a paired contrast "a − b": runs paired when they share the seed and
-  the other axes' values, paired t-test, Holm correction over all contrasts of one metric, a verdict only
-  where Holm allows one, and for the rest the smallest difference the seeds could have detected;
-- per pair of axes, the interaction (difference of differences), tested and Holm-corrected the same way;
-- the ranking of cells by quick FID at each training budget, and the attention gammas over training.
+- batches: runs grouped by what a pair must share (machine class, device, precision, training code, metrics
+  code, evaluator; unrecorded fields their own value); the verdicts come from the newest complete batch;
+- per cell: mean ± 95% t-interval over the primary batch's seeds, and as a multiple/share of its floor;
+- per axis, every pair of levels as a contrast "a − b" with the seed as the unit (a seed's value is the
+  mean of its pairs), paired t over seeds, Holm over all contrasts of one metric with Holm-consistent
+  intervals, Lakens' four outcomes (with TOST against `ablation.margin`), P(a better) over seeds;
+- per pair of axes, the interaction (difference of differences per seed), tested and Holm-corrected;
+- the other batches and `ablation.replicate_with` grids as replications (prediction interval, Welch);
+- "settled" per contrast: a drift TOST over full-size checkpoint evaluations (not measured without them);
+  the quick-FID ranking per budget and the attention gammas are pictures.
 
 Orientation of "a − b": b is `none` when one level is (what the option adds over leaving it out);
 otherwise a is the level params.yaml sets (the pipeline's choice against the alternative); otherwise a is
@@ -27,7 +31,7 @@ merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, enviro
 (numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
 `write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """
-from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Effect, Interaction, analyze,
+from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Batch, Effect, Interaction, analyze, batches,
                                       environment, floor_metrics, interactions, main_effects, oriented_pairs,
                                       wall_times)
 from pipeline.report.json_summary import summary

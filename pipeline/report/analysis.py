@@ -2,10 +2,14 @@
 grid computed once, and the environment, wall-time and real-data-floor facts of its runs."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
+import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -42,20 +46,30 @@ def _axis_levels(axes: Mapping[str, Sequence] | Sequence[str], runs: list[GridRu
     return {a: sorted({r.axis(a) for r in runs}) for a in axes}
 
 
+VERDICTS = ("matters", "too small to matter", "unclear size", "equivalent", "inconclusive", "untestable")
+
+
 @dataclass
 class Effect:
-    """A paired contrast a − b of one axis on one metric."""
+    """A paired contrast a − b of one axis on one metric, with the seed as the unit: each seed gives one
+    value, the mean of its pairs (the runs that share the seed and the other axes' values)."""
     axis: str
     a: str
     b: str
     metric: str
-    contrast: stats.Contrast
+    contrast: stats.Contrast  # over the per-seed values: n = seeds, df = seeds − 1
     pairs_per_seed: int  # pairs a complete seed contributes: the product of the other axes' level counts
     p_holm: float = math.nan
-    equivalence: stats.Equivalence | None = None  # TOST against ±margin (ablation.margin.<metric>)
+    equivalence: stats.Equivalence | None = None  # TOST of the per-seed values against ±margin
     p_tost_holm: float = math.nan  # Holm over the metric's equivalence tests, as p_holm over its difference tests
-    improvement: stats.Improvement | None = None  # P(a better than b) over the pairs, bootstrap over seeds
+    improvement: stats.Improvement | None = None  # P(a better than b) over seeds, bootstrap over seeds
     family_size: int = 1  # contrasts in the metric's Holm family
+    seeds: list = field(default_factory=list)
+    per_seed: list[float] = field(default_factory=list)  # the seed values, in `seeds` order
+    n_pairs: int = 0  # the pairs behind them
+    holm_ci: stats.Interval | None = None  # stats.holm_intervals: excludes 0 <=> significant after Holm
+    level_means: tuple[float, float] = (math.nan, math.nan)  # mean of a's runs, of b's runs (paired ones)
+    drift: stats.Drift | None = None  # stats.drift_tost over full-size checkpoint evaluations
 
     @property
     def margin(self) -> float:
@@ -74,7 +88,7 @@ class Effect:
         return self.contrast.half_width
 
     @property
-    def n_pairs(self) -> int:
+    def n_seeds(self) -> int:
         return self.contrast.n
 
     @property
@@ -93,50 +107,68 @@ class Effect:
 
     @property
     def verdict(self) -> str:
-        """better (a significant difference, after Holm), equivalent (TOST after Holm: the difference lies
-        within ±margin), inconclusive (neither: more seeds could tell), or untestable (fewer than two
-        pairs, or differences that do not vary)."""
-        if self.n_pairs < 2 or (math.isnan(self.p_value) and math.isnan(self.p_tost)):
+        """Lakens' four outcomes of a difference test and an equivalence test (TOST against ±margin), both
+        Holm-corrected over the metric's contrasts:
+        - `matters`: significant, and the estimate is at least the margin: a difference that matters;
+        - `too small to matter`: significant, and TOST shows it within ±margin;
+        - `unclear size`: significant, the estimate inside ±margin but TOST cannot show it there (a split of
+          Lakens' "different" cell: an effect inside the margin is never called a difference that matters);
+        - `equivalent`: not significant, and TOST shows it within ±margin;
+        - `inconclusive`: neither (with the difference the seeds could have detected: mde80_holm);
+        - `untestable`: fewer than two seeds, or seed values that do not vary."""
+        if self.n_seeds < 2 or (math.isnan(self.p_value) and math.isnan(self.p_tost)):
             return "untestable"
         if self.significant:
-            return "better"
+            if self.equivalent:
+                return "too small to matter"
+            return "matters" if not abs(self.mean_diff) < self.margin else "unclear size"
         if self.equivalent:
             return "equivalent"
         return "inconclusive"
 
     @property
     def mde80_holm(self) -> float:
-        """The smallest true difference these pairs detect with 80% power at the strictest Holm level
+        """The smallest true difference these seeds detect with 80% power at the strictest Holm level
         (alpha / the family's size): what an inconclusive contrast could have found."""
-        return stats.min_detectable_difference(self.contrast.sd, self.n_pairs, alpha=ALPHA / max(1, self.family_size))
+        return stats.min_detectable_difference(self.contrast.sd, self.n_seeds, alpha=ALPHA / max(1, self.family_size))
 
     @property
     def mde80(self) -> float:
-        """Smallest true difference the current pairs detect with 80% power (alpha 0.05 per test)."""
-        return stats.min_detectable_difference(self.contrast.sd, self.n_pairs)
-
-    @property
-    def pairs_needed(self) -> float:
-        """Pairs for 80% power at the observed difference (inf when it is 0)."""
-        return stats.pairs_needed(self.mean_diff, self.contrast.sd)
+        """Smallest true difference the current seeds detect with 80% power (alpha 0.05 per test)."""
+        return stats.min_detectable_difference(self.contrast.sd, self.n_seeds)
 
     @property
     def seeds_needed(self) -> float:
-        return stats.seeds_needed(self.mean_diff, self.contrast.sd, self.pairs_per_seed)
+        """Seeds for 80% power at the observed difference, per test (inf when it is 0)."""
+        return stats.pairs_needed(self.mean_diff, self.contrast.sd)
 
     def better(self) -> str:
         """The level with the better mean on this metric (lower FID, higher everything else)."""
         return self.a if (self.mean_diff < 0) == (METRICS.get(self.metric, "higher") == "lower") else self.b
 
+    def gap_share(self, floor: float) -> float:
+        """The effect as a share of b's gap to the real-data floor: +0.1 = a closes 10% of the distance
+        from b's mean to the floor (negative: a widens it). nan without a floor or a gap."""
+        gap = self.level_means[1] - floor
+        return -self.mean_diff / gap if math.isfinite(gap) and gap != 0 else math.nan
+
+
+def _seed_contrast(diffs: Sequence[float], seeds: Sequence) -> tuple[list, np.ndarray, stats.Contrast]:
+    order, values = stats.seed_values(diffs, seeds)
+    return order, values, stats.one_sample_contrast(values)
+
 
 def main_effects(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[str], metric: str,
                  chosen: Mapping[str, str] | None = None, margin: float = math.nan) -> list[Effect]:
     """For each axis and pair of its levels (oriented by `oriented_pairs`): paired differences a − b over
-    runs that share the other axes' values and the seed, a paired t-test, an equivalence test (TOST)
-    against ±margin, the probability that a is better (bootstrap over seeds), and Holm-adjusted p-values
-    of both tests over all the returned contrasts (the family of one metric)."""
+    runs that share the other axes' values and the seed, averaged per seed (the seed is the unit: its pairs
+    share its data order and start), a t-test over the seed values (n = seeds, df = seeds − 1), an
+    equivalence test (TOST) against ±margin, the probability that a is better (over seeds, bootstrap over
+    seeds), Holm-adjusted p-values of both tests over all the returned contrasts (the family of one metric)
+    and the Holm-consistent intervals (stats.holm_intervals)."""
     levels = _axis_levels(axes, runs)
     chosen = chosen or {}
+    lower = METRICS.get(metric) == "lower"
     out = []
     for axis, axis_levels in levels.items():
         others = [x for x in levels if x != axis]
@@ -150,13 +182,17 @@ def main_effects(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[st
             if not units:
                 continue
             xa, xb = np.array([(v[a], v[b]) for _, v in units]).T
-            seeds = [unit[-1] for unit, _ in units]
-            out.append(Effect(axis, a, b, metric, stats.paired_contrast(xa, xb), pairs_per_seed,
-                              equivalence=stats.tost_paired(xa - xb, margin),
-                              improvement=stats.probability_of_improvement(
-                                  xa, xb, METRICS.get(metric) == "lower", clusters=seeds)))
-    for e, p, p_eq in zip(out, stats.holm([e.p_value for e in out]), stats.holm([e.p_tost for e in out])):
-        e.p_holm, e.p_tost_holm, e.family_size = p, p_eq, len(out)
+            seeds, values, contrast = _seed_contrast(xa - xb, [unit[-1] for unit, _ in units])
+            # P(a better) per seed: a seed's value against 0 (sign of the mean of its pairs)
+            poi = stats.probability_of_improvement(values, np.zeros(len(values)), lower, clusters=seeds)
+            out.append(Effect(axis, a, b, metric, contrast, pairs_per_seed,
+                              equivalence=stats.tost_paired(values, margin), improvement=poi,
+                              seeds=list(seeds), per_seed=[float(v) for v in values], n_pairs=len(units),
+                              level_means=(float(xa.mean()), float(xb.mean()))))
+    intervals = stats.holm_intervals([e.contrast for e in out])
+    for e, p, p_eq, ci in zip(out, stats.holm([e.p_value for e in out]), stats.holm([e.p_tost for e in out]),
+                              intervals):
+        e.p_holm, e.p_tost_holm, e.family_size, e.holm_ci = p, p_eq, len(out), ci
     return out
 
 
@@ -196,8 +232,9 @@ class Interaction:
 def interactions(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[str], metric: str,
                  chosen: Mapping[str, str] | None = None, margin: float = math.nan) -> list[Interaction]:
     """For each pair of axes and each pair of contrasts of theirs, the difference of differences per
-    unit (seed, and the values of any further axes), a one-sample t-test, and Holm-adjusted p-values
-    over all the returned interactions (the family of one metric)."""
+    unit (seed, and the values of any further axes), averaged per seed (the seed is the unit), a one-sample
+    t-test over the seeds, and Holm-adjusted p-values over all the returned interactions (the family of one
+    metric)."""
     levels = _axis_levels(axes, runs)
     chosen = chosen or {}
     out = []
@@ -213,13 +250,128 @@ def interactions(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[st
                 units = [v for _, v in sorted(by_unit.items()) if all(k in v for k in need)]
                 if not units:
                     continue
+                keys = [u for u, v in sorted(by_unit.items()) if all(k in v for k in need)]
                 a_c, b_c, a_d, b_d = np.array([[v[k] for k in need] for v in units]).T
-                out.append(Interaction(x, a, b, y, c, d, metric, stats.interaction_contrast(a_c, b_c, a_d, b_d),
-                                       equivalence=stats.tost_paired((a_c - b_c) - (a_d - b_d), margin)))
+                _, values, contrast = _seed_contrast((a_c - b_c) - (a_d - b_d), [u[-1] for u in keys])
+                out.append(Interaction(x, a, b, y, c, d, metric, contrast,
+                                       equivalence=stats.tost_paired(values, margin)))
     p_eq = [i.equivalence.p for i in out]
     for i, p, q in zip(out, stats.holm([i.contrast.p for i in out]), stats.holm(p_eq)):
         i.p_holm, i.p_tost_holm = p, q
     return out
+
+
+# ---------------------------------------------------------------- batches
+
+
+BATCH_FIELDS = ("machine", "device", "precision", "training code", "metrics code", "evaluator")
+UNRECORDED = "unrecorded"
+# paths whose content is not training or evaluation code: commits that differ only there train alike
+NOT_TRAINING_CODE = ("pipeline/report/", "pipeline/records/", "pipeline/grid/", "pipeline/tracking.py",
+                     "pipeline/run_import.py", "pipeline/visualize.py")
+
+
+@functools.lru_cache(maxsize=None)
+def training_code(commit: str) -> str:
+    """A commit's training and evaluation code, as a short hash of the git blobs under pipeline/ and
+    stages/ other than NOT_TRAINING_CODE (report, records, grid orchestration, tracking): two commits that
+    differ only in those train and evaluate alike, so they are one batch. The commit itself when git
+    cannot tell (not a repository, or a commit it does not have)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        listing = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", commit, "--", "pipeline", "stages"],
+                                 capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return commit[:12]
+    kept = [ln for ln in listing.splitlines() if not ln.split("\t", 1)[-1].startswith(NOT_TRAINING_CODE)]
+    if not kept:
+        return commit[:12]
+    return "tree " + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:8]
+
+
+def batch_key(r: GridRun) -> tuple[str, ...]:
+    """What the runs of a pair must share (BATCH_FIELDS): machine class (CPU design and class, or GPU),
+    device, precision, training code (training_code of its commit), metrics code version and evaluator
+    checksum. A field a run did not record (a converted pilot record) is its own value, `unrecorded`."""
+    device = r.tags.get("runtime.device") or UNRECORDED
+    if device.startswith("cuda"):
+        machine = r.tags.get("machine.gpu") or UNRECORDED
+    else:
+        machine = r.tags.get("machine.cpu_uarch") or r.tags.get("machine.cpu") or UNRECORDED
+        if r.tags.get("machine.cpu_class"):
+            machine += f", {r.tags['machine.cpu_class']}"
+    commit = r.tags.get("git.commit")
+    return (machine, device, r.tags.get("runtime.precision") or UNRECORDED,
+            training_code(commit) if commit else UNRECORDED, r.tags.get("metrics.version") or UNRECORDED,
+            (r.tags.get("evaluator.sha256") or UNRECORDED)[:12])
+
+
+@dataclass
+class Batch:
+    """Seeds whose runs share a batch_key; within a batch pairs are comparable. `mixed`: the key names
+    more than one value of a field (seeds whose own runs differ): never the primary."""
+    key: tuple[str, ...]
+    seeds: list[int]
+    runs: list[GridRun]
+    complete: bool  # every seed has every expected cell
+    newest_ms: int  # the latest run start (0 where no run recorded one)
+    commits: list[str]
+    mixed: bool = False
+    effects: dict[str, list[Effect]] = field(default_factory=dict)
+    interactions: dict[str, list["Interaction"]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"seeds {_seed_span(self.seeds)}"
+
+    def describe(self) -> str:
+        machine, device, precision, code, metrics, evaluator = self.key
+        commits = ", ".join(c[:7] for c in self.commits) if self.commits else UNRECORDED
+        return (f"{machine}; {device}, {precision}; training code {code} (commits {commits}); metrics code "
+                f"{metrics if metrics == UNRECORDED else 'v' + metrics}; evaluator {evaluator}")
+
+
+def _seed_span(seeds: Sequence[int]) -> str:
+    s = sorted(seeds)
+    if s and s == list(range(s[0], s[-1] + 1)) and len(s) > 2:
+        return f"{s[0]}-{s[-1]}"
+    return ", ".join(map(str, s))
+
+
+def batches(runs: list[GridRun], cells: Sequence[str]) -> list[Batch]:
+    """The runs grouped into batches by seed: a seed's key is its runs' batch_key (joined field by field
+    where they differ, which marks the batch mixed). Oldest first (by newest run start)."""
+    by_seed: dict[int, list[GridRun]] = defaultdict(list)
+    for r in runs:
+        by_seed[r.seed].append(r)
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    mixed: set[tuple[str, ...]] = set()
+    for seed, seed_runs in sorted(by_seed.items()):
+        keys = sorted({batch_key(r) for r in seed_runs})
+        key = tuple(" + ".join(sorted({k[i] for k in keys})) for i in range(len(BATCH_FIELDS)))
+        groups[key].append(seed)
+        if len(keys) > 1:
+            mixed.add(key)
+    out = []
+    for key, seeds in groups.items():
+        rs = [r for s in seeds for r in by_seed[s]]
+        complete = all({r.cell for r in by_seed[s]} >= set(cells) for s in seeds)
+        newest = max((r.start_ms or 0) for r in rs)
+        commits = sorted({r.tags["git.commit"] for r in rs if r.tags.get("git.commit")})
+        out.append(Batch(key, seeds, rs, complete, newest, commits, key in mixed))
+    return sorted(out, key=lambda b: (b.newest_ms, len(b.seeds), b.seeds))
+
+
+def primary_batch(found: list[Batch]) -> Batch | None:
+    """The batch the verdicts come from: the newest complete, unmixed batch of at least two seeds; else
+    the unmixed batch with the most seeds (newest on a tie); else the newest of any."""
+    if not found:
+        return None
+    ok = [b for b in found if b.complete and not b.mixed and len(b.seeds) >= 2]
+    if ok:
+        return max(ok, key=lambda b: (b.newest_ms, len(b.seeds)))
+    unmixed = [b for b in found if not b.mixed]
+    return max(unmixed or found, key=lambda b: (len(b.seeds), b.newest_ms))
 
 
 # ---------------------------------------------------------------- the whole analysis
@@ -227,7 +379,8 @@ def interactions(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[st
 
 @dataclass
 class Analysis:
-    """Everything the markdown and the JSON show, computed once."""
+    """Everything the markdown and the JSON show, computed once. `effects` and `interactions` are the
+    primary batch's (the verdicts); the other batches, and the replicate_with grids, are replications."""
     p: Params
     grid: str
     runs: list[GridRun]
@@ -239,30 +392,79 @@ class Analysis:
     extra: list[tuple[str, int]]  # runs of the grid outside the expected cells x seeds
     effects: dict[str, list[Effect]]
     interactions: dict[str, list[Interaction]]
-    quick_fid: dict[int, dict[str, float]]  # step -> cell -> mean quick FID
+    quick_fid: dict[int, dict[str, float]]  # step -> cell -> mean quick FID (a picture: no verdict uses it)
     ranking: dict[int, list[str]]  # step -> cells, best first
     gamma_layers: list[str]
-    pilot: dict[str, list[Effect]] | None = None  # the same contrasts on the first PILOT_SEEDS seeds alone
+    batches: list[Batch] = field(default_factory=list)
+    primary: Batch | None = None
     replications: dict[str, "Analysis"] = field(default_factory=dict)  # grid -> its analysis (write_report)
-
-    @property
-    def settled(self) -> "Settled":
-        return budget_settled(self.ranking)
 
     def margin(self, metric: str) -> float:
         return getattr(self.p.ablation.margin, metric, math.nan)
 
+    @property
+    def primary_runs(self) -> list[GridRun]:
+        return self.primary.runs if self.primary else self.runs
 
-PILOT_SEEDS = 3  # the grid's first seeds: the pilot whose paired SDs planned the rest
+    def others(self) -> list[tuple[str, Batch]]:
+        """The replications: (name, batch) for this grid's other batches and each replicate_with grid's
+        primary batch."""
+        out = [(f"`{self.grid}` {b.label}", b) for b in self.batches if b is not self.primary]
+        out += [(f"`{g}` {o.primary.label}", o.primary) for g, o in self.replications.items() if o.primary]
+        return out
 
 
 def _cell_label(axes: Mapping[str, Sequence], values: Sequence) -> str:
     return cell_label(axes, dict(zip(axes, values)))
 
 
+def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) -> tuple[dict, dict]:
+    flat = p.flat()
+    chosen = {a: label_value(a, flat[a]) for a in axes}
+    margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
+    effects = {m: main_effects(runs, axes, m, chosen, margins[m]) for m in METRICS}
+    budget = _budget(runs)
+    for m, es in effects.items():
+        for e in es:
+            e.drift = contrast_drift(runs, axes, e, budget)
+    return effects, {m: interactions(runs, axes, m, chosen, margins[m]) for m in METRICS}
+
+
+def _budget(runs: list[GridRun]) -> int:
+    steps = _values(runs, _param("train.steps")).most_common(1)
+    try:
+        return int(steps[0][0]) if steps else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect, budget: int) -> stats.Drift:
+    """stats.drift_tost of an effect over its runs' full-size checkpoint evaluations (GridRun.metric_curves,
+    not the quick FID): per seed and checkpoint, the mean of its pairs' a − b."""
+    others = [x for x in axes if x != e.axis]
+    at: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in runs:
+        if r.axis(e.axis) in (e.a, e.b):
+            for step, value in r.metric_curves.get(e.metric, []):
+                at[tuple(r.axis(o) for o in others) + (r.seed, r.axis(e.axis))][int(step)] = value
+    per_seed: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for key, curve in at.items():
+        if key[-1] != e.a:
+            continue
+        other = at.get(key[:-1] + (e.b,), {})
+        for step in curve.keys() & other.keys():
+            per_seed[key[-2]][step].append(curve[step] - other[step])
+    return stats.drift_tost({s: {k: float(np.mean(v)) for k, v in c.items()} for s, c in per_seed.items()},
+                            budget, e.margin)
+
+
+NOT_MEASURED = "not measured (no full-size checkpoint evaluations in these records)"
+
+
 def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[int] | None = None) -> Analysis:
     """The report's numbers. Expected seeds: `expected_seeds`, else params `ablation.seeds` for the
-    params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store."""
+    params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store.
+    The runs are split into batches (`batches`); the verdicts come from the primary one."""
     axes = {a: [label_value(a, v) for v in levels] for a, levels in p.ablation.axes.items()}
     # worded as a regeneration from the store alone (no expected_seeds) words it, whenever it can be
     in_store = sorted({r.seed for r in runs})
@@ -278,112 +480,64 @@ def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[
     expected = [(c, s) for c in expected_cells for s in seeds]
     present = {r.cell for r in runs}
     cells = [c for c in expected_cells if c in present] + sorted(present - set(expected_cells))
-    flat = p.flat()
-    chosen = {a: label_value(a, flat[a]) for a in axes}
     curves = {c: [dict(r.fid_curve) for r in runs if r.cell == c and r.fid_curve] for c in cells}
     quick_fid, ranking = stats.rank_per_budget({c: v for c, v in curves.items() if v})
-    margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
-    pilot_seeds = sorted({r.seed for r in runs})[:PILOT_SEEDS]
-    pilot_runs = [r for r in runs if r.seed in pilot_seeds]
+    found_batches = batches(runs, expected_cells)
+    for b in found_batches:
+        b.effects, b.interactions = _effects_of(p, b.runs, axes)
+    primary = primary_batch(found_batches)
+    effects, inter = (primary.effects, primary.interactions) if primary else _effects_of(p, runs, axes)
     return Analysis(
         p=p, grid=grid, runs=runs, axes=axes, cells=cells, seeds=seeds, seeds_source=source,
         missing=[k for k in expected if k not in found], extra=sorted(found - set(expected)),
-        effects={m: main_effects(runs, axes, m, chosen, margins[m]) for m in METRICS},
-        interactions={m: interactions(runs, axes, m, chosen, margins[m]) for m in METRICS},
-        quick_fid=quick_fid, ranking=ranking,
+        effects=effects, interactions=inter, quick_fid=quick_fid, ranking=ranking,
         gamma_layers=sorted({k for r in runs for k in r.gamma_curves}),
-        pilot=({m: main_effects(pilot_runs, axes, m, chosen, margins[m]) for m in METRICS}
-               if len(pilot_runs) < len(runs) else None),
+        batches=found_batches, primary=primary,
     )
-
-
-# ---------------------------------------------------------------- is the budget long enough?
-
-
-SETTLED_TAU = 0.9  # Kendall tau between the rankings at the last two budgets
-SETTLED_SHARE = 0.4  # the best cell must be the same over this last share of training
-
-
-@dataclass
-class Settled:
-    """Whether the final ranking (quick FID) had stopped moving when training ended."""
-    known: bool
-    tau_last_two: float = math.nan
-    steps: tuple[int, int] | None = None  # the last two budgets
-    best: str | None = None
-    best_since: int | None = None  # the first budget from which the final best cell stays best
-    first_checked: int | None = None  # the first budget in the last SETTLED_SHARE of training
-
-    @property
-    def settled(self) -> bool:
-        return (self.known and self.tau_last_two >= SETTLED_TAU and self.best_since is not None
-                and self.first_checked is not None and self.best_since <= self.first_checked)
-
-
-def budget_settled(ranking: Mapping[int, Sequence[str]]) -> Settled:
-    """τ between the rankings at the last two budgets ≥ SETTLED_TAU, and the final best cell best at every
-    budget in the last SETTLED_SHARE of training. Unknown without two budgets (runs without curves)."""
-    steps = sorted(ranking)
-    if len(steps) < 2:
-        return Settled(False)
-    final = list(ranking[steps[-1]])
-    tau = stats.kendall_tau(list(ranking[steps[-2]]), final)
-    since = steps[-1]
-    for s in reversed(steps[:-1]):
-        if not ranking[s] or ranking[s][0] != final[0]:
-            break
-        since = s
-    checked = [s for s in steps if s >= (1 - SETTLED_SHARE) * steps[-1]]
-    return Settled(True, tau, (steps[-2], steps[-1]), final[0], since, checked[0])
 
 
 # ---------------------------------------------------------------- replication
 
 
 @dataclass
-class Replicated:
-    """One contrast in two grids (or two halves of one grid's seeds)."""
-    first: Effect
-    second: Effect
+class Replication:
+    """One contrast in the primary batch and in another batch (or grid). It agrees when its estimate lies
+    in the primary's prediction interval for a batch of its size (stats.replication_interval), not when
+    its verdict matches (a small batch is inconclusive by construction). Heterogeneity: Welch's t on the
+    two batches' per-seed values (stats.heterogeneity). Pooled (all seeds of both, the seed the unit)
+    only where the two agree and no heterogeneity is found."""
+    primary: Effect
+    other: Effect
 
     @property
-    def same_sign(self) -> bool:
-        return bool(np.sign(self.first.mean_diff) == np.sign(self.second.mean_diff))
+    def interval(self) -> tuple[float, float]:
+        return stats.replication_interval(self.primary.per_seed, self.other.n_seeds)
 
     @property
-    def same_verdict(self) -> bool:
-        if self.first.verdict != self.second.verdict:
-            return False
-        return self.first.verdict != "better" or self.first.better() == self.second.better()
+    def agrees(self) -> bool:
+        lo, hi = self.interval
+        return bool(lo <= self.other.mean_diff <= hi)
 
     @property
-    def replicates(self) -> bool:
-        """Same sign and same verdict (for `better`, the same winner)."""
-        return self.same_sign and self.same_verdict
+    def p_heterogeneity(self) -> float:
+        return stats.heterogeneity(self.primary.per_seed, self.other.per_seed)
+
+    @property
+    def heterogeneous(self) -> bool:
+        return self.p_heterogeneity < ALPHA
+
+    @property
+    def pooled(self) -> stats.Contrast | None:
+        if not self.agrees or self.heterogeneous or math.isnan(self.p_heterogeneity):
+            return None
+        return stats.one_sample_contrast([*self.primary.per_seed, *self.other.per_seed])
 
 
-def replicate(first: Mapping[str, list[Effect]], second: Mapping[str, list[Effect]]) -> list[Replicated]:
-    """The contrasts that both analyses have, paired by metric, axis and levels, in the first's order."""
+def replicate(first: Mapping[str, list[Effect]], second: Mapping[str, list[Effect]]) -> list[Replication]:
+    """The contrasts that both have, paired by metric, axis and levels, in the first's order."""
     index = {(e.metric, e.axis, e.a, e.b): e for m in second for e in second[m]}
-    return [Replicated(e, index[e.metric, e.axis, e.a, e.b]) for m in first for e in first[m]
+    return [Replication(e, index[e.metric, e.axis, e.a, e.b]) for m in first for e in first[m]
             if (e.metric, e.axis, e.a, e.b) in index]
-
-
-def seed_halves(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]
-                ) -> tuple[list[int], list[int], dict[str, list[Effect]], dict[str, list[Effect]]] | None:
-    """The contrasts on the first and on the second half of the grid's seeds (sorted), each half judged on
-    its own (Holm within it); None below 2 seeds a half."""
-    seeds = sorted({r.seed for r in runs})
-    if len(seeds) < 4:
-        return None
-    half = len(seeds) // 2
-    flat = p.flat()
-    chosen = {a: label_value(a, flat[a]) for a in axes}
-    out = []
-    for part in (seeds[:half], seeds[half:]):
-        sub = [r for r in runs if r.seed in part]
-        out.append({m: main_effects(sub, axes, m, chosen, getattr(p.ablation.margin, m, math.nan)) for m in METRICS})
-    return seeds[:half], seeds[half:], out[0], out[1]
 
 
 def _values(runs: list[GridRun], get) -> Counter:
@@ -424,7 +578,8 @@ def wall_times(runs: list[GridRun]) -> dict[str, float]:
 
 
 def floor_metrics(runs: list[GridRun]) -> dict[str, float]:
-    """The real-data floor (held-out vs training data) as the first run that has one logged it."""
+    """The real-data floor (held-out vs training data) as the first of `runs` that has one logged it: pass
+    one batch's runs (one evaluator), as the report does, for that batch's floor."""
     for r in runs:
         floor = {k.split(".", 1)[1]: v for k, v in r.metrics.items() if k.startswith("floor.")}
         if floor:

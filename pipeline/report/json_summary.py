@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.report.analysis import (CELL_METRICS, METRICS, Analysis, Effect, Replicated, _final_gamma, _values,
-                                      environment, floor_metrics, replicate, seed_halves, seeds_ran_on, variance_split,
-                                      wall_times)
+from pipeline.report.analysis import (BATCH_FIELDS, CELL_METRICS, METRICS, NOT_MEASURED, Analysis, Batch, Effect,
+                                      Replication, _final_gamma, _values, environment, floor_metrics, replicate,
+                                      seeds_ran_on, variance_split, wall_times)
 from pipeline.stats import t_interval
 
 
@@ -39,38 +39,64 @@ def _int_or_str(v: Any) -> Any:
         return v
 
 
-def _three_way(e: Effect) -> dict[str, Any]:
-    """The verdict and what it rests on (pipeline.report.analysis.Effect)."""
+def _drift(e: Effect) -> Any:
+    d = e.drift
+    if d is None or d.settled is None:
+        return {"settled": None, "note": NOT_MEASURED if d is None or not d.steps or len(d.steps) < 3 else d.reason}
+    return {"settled": d.settled, "steps": list(d.steps), "mean_drift": d.drift.mean, "ci95": list(d.drift.ci95),
+            "margin": d.equivalence.margin, "p_tost": d.equivalence.p}
+
+
+def _contrast(e: Effect, floor: dict[str, float]) -> dict[str, Any]:
+    """A contrast, its verdict and what it rests on (pipeline.report.analysis.Effect)."""
     poi = e.improvement
-    return {"margin": e.margin, "p_tost": e.p_tost, "p_tost_holm": e.p_tost_holm, "verdict": e.verdict,
-            "better": e.better() if e.verdict == "better" else None, "mde80_holm": e.mde80_holm,
-            "p_improvement": poi.p if poi else None, "p_improvement_ci95": [poi.lo, poi.hi] if poi else None}
+    return {"metric": e.metric, "axis": e.axis, "a": e.a, "b": e.b, "mean_diff": e.mean_diff,
+            "ci95": list(e.contrast.ci95), "ci_holm": [e.holm_ci.lo, e.holm_ci.hi] if e.holm_ci else None,
+            "ci_holm_alpha": e.holm_ci.level if e.holm_ci else None, "n_seeds": e.n_seeds, "n_pairs": e.n_pairs,
+            "seeds": e.seeds, "per_seed": e.per_seed, "sd_seeds": e.contrast.sd, "p": e.p_value, "p_holm": e.p_holm,
+            "significant": e.significant, "margin": e.margin, "p_tost": e.p_tost, "p_tost_holm": e.p_tost_holm,
+            "verdict": e.verdict, "better": e.better() if e.verdict == "matters" else None,
+            "mde80": e.mde80, "mde80_holm": e.mde80_holm, "seeds_needed": e.seeds_needed,
+            "p_improvement": poi.p if poi else None, "p_improvement_ci95": [poi.lo, poi.hi] if poi else None,
+            "level_means": list(e.level_means), "share_of_gap_to_floor": e.gap_share(floor.get(e.metric, float("nan"))),
+            "settled": _drift(e)}
 
 
-def _settled(a: Analysis) -> dict[str, Any]:
-    st = a.settled
-    return {"known": st.known, "settled": st.settled, "tau_last_two": st.tau_last_two,
-            "steps": list(st.steps) if st.steps else None, "best": st.best, "best_since": st.best_since,
-            "first_checked": st.first_checked}
+def _batch(b: Batch, a: Analysis) -> dict[str, Any]:
+    floor = floor_metrics(b.runs)
+    return {"seeds": b.seeds, "runs": len(b.runs), "primary": b is a.primary, "complete": b.complete,
+            "mixed": b.mixed, "key": dict(zip(BATCH_FIELDS, b.key)), "commits": b.commits, "floor": floor,
+            "variance": {m: {"n_resampled": v.n_resampled, "sampling_sd": v.sampling_sd, "seed_sd": v.seed_sd,
+                             "training_sd": v.training_sd, "margin": a.margin(m)}
+                         for m in METRICS for v in [variance_split(b.runs, m)]}}
 
 
 def _replication(a: Analysis) -> list[dict[str, Any]]:
-    def row(rp: Replicated) -> dict[str, Any]:
-        return {"metric": rp.first.metric, "axis": rp.first.axis, "a": rp.first.a, "b": rp.first.b,
-                "first": {"mean_diff": rp.first.mean_diff, "ci95": list(rp.first.contrast.ci95),
-                          "verdict": rp.first.verdict},
-                "second": {"mean_diff": rp.second.mean_diff, "ci95": list(rp.second.contrast.ci95),
-                           "verdict": rp.second.verdict},
-                "same_sign": rp.same_sign, "same_verdict": rp.same_verdict, "replicates": rp.replicates}
+    def side(e: Effect) -> dict[str, Any]:
+        return {"mean_diff": e.mean_diff, "ci95": list(e.contrast.ci95), "n_seeds": e.n_seeds, "verdict": e.verdict}
 
-    out = [{"second": grid, "runs": len(other.runs),
-            "contrasts": [row(rp) for rp in replicate(a.effects, other.effects)]}
-           for grid, other in a.replications.items()]
-    halves = seed_halves(a.p, a.runs, a.axes)
-    if halves:
-        first, second, e1, e2 = halves
-        out.append({"first_seeds": first, "second_seeds": second,
-                    "contrasts": [row(rp) for rp in replicate(e1, e2)]})
+    def row(rp: Replication) -> dict[str, Any]:
+        pooled = rp.pooled
+        return {"metric": rp.primary.metric, "axis": rp.primary.axis, "a": rp.primary.a, "b": rp.primary.b,
+                "primary": side(rp.primary), "other": side(rp.other), "prediction_interval": list(rp.interval),
+                "agrees": rp.agrees, "p_heterogeneity": rp.p_heterogeneity, "heterogeneous": rp.heterogeneous,
+                "pooled": ({"mean_diff": pooled.mean, "ci95": list(pooled.ci95), "n_seeds": pooled.n, "p": pooled.p}
+                           if pooled else None)}
+
+    return [{"other": name, "seeds": b.seeds, "runs": len(b.runs), "key": dict(zip(BATCH_FIELDS, b.key)),
+             "contrasts": [row(rp) for rp in replicate(a.effects, b.effects)]} for name, b in a.others()]
+
+
+def _vs_floor(a: Analysis) -> dict[str, Any]:
+    """Each cell of the primary batch as a multiple of its floor's FID and a share of its floor's classifier score."""
+    floor = floor_metrics(a.primary_runs)
+    out = {}
+    for c in a.cells:
+        mean = {m: t_interval([r.metrics[m] for r in a.primary_runs if r.cell == c and m in r.metrics])[0]
+                for m in ("fid", "classifier_score")}
+        out[c] = {"fid_multiple_of_floor": mean["fid"] / floor["fid"] if floor.get("fid") else None,
+                  "classifier_score_share_of_floor": (mean["classifier_score"] / floor["classifier_score"]
+                                                      if floor.get("classifier_score") else None)}
     return out
 
 
@@ -90,29 +116,24 @@ def summary(a: Analysis) -> dict[str, Any]:
         if a.runs else {"steps": None, "batch_size": None, "n_samples": None},
         "environment": {k: (_agreed(v) if a.runs else None) for k, v in env.items() if k != "precision"},
         "wall_time_s": wall_times(a.runs),
-        "floor": floor_metrics(a.runs),
+        "floor": floor_metrics(a.primary_runs),
+        "primary_batch": a.primary.seeds if a.primary else None,
+        "batches": [_batch(b, a) for b in a.batches],
         "axes": a.axes,
         "seeds": a.seeds,
         "runs": [{"cell": r.cell, "seed": r.seed, "run_id": r.run_id, "metrics": r.metrics} for r in a.runs],
-        "cells": {c: {m: cell_stats([r.metrics[m] for r in a.runs if r.cell == c and m in r.metrics])
+        "cells": {c: {m: cell_stats([r.metrics[m] for r in a.primary_runs if r.cell == c and m in r.metrics])
                       for m in CELL_METRICS} for c in a.cells},
-        "contrasts": [{"metric": e.metric, "axis": e.axis, "a": e.a, "b": e.b, "mean_diff": e.mean_diff,
-                       "ci95": list(e.contrast.ci95), "n_pairs": e.n_pairs, "p": e.p_value, "p_holm": e.p_holm,
-                       "significant": e.significant, "mde80": e.mde80, "seeds_needed": e.seeds_needed,
-                       **_three_way(e)}
-                      for m in METRICS for e in a.effects[m]],
+        "cells_vs_floor": _vs_floor(a),
+        "contrasts": [_contrast(e, floor_metrics(a.primary_runs)) for m in METRICS for e in a.effects[m]],
         "interactions": [{"metric": i.metric, "axis": i.axis, "a": i.a, "b": i.b, "by_axis": i.by_axis,
                           "c": i.c, "d": i.d, "mean_diff_of_diffs": i.contrast.mean, "ci95": list(i.contrast.ci95),
                           "n": i.contrast.n, "p": i.contrast.p, "p_holm": i.p_holm, "significant": i.significant,
                           "margin": a.margin(i.metric), "p_tost": i.equivalence.p if i.equivalence else None,
                           "p_tost_holm": i.p_tost_holm, "verdict": i.verdict}
                          for m in METRICS for i in a.interactions[m]],
-        "settled": _settled(a),
         "seeds_ran_on": {str(seed): dict(machines) for seed, machines in seeds_ran_on(a.runs).items()},
         "replication": _replication(a),
-        "variance": {m: {"n_resampled": v.n_resampled, "sampling_sd": v.sampling_sd, "seed_sd": v.seed_sd,
-                         "training_sd": v.training_sd, "margin": a.margin(m)}
-                     for m in METRICS for v in [variance_split(a.runs, m)]},
         "ranking": {str(s): order for s, order in a.ranking.items()},
         "quick_fid": {str(s): means for s, means in a.quick_fid.items()},
         "gamma_final": {c: {layer: cell_stats([g for r in a.runs if r.cell == c

@@ -12,10 +12,9 @@ import numpy as np
 
 from pipeline import stats, tracking
 from pipeline.config import Params
-from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, PILOT_SEEDS, SETTLED_SHARE, SETTLED_TAU, Analysis,
-                                      Effect, Replicated, Settled, _final_gamma, _param, _tag, _values, analyze,
-                                      environment, floor_metrics, machine_of, replicate, seed_halves, seeds_ran_on,
-                                      variance_split, wall_times)
+from pipeline.report.analysis import (ALPHA, BATCH_FIELDS, CELL_METRICS, METRICS, NOT_MEASURED, Analysis, Batch,
+                                      Effect, _final_gamma, _param, _tag, _values, analyze, environment, floor_metrics,
+                                      machine_of, replicate, seeds_ran_on, variance_split, wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
 from pipeline.report.plots import _plots
 from pipeline.report.runs import GridRun
@@ -25,56 +24,103 @@ ANSWER_METRICS = {"fid": "FID", "classifier_score": "classifier score"}
 MAX_BUDGET_COLUMNS = 6
 
 
-def _verdict(e: Effect, provisional: bool = False) -> str:
-    """One of three verdicts (or why there is none), in words."""
+VERDICT_WORDS = {"matters": "a difference that matters", "too small to matter": "a difference too small to matter",
+                 "unclear size": "a difference of unclear size", "equivalent": "equivalent",
+                 "inconclusive": "inconclusive", "untestable": "untestable"}
+
+
+def _verdict(e: Effect) -> str:
+    """One of Lakens' four outcomes (or why there is none), in words."""
     v = e.verdict
     if v == "untestable":
-        return ("untestable: too few pairs" if e.n_pairs < 2 else
-                "untestable: the paired differences do not vary")
-    if v == "better":
-        text = f"**better: {e.better()}** (Holm p {_p(e.p_holm)})"
-    elif v == "equivalent":
-        text = f"**equivalent** within ±{_num(e.margin)} (TOST, Holm p {_p(e.p_tost_holm)})"
-    else:
-        mde = e.mde80_holm
-        text = (f"**inconclusive**: neither a difference nor within ±{_num(e.margin)}; these pairs detect "
-                f"{'±' + _num(mde) if math.isfinite(mde) else '–'} at 80% power after Holm")
-    return text + (" (provisional: the ranking was still moving)" if provisional else "")
+        return ("untestable: fewer than two seeds" if e.n_seeds < 2 else
+                "untestable: the per-seed differences do not vary")
+    if v == "matters":
+        return f"**a difference that matters: {e.better()}** (Holm p {_p(e.p_holm)}; the estimate is beyond ±{_num(e.margin)})"
+    if v == "too small to matter":
+        return (f"**a difference too small to matter** (Holm p {_p(e.p_holm)}; within ±{_num(e.margin)}: TOST Holm p "
+                f"{_p(e.p_tost_holm)})")
+    if v == "unclear size":
+        return (f"**a difference of unclear size** (Holm p {_p(e.p_holm)}): the estimate is inside ±{_num(e.margin)}, "
+                f"which TOST cannot show (Holm p {_p(e.p_tost_holm)}): not a difference that matters")
+    if v == "equivalent":
+        return f"**equivalent** within ±{_num(e.margin)} (TOST, Holm p {_p(e.p_tost_holm)})"
+    mde = e.mde80_holm
+    return (f"**inconclusive**: neither a difference nor within ±{_num(e.margin)}; these seeds detect "
+            f"{'±' + _num(mde) if math.isfinite(mde) else '–'} at 80% power after Holm")
 
 
-def _provisional(a: Analysis) -> bool:
-    settled = a.settled
-    return settled.known and not settled.settled
+def _holm_ci(e: Effect) -> str:
+    ci = e.holm_ci
+    if ci is None or not math.isfinite(ci.lo):
+        return "–"
+    return f"[{_num(ci.lo)}, {_num(ci.hi)}] ({1 - ci.level:.2%})"
+
+
+def _settled(e: Effect) -> str:
+    d = e.drift
+    if d is None or d.settled is None:
+        return NOT_MEASURED if d is None or len(d.steps) < 3 else f"not measured ({d.reason})"
+    return (f"{'settled' if d.settled else 'still moving'}: drift {_signed(d.drift.mean)} over steps "
+            f"{d.steps[0]}-{d.steps[-1]} (TOST ±{_num(d.equivalence.margin)}, p {_p(d.equivalence.p)})")
 
 
 def _needed(e: Effect) -> str:
-    pairs, seeds = e.pairs_needed, e.seeds_needed
-    if math.isnan(pairs):
+    seeds = e.seeds_needed
+    if math.isnan(seeds):
         return "–"
-    if math.isinf(pairs):
-        return "none: the observed difference is 0" if e.mean_diff == 0 else "more than 10⁹ pairs"
-    return f"{pairs:,.0f} pairs = {seeds:,.0f} seeds per cell"
+    if math.isinf(seeds):
+        return "none: the observed difference is 0" if e.mean_diff == 0 else "more than 10⁹ seeds"
+    return f"{seeds:,.0f} seeds"
+
+
+def _primary_words(a: Analysis) -> str:
+    b = a.primary
+    if b is None:
+        return "no batch"
+    others = len(a.batches) - 1
+    return (f"the primary batch, {b.label} ({len(b.seeds)} seeds: {b.describe()})"
+            + ("" if b.complete else ", **incomplete**")
+            + (f"; the grid's {others} other batch(es) and the `ablation.replicate_with` grids are replications, "
+               "not pooled into the verdicts" if others or a.replications else ""))
 
 
 def _answer(a: Analysis) -> list[str]:
-    """3-5 plain sentences: the budget, each axis' verdicts on FID and classifier score, interactions."""
-    steps = _shown(_values(a.runs, _param("train.steps")))
+    """Plain sentences: the batch, the budget, each axis' verdicts on FID and classifier score with their
+    Holm intervals and their size against the floor, interactions, what is not measured."""
+    runs = a.primary_runs
+    steps = _shown(_values(runs, _param("train.steps")))
     n_expected = len(a.runs) + len(a.missing)
-    settled = a.settled
-    lines = [f"At {steps} generator steps with {len(a.seeds)} seeds per cell ({len(a.runs)} of {n_expected} "
-             f"runs{', the grid is incomplete' if a.missing else ''}), each contrast gets one of three verdicts, "
-             f"each after a Holm correction over all contrasts of its metric: better (a significant difference), "
-             f"equivalent (within the margin of `ablation.margin`, by two one-sided tests) or inconclusive. "
-             + ("**Provisional**: the ranking was still moving when training stopped (see Ranking)."
-                if settled.known and not settled.settled else
-                "The ranking had settled by the end of training." if settled.known else "")]
+    floor = floor_metrics(runs)
+    lines = [f"The verdicts come from {_primary_words(a)}: a pair's two runs share the machine class, precision, "
+             f"training code, metrics code and evaluator, and a seed is one unit (the mean of its pairs; n = "
+             f"seeds, df = seeds − 1). At {steps} generator steps ({len(a.runs)} of {n_expected} runs in the grid"
+             f"{', the grid is incomplete' if a.missing else ''}), each contrast gets one of Lakens' four outcomes, "
+             f"each after a Holm correction over all contrasts of its metric: a difference that matters, a "
+             f"difference too small to matter (within `ablation.margin`), equivalent, or inconclusive; the "
+             f"interval beside it is Holm-adjusted, so it excludes 0 exactly when the difference is significant."]
+    if floor.get("fid") and floor.get("classifier_score"):
+        cells = {c: (np.mean([r.metrics["fid"] for r in runs if r.cell == c and "fid" in r.metrics] or [np.nan]),
+                     np.mean([r.metrics["classifier_score"] for r in runs if r.cell == c
+                              and "classifier_score" in r.metrics] or [np.nan])) for c in a.cells}
+        fids = [v[0] for v in cells.values() if math.isfinite(v[0])]
+        scores = [v[1] for v in cells.values() if math.isfinite(v[1])]
+        if fids and scores:
+            lines.append(f"**Absolute quality**: every cell is at FID {_num(min(fids))}-{_num(max(fids))}, "
+                         f"{min(fids) / floor['fid']:.1f}-{max(fids) / floor['fid']:.1f}× the real-data floor's "
+                         f"{_num(floor['fid'])}, and classifier score {_num(min(scores))}-{_num(max(scores))}, "
+                         f"{min(scores) / floor['classifier_score']:.0%}-{max(scores) / floor['classifier_score']:.0%} "
+                         f"of the floor's {_num(floor['classifier_score'])}: the generators are far from trained, "
+                         "and the contrasts below are between undertrained generators.")
     for axis in a.axes:
         by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
         for metric, name in ANSWER_METRICS.items():
             for e in (e for e in a.effects[metric] if e.axis == axis):
-                word = {"better": f"better: {e.better()}", "equivalent": f"equivalent within ±{_num(e.margin)}"}.get(
-                    e.verdict, e.verdict)
-                by_pair[e.a, e.b].append(f"{name} {_signed(e.mean_diff)} ({_ci(e.contrast)}, **{word}**)")
+                word = VERDICT_WORDS[e.verdict] + (f": {e.better()}" if e.verdict == "matters" else "")
+                share = e.gap_share(floor.get(metric, math.nan))
+                gap = f", {share:+.0%} of {e.b}'s gap to the floor" if math.isfinite(share) else ""
+                by_pair[e.a, e.b].append(f"{name} {_signed(e.mean_diff)} (Holm interval {_holm_ci(e)}{gap}, "
+                                         f"**{word}**)")
         if by_pair:
             lines.append(f"**{axis}**: " + "; ".join(f"{a_} − {b_}: {', '.join(parts)}"
                                                      for (a_, b_), parts in by_pair.items()) + ".")
@@ -90,6 +136,10 @@ def _answer(a: Analysis) -> list[str]:
             none = sum(i.verdict == "no interaction" for i in inter)
             lines.append(f"No interaction ({kinds}) is significant after Holm for FID or classifier score; "
                          f"{none} of {len(inter)} are shown absent (within the margin).")
+    drifts = [e.drift for m in ANSWER_METRICS for e in a.effects[m]]
+    if drifts and all(d is None or d.settled is None for d in drifts):
+        lines.append(f"Whether the contrasts had settled when training stopped: {NOT_MEASURED}; the verdicts hold "
+                     f"for this budget, not for trained generators.")
     return lines
 
 
@@ -107,7 +157,7 @@ def _old_metrics_note(versions) -> str:
 def _header(a: Analysis) -> list[str]:
     env = environment(a.runs)
     wall = wall_times(a.runs)
-    floor = floor_metrics(a.runs)
+    floor = floor_metrics(a.primary_runs)
     n_walls = sum("final.wall_s" in r.metrics for r in a.runs)
     budget = (f"{_shown(_values(a.runs, _param('train.steps')))} generator steps, batch "
               f"{_shown(_values(a.runs, _param('train.batch_size')))}, "
@@ -135,7 +185,7 @@ def _header(a: Analysis) -> list[str]:
         f"| evaluator checksum | `{_shown(env['evaluator_sha256'], 12)}` (sha256, first 12 characters) |",
         f"| data | {_shown(env['data_source'])} (sha256 `{_shown(env['data_sha256'], 12)}`) |",
         f"| metrics code | version {_shown(env['metrics_version'])}{_old_metrics_note(env['metrics_version'])} |",
-        "| real-data floor (held-out vs training) | "
+        f"| real-data floor (held-out vs training; primary batch, {a.primary.label if a.primary else 'all'}) | "
         + (", ".join(f"{m} {_num(floor[m])}" for m in CELL_METRICS if m in floor) or "?") + " |",
         f"| grid wall time | {_duration(wall['grid_span'])} (first run start to last run end) |",
         f"| summed run wall time | {_duration(wall['sum_of_runs'])} (final.wall_s of {n_walls} runs) |",
@@ -145,22 +195,31 @@ def _header(a: Analysis) -> list[str]:
 
 
 def _cell_table(a: Analysis) -> list[str]:
-    runs, cells = a.runs, a.cells
+    runs, cells = a.primary_runs, a.cells
     floor = floor_metrics(runs)
-    lines = ["## Metrics per cell (mean ± 95% t-interval over seeds)", "",
-             "| cell | n | " + " | ".join(f"{m} ({CELL_METRICS[m]} better)" for m in CELL_METRICS) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in CELL_METRICS) + " |"]
+    lines = [f"## Metrics per cell (primary batch, {a.primary.label if a.primary else 'all seeds'}: mean ± 95% "
+             "t-interval over seeds)", "",
+             "Absolute quality beside each cell: its FID as a multiple of the real-data floor's FID (1× would be "
+             "as close to the training data as held-out real digits are) and its classifier score as a share of "
+             "the floor's (real held-out digits).", "",
+             "| cell | n | " + " | ".join(f"{m} ({CELL_METRICS[m]} better)" for m in CELL_METRICS)
+             + " | FID ÷ floor | classifier score ÷ floor |",
+             "| --- | --- | " + " | ".join("---" for _ in CELL_METRICS) + " | --- | --- |"]
     best = {}
     for c in cells:
         row = [t_interval([r.metrics[m] for r in runs if r.cell == c and m in r.metrics]) for m in CELL_METRICS]
         n = sum(r.cell == c for r in runs)
-        lines.append(f"| {c} | {n} | " + " | ".join(_fmt(s[0], s[1]) for s in row) + " |")
+        fid, score = row[list(CELL_METRICS).index("fid")][0], row[list(CELL_METRICS).index("classifier_score")][0]
+        vs = [f"{fid / floor['fid']:.1f}×" if floor.get("fid") and math.isfinite(fid) else "–",
+              f"{score / floor['classifier_score']:.0%}" if floor.get("classifier_score") and math.isfinite(score)
+              else "–"]
+        lines.append(f"| {c} | {n} | " + " | ".join(_fmt(s[0], s[1]) for s in row) + " | " + " | ".join(vs) + " |")
         for m, s in zip(METRICS, row):
             sign = 1 if METRICS[m] == "lower" else -1
             if not math.isnan(s[0]) and (m not in best or sign * s[0] < sign * best[m][1]):
                 best[m] = (c, s[0])
     lines.append("| real data (floor: held-out vs training) | – | " +
-                 " | ".join(_num(floor.get(m)) for m in CELL_METRICS) + " |")
+                 " | ".join(_num(floor.get(m)) for m in CELL_METRICS) + " | 1× | 100% |")
     lines += ["", "Best configuration by mean: " +
               "; ".join(f"**{m}**: {best[m][0]}" for m in METRICS if m in best) + ".", ""]
     return lines
@@ -174,28 +233,40 @@ def _improvement(e: Effect) -> str:
 
 
 def _effects_section(a: Analysis) -> list[str]:
-    lines = ["## Main effects (paired differences, paired t-test, Holm-corrected)", "",
-             "Each difference pairs two runs that share the seed and the values of the other axes. "
-             "“a − b” is a's value minus b's: `none` is always subtracted, otherwise the level params.yaml "
-             "sets comes first. The Holm correction runs over the family of all contrasts of one metric "
-             f"(every axis, every pair of levels); a verdict of “significant” needs a Holm p below {ALPHA}.", "",
-             "Three verdicts: **better** (the paired t-test's Holm p below α), **equivalent** (two one-sided "
-             "t-tests, TOST, against ± the metric's smallest difference of interest, `ablation.margin.<metric>`, "
-             "Holm-corrected alongside: the difference is shown to lie within the margin), or **inconclusive** "
-             "(neither; with the smallest difference these pairs could have detected). P(a better) is the share "
-             "of pairs in which a beats b (ties count one half), with a 95% bootstrap interval over seeds "
-             "(as rliable's probability of improvement, without a t-test's assumptions).", "",
-             "| axis | comparison | metric | mean difference ± 95% CI | pairs | P(a better) [95% CI] | p-value "
-             "| Holm p-value | margin: TOST Holm p | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    provisional = _provisional(a)
+    floor = floor_metrics(a.primary_runs)
+    lines = [f"## Main effects (primary batch, {a.primary.label if a.primary else 'all seeds'}: the seed as the "
+             "unit, paired t-test, Holm-corrected)", "",
+             "A seed's value is the mean of its pairs: the runs that share the seed and the values of the other "
+             "axes (its pairs share the data order and the start, so they are one unit, not several). The t-test "
+             "runs over the seeds (df = seeds − 1). “a − b” is a's value minus b's: `none` is always subtracted, "
+             "otherwise the level params.yaml sets comes first. The Holm correction runs over the family of all "
+             f"contrasts of one metric (every axis, every pair of levels); “significant” needs a Holm p below "
+             f"{ALPHA}. The Holm interval is the t-interval at the level Holm's step-down tested the contrast at "
+             "(its confidence in brackets: α/(m − rank + 1) for a rejected contrast, the level of the step that "
+             "stopped for the rest), so it excludes 0 exactly when the difference is significant; the unadjusted "
+             "95% interval is in ablation.json.", "",
+             "Four outcomes (Lakens), from the difference test and two one-sided tests (TOST) against ± the "
+             "metric's smallest difference of interest, `ablation.margin.<metric>`, both Holm-corrected: "
+             "**a difference that matters** (significant, estimate at least the margin), **a difference too small "
+             "to matter** (significant, and TOST shows it within the margin), **equivalent** (no significant difference, "
+             "within the margin), **inconclusive** (neither; with the smallest difference the seeds could have "
+             "detected). A significant estimate inside the margin that TOST cannot show there is **a difference "
+             "of unclear size**, never one that matters. P(a better) is the share of seeds whose value favours a "
+             "(ties count one half), with a 95% bootstrap interval over seeds. Gap share: the effect as a share "
+             "of b's distance to the real-data floor (+ closes it). Settled: the contrast's per-seed drift over "
+             "full-size checkpoint evaluations in the last 40% of training, TOST within ± margin/2.", "",
+             "| axis | comparison | metric | mean difference | Holm interval | seeds (pairs) | P(a better) [95% CI] "
+             "| p-value | Holm p-value | margin: TOST Holm p | gap share | verdict | settled |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in METRICS:
         for e in a.effects[m]:
-            lines.append(f"| {e.axis} | {e.a} − {e.b} | {m} | {_fmt(e.mean_diff, e.half_width)} | {e.n_pairs} | "
-                         f"{_improvement(e)} | {_p(e.p_value)} | {_p(e.p_holm)} | "
-                         f"±{_num(e.margin)}: {_p(e.p_tost_holm)} | {_verdict(e, provisional)} |")
+            share = e.gap_share(floor.get(m, math.nan))
+            lines.append(f"| {e.axis} | {e.a} − {e.b} | {m} | {_signed(e.mean_diff)} | {_holm_ci(e)} | "
+                         f"{e.n_seeds} ({e.n_pairs}) | {_improvement(e)} | {_p(e.p_value)} | {_p(e.p_holm)} | "
+                         f"±{_num(e.margin)}: {_p(e.p_tost_holm)} | {f'{share:+.1%}' if math.isfinite(share) else '–'} | "
+                         f"{_verdict(e)} | {_settled(e)} |")
     if not any(a.effects.values()):
-        lines.append("| – | no axis has two levels with paired runs | – | – | – | – | – | – | – | – |")
+        lines.append("| – | no axis has two levels with paired runs | – | – | – | – | – | – | – | – | – | – | – |")
     return lines + [""]
 
 
@@ -204,10 +275,11 @@ def _interaction_section(a: Analysis) -> list[str]:
     if not rows:
         return ["## Interactions", "", "No pair of axes has two levels each with paired runs: no interaction "
                 "to estimate.", ""]
-    lines = ["## Interactions (does one axis change another's effect?)", "",
-             "Per seed (and value of any further axis): (a − b under c) − (a − b under d), the difference of "
-             "differences; 0 means the a − b effect is the same under c and d. One-sample t-test against 0 and "
-             "TOST against ± the metric's margin, each Holm-corrected over the interactions of one metric.", "",
+    lines = ["## Interactions (primary batch: does one axis change another's effect?)", "",
+             "Per seed (the mean over any further axis' values): (a − b under c) − (a − b under d), the difference "
+             "of differences; 0 means the a − b effect is the same under c and d. One-sample t-test over the seeds "
+             "against 0 and TOST against ± the metric's margin, each Holm-corrected over the interactions of one "
+             "metric.", "",
              "| effect | changed by | metric | difference of differences ± 95% CI | units | p-value | Holm p-value "
              "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i in rows:
@@ -223,59 +295,69 @@ def _interaction_section(a: Analysis) -> list[str]:
 
 
 def _power_section(a: Analysis) -> list[str]:
-    """The seed plan: what each contrast can detect after Holm with the seeds it has, from the pilot's SDs
-    (its first seeds) and from all seeds; and, for the inconclusive ones, the seeds the observed
-    difference would need."""
-    rows = [e for m in METRICS for e in a.effects[m] if e.n_pairs >= 2]
-    lines = ["## Seed plan and power", ""]
+    """What each contrast of the primary batch can detect after Holm with the seeds it has, from the SD of
+    its per-seed values; and the seeds the observed difference would need."""
+    rows = [e for m in METRICS for e in a.effects[m] if e.n_seeds >= 2]
+    lines = ["## Seed plan and power (primary batch)", ""]
     if not rows:
-        return lines + ["No contrast has two pairs: nothing to plan from.", ""]
-    pilot = {(e.metric, e.axis, e.a, e.b): e for m in (a.pilot or {}) for e in a.pilot[m]}
-    pilot_seeds = sorted({r.seed for r in a.runs})[:PILOT_SEEDS]
-    lines += [("The seeds were planned from the pilot (seeds " + ", ".join(map(str, pilot_seeds)) + "): "
-               if a.pilot else "") +
-              "the smallest true difference a two-sided paired t-test detects with 80% power at the strictest Holm "
-              "level (α / the contrasts of the metric), with the pairs each contrast has now, given the SD of "
-              "its paired differences" + (" in the pilot and in all seeds" if a.pilot else "") + ". Exact "
-              "noncentral-t power. Below the margin, a contrast that is not different can be shown equivalent; "
-              "above it, “inconclusive” is the most the seeds can say. Last column: pairs (and seeds per cell) "
-              "for 80% power at the observed difference, per test (planning numbers: the observed difference is "
-              "itself uncertain).", "",
-              "| metric | comparison | margin | pairs | " + ("SD, pilot | detectable, pilot SD | " if a.pilot else "")
-              + "SD, all | detectable, all | needed for the observed difference |",
-              "| --- | --- | --- | --- | " + ("--- | --- | " if a.pilot else "") + "--- | --- | --- |"]
+        return lines + ["No contrast has two seeds: nothing to plan from.", ""]
+    lines += ["The smallest true difference a two-sided paired t-test over the seeds detects with 80% power at "
+              "the strictest Holm level (α / the contrasts of the metric), given the SD of the per-seed values. "
+              "Exact noncentral-t power. Below the margin, a contrast that is not different can be shown "
+              "equivalent; above it, “inconclusive” is the most the seeds can say. Last column: seeds for 80% power "
+              "at the observed difference, per test (a planning number: the observed difference is itself "
+              "uncertain).", "",
+              "| metric | comparison | margin | seeds | SD of seed values | detectable | needed for the observed "
+              "difference |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for e in rows:
-        cells = [e.metric, f"{e.axis}: {e.a} − {e.b}", f"±{_num(e.margin)}", str(e.n_pairs)]
-        if a.pilot:
-            pe = pilot.get((e.metric, e.axis, e.a, e.b))
-            sd = pe.contrast.sd if pe else math.nan
-            mde = stats.min_detectable_difference(sd, e.n_pairs, alpha=ALPHA / max(1, e.family_size))
-            cells += [_num(sd), "±" + _num(mde) if math.isfinite(mde) else "–"]
         mde = e.mde80_holm
-        cells += [_num(e.contrast.sd), "±" + _num(mde) if math.isfinite(mde) else "–", _needed(e)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"| {e.metric} | {e.axis}: {e.a} − {e.b} | ±{_num(e.margin)} | {e.n_seeds} | "
+                     f"{_num(e.contrast.sd)} | {'±' + _num(mde) if math.isfinite(mde) else '–'} | {_needed(e)} |")
+    return lines + [""]
+
+
+def _batches_section(a: Analysis) -> list[str]:
+    """The batches: what their pairs share, their seeds, their floor; which is primary."""
+    lines = ["## Batches", "",
+             "A batch is the seeds whose runs share what a pair must share: " + ", ".join(BATCH_FIELDS) + " (the "
+             "training code of a commit is its files under pipeline/ and stages/ outside the report, records, "
+             "grid and tracking code; a field a run did not record is its own value, `unrecorded`). The verdicts "
+             "come from the newest complete batch; the others are replications (next section), never pooled "
+             "unchecked. Each batch's real-data floor is its own (its evaluator's).", "",
+             "| batch | runs | role | complete | " + " | ".join(BATCH_FIELDS) + " | floor FID | floor classifier score |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in BATCH_FIELDS) + " | --- | --- |"]
+    for b in a.batches:
+        floor = floor_metrics(b.runs)
+        key = list(b.key)
+        key[3] += f" ({', '.join(c[:7] for c in b.commits)})" if b.commits else ""
+        role = "**primary**" if b is a.primary else ("mixed: never primary" if b.mixed else "replication")
+        lines.append(f"| {b.label} | {len(b.runs)} | {role} | {'yes' if b.complete else 'no'} | " + " | ".join(key)
+                     + f" | {_num(floor.get('fid'))} | {_num(floor.get('classifier_score'))} |")
     return lines + [""]
 
 
 def _variance_section(a: Analysis) -> list[str]:
     """Training-seed vs sampling spread, and the margins against them."""
-    splits = [variance_split(a.runs, m) for m in METRICS]
-    lines = ["## Which variance is it? (training seeds vs sampling)", ""]
-    if not any(v.n_resampled for v in splits):
+    lines = ["## Which variance is it? (training seeds vs sampling, per batch)", ""]
+    splits = [(b, variance_split(b.runs, m)) for b in a.batches for m in METRICS]
+    if not any(v.n_resampled for _, v in splits):
         return lines + ["No run has a second sampling seed yet (`python -m pipeline.resample --grid "
                         f"{a.grid}`): the spread between seeds cannot be split into training and sampling.", ""]
-    lines += ["Each resampled generator drew its images again from a second latent seed "
+    lines += ["Per batch: both SDs come from the same runs (a batch without resampled runs has no split). " + "Each resampled generator drew its images again from a second latent seed "
               "(`python -m pipeline.resample`), evaluated the same way. Sampling SD: one generator's spread over "
               "latent seeds; seed SD: the spread between a cell's training seeds (first draws, pooled over "
               "cells), which includes the sampling part. A paired difference carries sampling noise of √2 × the "
               "sampling SD; the equivalence margin should sit well above it (a margin inside the sampling noise "
               "could never be shown) and below the effects that matter.", "",
-              "| metric | runs resampled | sampling SD | seed SD | training part | seed SD / sampling SD | margin "
-              "| margin / sampling SD of a difference |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for v in splits:
+              "| batch | metric | runs resampled | sampling SD | seed SD | training part | seed SD / sampling SD "
+              "| margin | margin / sampling SD of a difference |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for b, v in splits:
+        if not v.n_resampled:
+            continue
         margin = a.margin(v.metric)
         noise = math.sqrt(2) * v.sampling_sd
-        lines.append(f"| {v.metric} | {v.n_resampled} | {_num(v.sampling_sd)} | {_num(v.seed_sd)} | "
+        lines.append(f"| {b.label} | {v.metric} | {v.n_resampled} | {_num(v.sampling_sd)} | {_num(v.seed_sd)} | "
                      f"{_num(v.training_sd)} | {_num(v.ratio)} | ±{_num(margin)} | "
                      f"{_num(margin / noise) if noise > 0 else '–'} |")
     return lines + [""]
@@ -303,51 +385,40 @@ def _seeds_section(a: Analysis) -> list[str]:
     return lines + [""]
 
 
-def _replication_rows(pairs: list[Replicated], first: str, second: str) -> list[str]:
-    lines = [f"| metric | comparison | {first} | {second} | same sign | same verdict | replicates |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for rp in pairs:
-        def side(e: Effect) -> str:
-            word = {"better": f"better: {e.better()}"}.get(e.verdict, e.verdict)
-            return f"{_signed(e.mean_diff)} [{_num(e.contrast.ci95[0])}, {_num(e.contrast.ci95[1])}], {word}"
-        lines.append(f"| {rp.first.metric} | {rp.first.axis}: {rp.first.a} − {rp.first.b} | {side(rp.first)} | "
-                     f"{side(rp.second)} | {'yes' if rp.same_sign else 'no'} | {'yes' if rp.same_verdict else 'no'} | "
-                     f"{'**yes**' if rp.replicates else 'no'} |")
-    return lines
-
-
 def _replication_section(a: Analysis) -> list[str]:
-    lines = ["## Replication", "",
-             "The same contrasts in an independent second grid (another machine or device) and in the two "
-             "disjoint halves of this grid's seeds, each judged on its own (Holm within it). A contrast "
-             "replicates when both have the same sign and the same verdict (for “better”, the same winner). "
-             "With fewer seeds, a half has less power: an inconclusive half is no contradiction of a verdict.", ""]
-    answered = False
-    for grid, other in a.replications.items():
-        if not other.runs:
-            lines += [f"Grid `{grid}` (`ablation.replicate_with`): no finished runs in the store or in "
-                      f"results/{grid}/.", ""]
-            continue
-        pairs = replicate({m: a.effects[m] for m in ANSWER_METRICS}, {m: other.effects[m] for m in ANSWER_METRICS})
-        env = environment(other.runs)
-        lines += [f"### `{a.grid}` vs `{grid}`", "",
-                  f"`{grid}`: {len(other.runs)} runs, seeds {', '.join(map(str, other.seeds))}; "
-                  f"{_shown(_values(other.runs, machine_of))}; torch {_shown(env['torch'])}.", ""]
-        lines += _replication_rows(pairs, f"`{a.grid}`", f"`{grid}`")
-        agree = sum(rp.replicates for rp in pairs)
-        lines += ["", f"{agree} of {len(pairs)} contrasts replicate.", ""]
-        answered = True
-    halves = seed_halves(a.p, a.runs, a.axes)
-    if halves:
-        first, second, e1, e2 = halves
-        pairs = replicate({m: e1[m] for m in ANSWER_METRICS}, {m: e2[m] for m in ANSWER_METRICS})
-        lines += [f"### Seeds {first[0]}-{first[-1]} vs seeds {second[0]}-{second[-1]}", ""]
-        lines += _replication_rows(pairs, f"seeds {', '.join(map(str, first))}", f"seeds {', '.join(map(str, second))}")
-        lines += ["", f"{sum(rp.replicates for rp in pairs)} of {len(pairs)} contrasts replicate.", ""]
-        answered = True
-    if not answered:
-        lines += ["No second grid (`ablation.replicate_with`) has runs, and the grid has fewer than 4 seeds: "
-                  "nothing to compare.", ""]
+    lines = ["## Replication (other batches and grids against the primary)", "",
+             "Each other batch of this grid, and each `ablation.replicate_with` grid's primary batch, against the "
+             "primary batch, contrast by contrast (FID and classifier score). A replication **agrees** when its "
+             "estimate lies in the primary's 95% prediction interval for the mean of a new batch of that many "
+             "seeds (mean ± t · SD · √(1/n + 1/n_new): where it should fall if the batches differ only by seed "
+             "noise), not when its verdict matches: a 3-seed batch is inconclusive by construction. "
+             "Heterogeneity: Welch's t-test of batch × contrast on the two batches' per-seed values (p < "
+             f"{ALPHA}: the contrast differs between the batches). Pooled over both batches' seeds only where "
+             "the replication agrees and no heterogeneity is found; the verdicts stay the primary's.", ""]
+    others = a.others()
+    if a.primary is None or not others:
+        missing = [g for g, o in a.replications.items() if not o.runs]
+        return lines + ["One batch and no second grid with runs: nothing to compare"
+                        + (f" (`{'`, `'.join(missing)}`: no finished runs in the store or in results/)" if missing
+                           else "") + ".", ""]
+    for name, b in others:
+        pairs = replicate({m: a.effects[m] for m in ANSWER_METRICS}, {m: b.effects[m] for m in ANSWER_METRICS})
+        lines += [f"### {a.primary.label} (primary) vs {name}", "", f"{name}: {len(b.runs)} runs; {b.describe()}.", "",
+                  f"| metric | comparison | primary ({len(a.primary.seeds)} seeds) | {name} ± 95% CI | prediction "
+                  "interval | agrees | heterogeneity p | pooled ± 95% CI |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for rp in pairs:
+            lo, hi = rp.interval
+            pooled = rp.pooled
+            lines.append(f"| {rp.primary.metric} | {rp.primary.axis}: {rp.primary.a} − {rp.primary.b} | "
+                         f"{_signed(rp.primary.mean_diff)} | {_fmt(rp.other.mean_diff, rp.other.half_width)} | "
+                         f"[{_num(lo)}, {_num(hi)}] | {'**yes**' if rp.agrees else 'no'} | "
+                         f"{_p(rp.p_heterogeneity)}{' (**differs**)' if rp.heterogeneous else ''} | "
+                         f"{_fmt(pooled.mean, pooled.half_width) + f' ({pooled.n} seeds)' if pooled else '–'} |")
+        agree = sum(rp.agrees for rp in pairs)
+        het = [f"{rp.primary.metric} {rp.primary.a} − {rp.primary.b}" for rp in pairs if rp.heterogeneous]
+        lines += ["", f"{agree} of {len(pairs)} contrasts agree; heterogeneity found for "
+                  + (", ".join(het) if het else "none") + ".", ""]
     return lines
 
 
@@ -390,36 +461,22 @@ def ranking_sentence(ranking: dict[int, list[str]]) -> str:
     return f"{head}; {tail}."
 
 
-def settled_sentence(st: Settled) -> str:
-    """Whether the budget was long enough for the ranking to settle."""
-    if not st.known:
-        return "Whether the ranking settled cannot be told: fewer than two budgets have quick FIDs."
-    ok = st.settled
-    return (f"**The ranking {'had settled' if ok else 'had not settled'}** (the test: Kendall τ ≥ {SETTLED_TAU} between "
-            f"the last two budgets, steps {st.steps[0]} and {st.steps[1]}: τ = {_num(st.tau_last_two)}; and the "
-            f"same best cell over the last {SETTLED_SHARE:.0%} of training, from step {st.first_checked}: "
-            f"{_short(st.best)} is best from step {st.best_since} on)"
-            + ("." if ok else ": the verdicts are provisional; a longer budget could change them."))
-
-
 def _ranking_section(a: Analysis) -> list[str]:
-    lines = ["## Ranking over the training budget (quick FID)", ""]
+    lines = ["## Ranking over the training budget (quick FID; a picture, no verdict rests on it)", ""]
     if not a.ranking:
         return lines + ["No quick-FID history (train.eval_every 0?): no ranking over budgets.", ""]
     steps = _budget_steps(sorted(a.ranking))
-    final = a.ranking[max(a.ranking)]
     eval_n = _shown(_values(a.runs, _param("train.eval_n")))
-    lines += [f"Mean quick FID over seeds (on {eval_n} samples, noisier than the final FID) and the rank "
-              "among cells (#1 = lowest) at each budget. " + ranking_sentence(a.ranking) + " "
-              + settled_sentence(a.settled), "",
+    lines += [f"Mean quick FID over the seeds that logged one (on {eval_n} samples, noisier than the final FID) and "
+              "the rank among cells (#1 = lowest) at each budget. " + ranking_sentence(a.ranking) + " Whether a "
+              "contrast had settled is a test on full-size checkpoint evaluations (Main effects, settled), not "
+              "this ranking.", "",
               "| cell | " + " | ".join(f"step {s}" for s in steps) + " |",
               "| --- | " + " | ".join("---" for _ in steps) + " |"]
     for c in a.cells:
         row = [f"{_num(a.quick_fid[s][c])} (#{a.ranking[s].index(c) + 1})" if c in a.quick_fid[s] else "–"
                for s in steps]
         lines.append(f"| {c} | " + " | ".join(row) + " |")
-    lines.append("| Kendall τ with the final ranking | " +
-                 " | ".join(_num(stats.kendall_tau(a.ranking[s], final)) for s in steps) + " |")
     return lines + [""]
 
 
@@ -522,6 +579,7 @@ def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None =
               f"`python -m pipeline.report --grid {a.grid}` (a clone without the store: from the records alone).", "",
               "## Answer", ""] + [f"- {s}" for s in _answer(a)] + ["", "## Setup", ""]
     lines += _header(a)
+    lines += _batches_section(a)
     lines += _seeds_section(a)
     lines += _cell_table(a)
     lines += _effects_section(a)

@@ -12,6 +12,9 @@ from pipeline.errors import UserError
 from pipeline.records.format import grid_folder, read_records, thin
 
 
+FULL = "full."  # prefix of full-size checkpoint evaluations: full.fid, full.classifier_score, ...
+
+
 @dataclass
 class GridRun:
     run_id: str
@@ -24,6 +27,9 @@ class GridRun:
     gamma_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # "gamma.g14" -> curve
     start_ms: int | None = None
     end_ms: int | None = None
+    # full-size evaluations at checkpoints (record curves `full.<metric>`, MLflow metric history of the same
+    # name): what the drift test (stats.drift_tost) needs; today's trainer logs none
+    metric_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def axis(self, key: str) -> str:
         """This run's value of `key`, spelled as cell labels spell it (pipeline.config.label_value)."""
@@ -54,8 +60,9 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
     for key, r in found.items():
         rid = r.info.run_id
         gammas = {k: history(rid, k) for k in sorted(r.data.metrics) if k.startswith("gamma.")}
+        full = {k[len(FULL):]: history(rid, k) for k in sorted(r.data.metrics) if k.startswith(FULL)}
         runs[key] = GridRun(rid, key[0], key[1], dict(r.data.metrics), dict(r.data.params), dict(r.data.tags),
-                            history(rid, "fid_quick"), gammas, r.info.start_time, r.info.end_time)
+                            history(rid, "fid_quick"), gammas, r.info.start_time, r.info.end_time, full)
     return sorted(runs.values(), key=lambda g: (g.cell, g.seed))
 
 
@@ -70,7 +77,8 @@ def run_of_record(record: dict[str, Any], axes: Iterable[str] = ()) -> GridRun:
     return GridRun(record["run_id"], cell, int(record["seed"]), dict(record["metrics"]),
                    dict(record["params"]), dict(record["tags"]), curve(curves.get("fid_quick", [])),
                    {k: curve(v) for k, v in sorted(curves.items()) if k.startswith("gamma.")},
-                   record.get("start_ms"), record.get("end_ms"))
+                   record.get("start_ms"), record.get("end_ms"),
+                   {k[len(FULL):]: curve(v) for k, v in sorted(curves.items()) if k.startswith(FULL)})
 
 
 def load_records(grid: str, results: Path, axes: Iterable[str] = ()) -> list[GridRun]:
