@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: pipeline test grid grid-smoke report bench chromium
+.PHONY: pipeline test test-fast lock grid grid-smoke report bench chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
+# the edit-test loop: the tests without servers, DVC, grids, stage processes or evaluator training (the
+# `slow` marker); CI runs them all (`make test`)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 grid: $(VENV)/.installed
 	$(PY) -m pipeline.grid run

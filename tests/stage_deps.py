@@ -28,13 +28,14 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imports_of(name: str) -> set[str]:
-    """The project modules `name` imports directly (TYPE_CHECKING blocks, which never run, left out)."""
+def imports_of(name: str, type_checking: bool = False) -> set[str]:
+    """The project modules `name` imports directly (TYPE_CHECKING blocks, which never run, only if asked)."""
     path = module_path(name)
     tree = ast.parse(path.read_text(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
-               for n in ast.walk(node) if n is not node}
+    skipped = set() if type_checking else {
+        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+        for n in ast.walk(node) if n is not node}
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -89,10 +90,54 @@ def code_files(name: str) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Every module of `pipeline/` -> the project modules it imports."""
+    """Every module of `pipeline/` -> the project modules it imports, anywhere in it (a lazy import and a
+    TYPE_CHECKING one are still a dependency of the design)."""
     names = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
              for p in sorted((ROOT / "pipeline").rglob("*.py"))]
-    return {n: {d for d in imports_of(n) if d.startswith("pipeline")} for n in names}
+    return {n: {d for d in imports_of(n, type_checking=True) if d.startswith("pipeline")} for n in names}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (or a module importing itself): each
+    is an import circle (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            w = next((c for c in children if c in graph), None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or v in graph[v]:
+                    cycles.append(sorted(comp))
+    return cycles
 
 
 def dvc_code_deps(deps: list[str]) -> set[str]:

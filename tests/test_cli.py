@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a fresh interpreter importing torch per entry point
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
 MODULES = [f"stages.{s}" for s in STAGES] + ["pipeline.grid", "pipeline.report", "pipeline.run_import", "pipeline.config"]

@@ -36,6 +36,7 @@ def test_this_machine_is_described():
     assert d["effective_class"] == cpu.effective_class()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu.hardware_class() not in ("avx512", "amx"), reason="needs a CPU above AVX2 to hold down")
 def test_held_to_avx2_it_runs_as_avx2_and_trains_in_fp32():
     """ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA make an AVX-512 machine an AVX2 one: bf16 is then
@@ -45,6 +46,7 @@ def test_held_to_avx2_it_runs_as_avx2_and_trains_in_fp32():
     assert d["bf16"] is False and d["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_bf16_only_where_the_hardware_has_it():
     d = _describe({})
     has = {"amx_bf16", "avx512_bf16"} & cpu.flags()

@@ -176,12 +176,14 @@ def _stage(tmp_path, **data):
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 def test_prepare_stage_runs(tmp_path):
     res = _stage(tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "data/prepared/meta.json").read_text())["n_images"] == 5000
 
 
+@pytest.mark.slow
 def test_prepare_stage_user_errors_are_one_line(tmp_path):
     res = _stage(tmp_path, source="mnist.org")
     assert res.returncode == 2

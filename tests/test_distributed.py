@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from train_driver import SGD_LRS, make_trainer, with_plain_sgd
+
+pytestmark = pytest.mark.slow  # two torchrun processes
 
 DRIVER = Path(__file__).parent / "ddp_driver.py"
 # Two steps: the second draws a new batch and uses the first step's running statistics. Longer runs

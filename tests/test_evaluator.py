@@ -27,6 +27,8 @@ from pipeline.evaluator import (FEATURES, MnistClassifier, accuracy, embed, infe
                                 save_evaluator, to_float, train_classifier, weights_sha256)
 from pipeline.metrics import RealReference, classes_covered, class_histogram, evaluate_features, fid, quick_fid
 
+pytestmark = pytest.mark.slow  # trains evaluators (minutes of CPU)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

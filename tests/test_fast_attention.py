@@ -126,6 +126,7 @@ def test_the_registered_operator_is_the_kernel():
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
+@pytest.mark.slow
 def test_without_a_compiler_the_model_falls_back_to_sdpa(tmp_path):
     """No compiler (or a failing one): a warning, `sdpa` recorded, and training still works."""
     code = ("import torch; from pipeline import fast_attention as fa; from pipeline.models import SelfAttention;"
@@ -140,6 +141,7 @@ def test_without_a_compiler_the_model_falls_back_to_sdpa(tmp_path):
     assert not list((tmp_path / "cache").glob("*.so"))
 
 
+@pytest.mark.slow
 def test_builds_once_into_the_cache(tmp_path):
     code = "from pipeline import fast_attention as fa; print(fa.kernel_name())"
     env = {**os.environ, "SAGAN_CACHE": str(tmp_path / "cache")}
@@ -164,6 +166,7 @@ def test_setting_picks_the_kernel_and_the_run_records_it():
         fast_attention.set_enabled(True)
 
 
+@pytest.mark.slow
 def test_auto_keeps_sdpa_where_the_kernel_is_slower(tmp_path, monkeypatch):
     """A planted slow kernel (the same source built without optimisation) loses to SDPA; the
     choice is cached beside its build and not timed again."""
@@ -178,6 +181,7 @@ def test_auto_keeps_sdpa_where_the_kernel_is_slower(tmp_path, monkeypatch):
     assert fast_attention.choose(again, 16, 784, 4, grad=True) == "kernel"
 
 
+@pytest.mark.slow
 def test_auto_times_both_paths_on_the_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("SAGAN_CACHE", str(tmp_path))
     kern = fast_attention.build("native")

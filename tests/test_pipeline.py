@@ -149,6 +149,24 @@ def test_operational_keys_rerun_nothing_and_training_keys_rerun_training(repo):
     run(["git", "checkout", "params.yaml"], repo)
 
 
+def test_a_change_to_any_module_a_stage_imports_reruns_it(repo):
+    """dvc.yaml lists every module a stage imports (tests/test_stage_deps.py): a change to the seeding,
+    which only training imports, makes `dvc status` name train, and neither prepare nor the evaluator."""
+    import json
+
+    run(["dvc", "repro"], repo, timeout=900)
+    seeding = repo / "pipeline/seeding.py"
+    original = seeding.read_text()
+    try:
+        seeding.write_text(original + "\n# a change\n")
+        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    finally:
+        seeding.write_text(original)
+    assert {"changed deps": {"pipeline/seeding.py": "modified"}} in status.get("train", []), status
+    assert not {"prepare", "train_evaluator"} & set(status), status
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout).keys() <= {"report"}
+
+
 def test_exp_run_with_override_is_its_own_run(repo):
     _, _, before = _runs(repo)
     run(["dvc", "exp", "run", "-S", "attention.position=pre", "-n", "pre-exp"], repo, timeout=900)

@@ -63,6 +63,7 @@ def _without_dropped(r: GridRun) -> GridRun:
     return replace(r, tags={k: v for k, v in r.tags.items() if v != LONG_NOTE})
 
 
+@pytest.mark.slow
 def test_a_record_reads_back_as_the_run_the_store_gives_the_report(store):
     root, _, _, paths = store
     assert len(paths) == 8 and all(p.parent == root / "results/default" for p in paths)
@@ -82,6 +83,7 @@ def test_a_record_reads_back_as_the_run_the_store_gives_the_report(store):
     assert len(dropped) == 1 and "mlflow.note.content" not in dropped[0]["tags"]
 
 
+@pytest.mark.slow
 def test_long_curves_are_thinned_alike_in_the_store_and_the_records(store):
     curve = [(s, float(s)) for s in range(1, 121)]
     kept = thin(curve)
@@ -94,6 +96,7 @@ def test_long_curves_are_thinned_alike_in_the_store_and_the_records(store):
     assert record.gamma_curves == long.gamma_curves
 
 
+@pytest.mark.slow
 def test_the_report_is_the_same_from_the_store_or_from_its_records(store, tmp_path, monkeypatch, caplog):
     root = store[0]
     monkeypatch.setenv("DVC_ROOT", str(root))
@@ -140,6 +143,7 @@ def test_store_and_records_merge_one_copy_per_run():
     assert [r.run_id for r in merge_runs([b_converted], [replace(b, run_id="timed")])] == ["timed"]
 
 
+@pytest.mark.slow
 def test_records_load_into_another_store(store, tmp_path, monkeypatch):
     root, _, _, paths = store
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -169,6 +173,7 @@ def test_records_load_into_another_store(store, tmp_path, monkeypatch):
     assert len(store[1].search_runs([store[2]])) == before
 
 
+@pytest.mark.slow
 def test_a_record_only_for_a_finished_evaluated_grid_run(store, tmp_path, monkeypatch):
     root, client, exp_id, _ = store
     monkeypatch.setenv("DVC_ROOT", str(root))

@@ -42,6 +42,7 @@ def test_batches_cover_the_data_each_epoch():
     assert torch.equal(batch_indices(n, bs, 3, 5), batch_indices(n, bs, 3, 5))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(tmp_path):
     ref_out = tmp_path / "ref.pt"
     subprocess.run([sys.executable, DRIVER, tmp_path / "ref_ckpt.pt", ref_out], check=True)
@@ -108,6 +109,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     assert make_trainer(ckpt).resume()
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_keeps_both_checkpoints_and_stops_clearly(tmp_path):
     """A full disk, for real: the training process may write files of at most 1 MB (RLIMIT_FSIZE), so
     the next checkpoint write fails half-way; the two earlier checkpoints stay byte for byte."""
