@@ -127,11 +127,8 @@ def tost_paired(diffs: Sequence[float], margin: float) -> Equivalence:
     d = np.asarray(diffs, dtype=np.float64)
     if len(d) < 2 or not margin > 0 or _all_equal(d):
         return Equivalence(float(margin), math.nan, math.nan)
-    se = float(d.std(ddof=1)) / math.sqrt(len(d))
-    df = len(d) - 1
-    mean = float(d.mean())
-    return Equivalence(float(margin), float(stats.t.sf((mean + margin) / se, df)),
-                       float(stats.t.cdf((mean - margin) / se, df)))
+    return Equivalence(float(margin), float(stats.ttest_1samp(d, -margin, alternative="greater").pvalue),
+                       float(stats.ttest_1samp(d, margin, alternative="less").pvalue))
 
 
 @dataclass(frozen=True)

@@ -343,12 +343,12 @@ def log_dataset(run_id: str, x: Any, y: Any, meta: dict[str, Any], context: str 
     """The prepared data as an MLflow dataset input of the run (the UI's Datasets column): its name
     names the source, its digest is the data's checksum, its profile the shape."""
     import mlflow
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     sha = meta.get("sha256", {}).get("x_train", "")
     ds = mlflow.data.from_numpy(x, targets=y, name=f"mnist-{meta.get('source', 'unknown')}",
                                 source=str(project_root() / "data" / "prepared"), digest=sha[:16] or None)
-    entity = ds._to_mlflow_entity()
+    entity = Dataset(**ds.to_dict())  # the public dict of the dataset, as the client's log_inputs takes it
     try:
         mlflow.MlflowClient(tracking_uri()).log_inputs(
             run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
