@@ -440,7 +440,13 @@ def label_value(key: str, value: Any) -> str:
     except ParamsError:
         if not isinstance(value, str):
             raise
-        value = _coerce(key, yaml.safe_load(value), tp)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "4e-4" as text; MLflow writes str(4e-4) = "0.0004"
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        value = _coerce(key, parsed, tp)
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, float):

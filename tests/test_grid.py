@@ -288,3 +288,40 @@ def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
             for name in ("prepare", "train_evaluator") for o in stages[name]["outs"]}
     assert set(SHARED_OUTPUTS) == outs
     assert {PREPARED_DIR, EVALUATOR_FILE} <= set(SHARED_OUTPUTS)
+
+
+def test_a_budget_axis_runs_each_budget_and_a_second_run_starts_nothing(tmp_path_factory, prepared):
+    """`ablation.axes: {train.steps: [4, 6], attention.gamma_init: [0]}` on the local runner: one finished run
+    per budget, its params and record carrying its own steps (not --steps'), the value that MLflow keeps as
+    '0.0' found again, so the same command runs nothing the second time; the report contrasts the budgets."""
+    import yaml
+
+    from pipeline.records import read_records
+
+    def grid_runs(uri: str, grid: str) -> list:
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name("sagan-mnist")
+        return client.search_runs([exp.experiment_id], f"tags.`grid.name` = '{grid}'")
+
+    axes = {"train.steps": [4, 6], "attention.gamma_init": [0]}
+    repo = make_repo(tmp_path_factory.mktemp("budget") / "repo", template=prepared)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ablation"]["axes"] = axes  # these axes alone (make_repo's overrides merge with the default axes)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "budget axes"], repo)
+    cmd = [sys.executable, "-m", "pipeline.grid", "run", "--runner", "local", "--device", "cpu", "--name", "budget",
+           "--steps", "50", "--n-samples", "100", "--seeds", "0", "--jobs", "2"]
+    run(cmd, repo, timeout=900)
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    runs = [r for r in grid_runs(store, "budget") if r.data.tags.get("grid.parent") != "true"]
+    assert sorted(r.data.params["train.steps"] for r in runs) == ["4", "6"]
+    assert all(r.info.status == "FINISHED" and "fid" in r.data.metrics for r in runs)
+    assert {r.data.tags["grid.cell"] for r in runs} == {"train.steps=4,attention.gamma_init=0.0",
+                                                        "train.steps=6,attention.gamma_init=0.0"}
+    records = [rec for _, rec in read_records(repo / "results/budget")]
+    assert sorted(rec["params"]["train.steps"] for rec in records) == ["4", "6"]
+    again = run(cmd, repo, timeout=900)
+    assert "0 to run" in again.stderr + again.stdout
+    assert len([r for r in grid_runs(store, "budget") if r.data.tags.get("grid.parent") != "true"]) == 2
+    report = (repo / "reports/budget/ablation.md").read_text()
+    assert "train.steps" in report and "6 − 4" in report
