@@ -15,6 +15,12 @@ The same at 1 and 2 threads (each op alone, the model's shapes): the other convo
 transposed convolutions, the linear layers, the attention kernel (pipeline/csrc/attention.cpp),
 fused Adam and the EMA's lerp. On the Zen 3, held to AVX2 (ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 SAGAN_KERNEL_TARGET=x86-64-v3) gives the native bits: it is an AVX2 CPU.
+
+Not done: five changes to pipeline/models.py made 1 and 2 threads agree there (30 steps at batch 32,
+10 at 64): batch norm on a contiguous copy, gamma and G's output bias broadcast from per-channel /
+per-pixel sums, sigma divided out per row in spectral norm, the 1x1 convolutions as F.linear. They
+cost 4-6% of a 2-thread step, change every recorded bit (tests/test_recorded.py) and hold only for
+the shapes and thread counts tried: oneDNN promises no thread-count invariance for the others.
 """
 import json
 import os
