@@ -102,7 +102,7 @@ class TrainParams:
     compile: Literal["auto", "true", "false"] = _f("auto", "torch.compile: `auto` (CUDA), `true`, `false`")
     attention_kernel: Literal["auto", "kernel", "sdpa"] = _f(
         "auto", "CPU attention: `auto` (faster per shape), `kernel`, `sdpa`")
-    threads: int = _f(0, "CPU threads (0: all cores)", **_range(0, 1024))
+    threads: int = _f(0, "CPU threads (0: all cores); fp32 bits repeat at one count, not across", **_range(0, 1024))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pipeline.data import load_prepared
 from pipeline.fileio import atomic_path, write_json
 from pipeline.sampling import GENERATOR_FILE, save_generator
 from pipeline.models import gammas
-from pipeline import checkpoint, fast_attention, tracking
+from pipeline import checkpoint, cpu, fast_attention, tracking
 from pipeline.runtime import resolve_runtime
 from pipeline.trainer import NonFiniteLoss, Trainer
 
@@ -93,7 +93,7 @@ def main(p: Params) -> None:
                 "runtime.device": str(rt.device), "runtime.precision": rt.precision,
                 "runtime.compile": rt.compile, "runtime.compile_mode": str(rt.compile_mode),
                 "runtime.world_size": rt.world_size, "runtime.attention_kernel": rt.attention_kernel,
-                "runtime.attention_paths": rt.attention_paths,
+                "runtime.attention_paths": rt.attention_paths, "runtime.threads": torch.get_num_threads(),
                 **tracking.machine_tags(str(rt.device))}
         if previous:
             run_id = tracking.reopen_run(previous, p)
@@ -155,7 +155,11 @@ def _write_outputs(trainer: Trainer, result, rt, logger: tracking.RunLogger) -> 
         "runtime": {"device": str(rt.device), "precision": rt.precision, "compile": rt.compile,
                     "compile_mode": rt.compile_mode, "world_size": rt.world_size,
                     "attention_kernel": rt.attention_kernel, "attention_paths": rt.attention_paths,
-                    "attention_kernel_target": fast_attention.target() if rt.attention_kernel != "sdpa" else None},
+                    "attention_kernel_target": fast_attention.target() if rt.attention_kernel != "sdpa" else None,
+                    # where the bits were made: fp32 CPU runs repeat exactly at one thread count on one
+                    # CPU class (tests/test_threads.py), so both belong beside the metrics
+                    "threads": torch.get_num_threads(), "cpu_class": cpu.effective_class(),
+                    "cpu_uarch": cpu.microarchitecture()},
     }
     write_json(METRICS_FILE, metrics)
     logger.metrics({"final.images_per_s": result.images_per_s, "final.wall_s": result.wall_s}, step=result.step)
