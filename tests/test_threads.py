@@ -69,9 +69,11 @@ def _weights_sha(threads: int, runs: int = 2, precision: str = "fp32") -> list[s
     return shas
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_fp32_training_repeats_at_the_same_thread_count(threads):
-    """10 steps (batch 16, the kernel's attention, spectral norm, augmentation, EMA) twice: the same
-    weights to the bit. (At 1 against 2 threads the weights differ: see above.)"""
-    a, b = _weights_sha(threads)
-    assert a == b
+@pytest.mark.slow
+def test_fp32_training_repeats_at_one_thread_count_and_not_across_them():
+    """10 steps (batch 16, the kernel's attention, spectral norm, augmentation, EMA) twice at 1 and twice at
+    2 threads: the same weights to the bit at one count, other weights at the other (see above): what the
+    README's "Outputs and reproducibility" says."""
+    one, two = _weights_sha(1), _weights_sha(2)
+    assert one[0] == one[1] and two[0] == two[1]
+    assert one[0] != two[0]
