@@ -38,6 +38,14 @@ test: $(VENV)/.installed chromium
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
+# refresh dvc.lock and the committed outputs after a change to any stage's code or params (tests/test_lock.py
+# fails while the lock does not match): the whole pipeline on the default params, then stage what it wrote
+lock: $(VENV)/.installed
+	@git diff --quiet HEAD -- params.yaml || { echo "make lock: params.yaml differs from HEAD; the lock is made on the committed defaults"; exit 2; }
+	dvc repro
+	git add dvc.lock metrics plots reports
+	@echo "make lock: dvc.lock, metrics/, plots/ and reports/ staged; commit them with the change"
+
 grid: $(VENV)/.installed
 	$(PY) -m pipeline.grid run
 
