@@ -150,7 +150,9 @@ class MarginParams:
 class AblationParams:
     name: str = _f("default", "the grid's name")
     axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]},
-                               "key -> values; the grid is the product")
+                               "key -> values; the grid is the product. Any params key but the grid's own "
+                               "(the seed is `seeds`; data, evaluator, threads, mlflow); an axis value wins over "
+                               "`steps` / `n_samples` (a budget axis)")
     seeds: list[int] = _f(list(range(10)), "seeds of every cell (the first 3: the pilot that planned the rest)")
     steps: int = _f(5000, "`train.steps` of the grid's runs", **_range(1))
     n_samples: int = _f(10000, "their `sample.n`, `evaluate.n_samples`", **_range(10))
