@@ -67,9 +67,13 @@ def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
 
 
 def apply(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The augmented batch: differentiable in x, so G's gradients flow through it."""
+    """The augmented batch: differentiable in x, so G's gradients flow through it. Images whose `keep`
+    is true (adaptive augmentation: those not drawn for augmenting) pass unchanged."""
+    out = x
     if "dy" in params:
-        x = translate(x, params["dy"], params["dx"])
+        out = translate(out, params["dy"], params["dx"])
     if "cy" in params:
-        x = cutout(x, params["cy"], params["cx"])
-    return x
+        out = cutout(out, params["cy"], params["cx"])
+    if "keep" in params:
+        out = torch.where(params["keep"][:, None, None, None], x, out)
+    return out

@@ -63,7 +63,8 @@ def save(state: dict[str, Any], path: Path) -> None:
     path = Path(path)
     try:
         with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:  # not the path: torch would name the archive after the temp file
+                torch.save(state, f)
             if path.exists():
                 os.replace(path, previous(path))
     except (OSError, RuntimeError) as e:  # torch's file writer raises RuntimeError for a failed write

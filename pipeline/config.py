@@ -88,6 +88,10 @@ class TrainParams:
     d_steps: int = _f(1, "D updates per G update", **_range(1, 100))
     augment: Literal["none", "translation", "translation_cutout"] = _f(
         "none", "DiffAugment: `none`, `translation`, `translation_cutout`")
+    augment_target: float = _f(0.0, "adaptive augmentation (ADA): each image augmented with a probability "
+                               "tuned so this share of D's logits on reals is positive (0: always)",
+                               **_range(0.0, 0.99))
+    lecam: float = _f(0.0, "LeCam regularisation of D: its weight λ (0: off)", **_range(0.0, 100.0))
     ema: bool = _f(True, "sample from an EMA of G")
     ema_decay: float = _f(0.99, "its decay", **_range(0.0, 1.0))
     ema_start: int = _f(200, "EMA copies G until this step", **_range(0))
@@ -334,6 +338,9 @@ def _check_semantics(p: Params) -> None:
               f"only copy G); or train.ema = false")
     if p.train.lr_decay != "none" and int(p.train.lr_decay_from * p.train.steps) >= p.train.steps:
         _fail("train.lr_decay_from", p.train.lr_decay_from, "a fraction that leaves steps to decay over")
+    if p.train.augment_target > 0 and p.train.augment == "none":
+        _fail("train.augment_target", p.train.augment_target, "0 when train.augment = none (nothing to adapt); "
+              "or set train.augment")
     if p.ablation.n_samples <= p.evaluate.k:
         _fail("ablation.n_samples", p.ablation.n_samples, f"more than evaluate.k = {p.evaluate.k}")
     name = p.mlflow.experiment

@@ -188,9 +188,8 @@ def save_evaluator(model: MnistClassifier, path: str | Path = EVALUATOR_FILE) ->
 
 
 def weights_sha256(path: str | Path = EVALUATOR_FILE) -> str:
-    """The evaluator's identity: sha256 over its tensors (names, dtypes, shapes, bytes). Not the file's
-    hash: torch.save names the archive after the (temporary) file it writes, so the same weights
-    saved twice differ in bytes."""
+    """The evaluator's identity: sha256 over its tensors (names, dtypes, shapes, bytes), not the file's
+    bytes, which also depend on torch's archive format."""
     import hashlib
 
     state = torch_load(Path(path))

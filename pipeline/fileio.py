@@ -39,10 +39,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save, atomically. Through an open file: given a path, torch names the archive inside after the
+    (temporary) file, so the same tensors saved twice would differ in bytes (and in DVC's md5)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline import augment, checkpoint, losses
 from pipeline.checkpoint import params_hash
@@ -25,6 +26,9 @@ from pipeline.sampling import to_uint8
 from pipeline.seeding import seed_everything
 
 log = logging.getLogger(__name__)
+
+LECAM_DECAY = 0.99       # the anchors' EMA decay (the LeCam paper's)
+ADA_IMAGES = 100_000     # real images over which ADA's probability can move by 1 (~3,100 steps of 32)
 
 class NonFiniteLoss(UserError):
     pass
@@ -86,6 +90,10 @@ class Trainer:
         self.snapshot_steps: list[int] = []
         self.fixed_z = fixed_latent(p.sample.grid_rows ** 2, self.cfg.z_dim, p.sample.seed).to(dev)
         self.extra_state: dict[str, Any] = {}
+        # LeCam's anchors (EMAs of D's mean logit on reals and on fakes) and ADA's probability: device
+        # tensors updated in place, so neither costs a host sync
+        self.lecam_anchors = torch.zeros(2, device=dev)
+        self.augment_p = torch.zeros((), device=dev)
         self._perm: tuple[int, torch.Tensor] | None = None
 
     # -- one iteration
@@ -125,6 +133,10 @@ class Trainer:
                 logits = self.D_run(d_in).float()
                 real_l, fake_l = logits[: len(real)], logits[len(real):]
                 d_loss = losses.d_loss(kind, real_l, fake_l)
+                if p.train.lecam > 0:
+                    d_loss = d_loss + p.train.lecam * self._lecam(real_l, fake_l, first=draw == 0)
+            if p.train.augment_target > 0:
+                self._adapt_augment(real_l)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
@@ -138,8 +150,40 @@ class Trainer:
         self.opt_g.step()
         self._update_ema()
         self.step += 1
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
-                "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+        out = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+               "d_real": real_l.detach().mean(), "d_fake": fake_l.detach().mean()}
+        if p.train.augment_target > 0:
+            out["augment_p"] = self.augment_p.clone()
+        return out
+
+    def _global_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean over the global batch (each rank holds its share)."""
+        if self.rt.world_size > 1:
+            import torch.distributed as dist
+            x = x.clone()
+            dist.all_reduce(x)
+            x /= self.rt.world_size
+        return x
+
+    def _lecam(self, real_l: torch.Tensor, fake_l: torch.Tensor, first: bool) -> torch.Tensor:
+        """LeCam regularisation (Tseng et al. 2021): D's logits on reals are pulled towards its recent
+        mean on fakes and vice versa, only where they have moved past them. This bounds how far D can
+        separate the 4,000 training digits from G's, the overfitting a limited-data D shows."""
+        reg = (F.relu(real_l - self.lecam_anchors[1]).pow(2).mean()
+               + F.relu(self.lecam_anchors[0] - fake_l).pow(2).mean())
+        with torch.no_grad():
+            seen = self._global_mean(torch.stack([real_l.mean(), fake_l.mean()]))
+            self.lecam_anchors.lerp_(seen, 1.0 if first else 1.0 - LECAM_DECAY)
+        return reg
+
+    @torch.no_grad()
+    def _adapt_augment(self, real_l: torch.Tensor) -> None:
+        """ADA (Karras et al. 2020): the probability of augmenting an image moves up while more than
+        train.augment_target of D's logits on reals are positive (D is sure of the training digits), down
+        otherwise, by at most 1 per ADA_IMAGES real images shown."""
+        positive = self._global_mean((real_l > 0).float().mean())
+        step = self.p.train.batch_size / ADA_IMAGES
+        self.augment_p.add_(torch.sign(positive - self.p.train.augment_target) * step).clamp_(0.0, 1.0)
 
     def _augment(self, x: torch.Tensor, draw: int, stream: int, halves: int) -> torch.Tensor:
         """D's view of a batch of `halves` local batches side by side (train.augment). The random
@@ -149,8 +193,10 @@ class Trainer:
         if policy == "none":
             return x
         bs = self.p.train.batch_size
-        params = augment.draw(halves * bs, policy, step_generator(self.seed, draw, stream, self.rt.device),
-                              tuple(x.shape[-2:]), self.rt.device)
+        gen = step_generator(self.seed, draw, stream, self.rt.device)
+        params = augment.draw(halves * bs, policy, gen, tuple(x.shape[-2:]), self.rt.device)
+        if self.p.train.augment_target > 0:  # each image augmented with probability p (drawn last)
+            params["keep"] = torch.rand(halves * bs, generator=gen, device=self.rt.device) >= self.augment_p
         if self.rt.world_size > 1:
             rows = torch.cat([self._local_slice(torch.arange(h * bs, (h + 1) * bs, device=self.rt.device))
                               for h in range(halves)])
@@ -221,6 +267,7 @@ class Trainer:
             "snapshots": torch.from_numpy(np.stack(self.snapshots)) if self.snapshots else torch.zeros(0),
             "snapshot_steps": torch.tensor(self.snapshot_steps, dtype=torch.int64),
             "extra": json.dumps(self.extra_state),
+            "lecam_anchors": self.lecam_anchors, "augment_p": self.augment_p,
         }
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -237,6 +284,9 @@ class Trainer:
             self.snapshots = list(st["snapshots"].numpy())
         self.snapshot_steps = st["snapshot_steps"].tolist()
         self.extra_state = json.loads(st.get("extra", "{}"))
+        if "lecam_anchors" in st:
+            self.lecam_anchors.copy_(st["lecam_anchors"])
+            self.augment_p.copy_(st["augment_p"])
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None and self.rt.is_main:
@@ -290,7 +340,7 @@ class Trainer:
                         f"train.precision=fp32.")
                 for row in vals:
                     for k, v in zip(keys, row):
-                        self.history[k].append(float(v))
+                        self.history.setdefault(k, []).append(float(v))
                 elapsed = time.perf_counter() - t0
                 rate = (self.step - step0) * imgs_per_step / max(elapsed, 1e-9)
                 last = dict(zip(keys, vals[-1].tolist()))
