@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Keys that change how a run is operated, not what it computes: they may differ on resume.
 OPERATIONAL_KEYS = ("checkpoint_every", "log_every", "threads", "snapshot_every", "device", "compile",
-                    "attention_kernel")
+                    "attention_kernel", "full_eval_at")
 
 
 def training_params(p: Params) -> dict[str, Any]:

@@ -99,6 +99,9 @@ class TrainParams:
     log_every: int = _f(100, "steps between log lines", **_range(1))
     eval_every: int = _f(500, "steps between quick FIDs (0: off)", **_range(0))
     eval_n: int = _f(1000, "its sample size", **_range(10))
+    full_eval_at: list[float] = _f([0.6, 0.8, 1.0], "fractions of `steps` at which training scores "
+                                   "`evaluate.n_samples` samples as the evaluate stage does (MLflow "
+                                   "`full.<metric>`: whether a run had settled); [] none")
     snapshot_every: int = _f(100, "steps between GIF frames (0: off)", **_range(0))
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "`auto`, `cpu`, `cuda`")
     precision: Literal["auto", "fp32", "bf16"] = _f(
@@ -319,6 +322,8 @@ def _check_semantics(p: Params) -> None:
         for r in res:
             if r not in allowed:
                 _fail(key, res, f"a list drawn from {list(allowed)}")
+    if any(not 0 < f <= 1 for f in p.train.full_eval_at):
+        _fail("train.full_eval_at", p.train.full_eval_at, "fractions of train.steps in (0, 1]")
     if p.data.source == "idx_dir" and not p.data.idx_dir:
         _fail("data.idx_dir", p.data.idx_dir, "a folder path when data.source = idx_dir")
     _check_axes(p)

@@ -309,9 +309,14 @@ class Trainer:
         self.snapshots.append(to_uint8(self.generate(self.fixed_z)))
         self.snapshot_steps.append(self.step)
 
+    def full_eval_steps(self) -> list[int]:
+        """The steps of train.full_eval_at (fractions of the budget)."""
+        return sorted({max(1, round(f * self.p.train.steps)) for f in self.p.train.full_eval_at})
+
     def run(self, on_log: Callable[[int, dict[str, float]], None] | None = None,
             on_eval: Callable[["Trainer"], dict[str, float]] | None = None,
-            progress: bool = True) -> TrainResult:
+            progress: bool = True,
+            on_full_eval: Callable[["Trainer"], dict[str, float]] | None = None) -> TrainResult:
         from tqdm import tqdm
 
         p = self.p.train
@@ -322,6 +327,7 @@ class Trainer:
         t0, step0 = time.perf_counter(), self.step
         imgs_per_step = p.batch_size  # images per G+D iteration, as the benchmark counts them
         pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+        full_steps = set(self.full_eval_steps())
         while self.step < p.steps:
             out = self.train_step()
             pending.append((self.step, out))
@@ -360,6 +366,8 @@ class Trainer:
             if on_eval and p.eval_every and (self.step % p.eval_every == 0 or self.step == p.steps) \
                     and self.rt.is_main:
                 self.extra_state.setdefault("evals", []).append({"step": self.step, **on_eval(self)})
+            if on_full_eval and self.step in full_steps and self.rt.is_main:
+                self.extra_state.setdefault("full_evals", []).append({"step": self.step, **on_full_eval(self)})
             if at_ckpt:
                 self.save_checkpoint()
             bar.update(1)

@@ -71,6 +71,34 @@ def _quick_fid_hook(p: Params, prepared):
     return hook
 
 
+def _full_eval_hook(p: Params, prepared, rt):
+    """Every metric of evaluate.n_samples samples at train.full_eval_at, as the evaluate stage computes
+    them (the same latents, evaluator and ordering keys): the curves the report's drift test reads."""
+    from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator
+    from pipeline.metrics import SCALARS, evaluate_features
+    from pipeline.sampling import generate_images
+
+    if not p.train.full_eval_at or not EVALUATOR_FILE.exists():
+        return None
+    evaluator = load_evaluator(EVALUATOR_FILE)
+    real_f, real_p = embed(evaluator, prepared.x_test)
+
+    def hook(trainer: Trainer) -> dict[str, float]:
+        net = trainer.sampler
+        was_training = net.training
+        net.eval()  # as the sample stage loads it (G itself trains in train mode when the EMA is off)
+        try:
+            images = generate_images(net, p.evaluate.n_samples, p.sample.seed, rt)
+        finally:
+            net.train(was_training)
+        fake_f, fake_p = embed(evaluator, images)
+        m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
+                              real_keys=prepared.x_test, fake_keys=images)
+        return {f"full.{k}": float(m[k]) for k in SCALARS}
+
+    return hook
+
+
 def main(p: Params) -> None:
     if p.train.device == "cpu" or not torch.cuda.is_available():
         # before resolve_runtime: the attention path is chosen for this thread count
@@ -112,8 +140,19 @@ def main(p: Params) -> None:
 
     try:
         fid_hook = _quick_fid_hook(p, prepared) if rt.is_main else None
+        full_hook = _full_eval_hook(p, prepared, rt) if rt.is_main else None
+
+        def on_full_eval(t: Trainer) -> dict[str, float]:
+            vals = full_hook(t)
+            logger.metrics(vals, step=t.step)
+            log.info("step %d: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f (N=%d)", t.step,
+                     vals["full.fid"], vals["full.classifier_score"], vals["full.precision"],
+                     vals["full.recall"], p.evaluate.n_samples)
+            return vals
+
         result = trainer.run(on_log=(lambda step, vals: logger.metrics(vals, step=step)) if logger else None,
-                             on_eval=on_eval if fid_hook else None)
+                             on_eval=on_eval if fid_hook else None,
+                             on_full_eval=on_full_eval if full_hook else None)
         if not rt.is_main:
             torch.distributed.barrier()
             return

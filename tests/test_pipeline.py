@@ -70,6 +70,12 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
         assert key in r.data.metrics, key
     assert len(client.get_metric_history(run_id, "d_loss")) == 6
     assert [m.step for m in client.get_metric_history(run_id, "fid_quick")] == [3, 6]
+    # full-size evaluations at 0.6, 0.8 and 1.0 of the budget (train.full_eval_at), the last one the
+    # evaluate stage's own figures (the same generator and latents; batches of another size)
+    for metric in ("fid", "classifier_score", "precision", "recall"):
+        full = client.get_metric_history(run_id, f"full.{metric}")
+        assert [m.step for m in full] == [4, 5, 6], metric
+        assert full[-1].value == pytest.approx(r.data.metrics[metric], rel=1e-3, abs=1e-3), metric
     tags = r.data.tags
     assert tags["data.source"] == "embedded" and len(tags["data.sha256"]) == 64
     assert tags["git.commit"] != "unknown"

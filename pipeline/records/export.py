@@ -33,7 +33,7 @@ def record_of(run, client) -> dict[str, Any]:
     tags = run.data.tags
     kept = {k: v for k, v in tags.items() if k not in DROPPED_TAGS and len(v) <= MAX_TAG_CHARS}
     curves = {"fid_quick": history("fid_quick")}
-    curves |= {k: history(k) for k in sorted(run.data.metrics) if k.startswith("gamma.")}
+    curves |= {k: history(k) for k in sorted(run.data.metrics) if k.startswith(("gamma.", "full."))}
     start, end = run.info.start_time, run.info.end_time
     return {
         "schema": SCHEMA_VERSION,

@@ -28,7 +28,7 @@ class GridRun:
     start_ms: int | None = None
     end_ms: int | None = None
     # full-size evaluations at checkpoints (record curves `full.<metric>`, MLflow metric history of the same
-    # name): what the drift test (stats.drift_tost) needs; today's trainer logs none
+    # name; train.full_eval_at): what the drift test (stats.drift_tost) needs
     metric_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def axis(self, key: str) -> str:
