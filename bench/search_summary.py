@@ -4,6 +4,7 @@ precision and recall with a 95% t-interval, and the paired difference from the r
 its own interval: a candidate beats the reference only where that interval excludes 0.
 
     python bench/search_summary.py /work/search/*.json --reference default:sampler:10000
+    python bench/search_summary.py /work/search/*.json --reference default:sampler   # paired at each step
     python bench/search_summary.py results/search/*.json --markdown     # the table docs/experiments.md shows
 
 A file's candidate is its name up to the first dot (`lecam0.3.s1.json` -> `lecam0.3`).
@@ -46,12 +47,12 @@ def fmt(mean: float, half: float, digits: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", type=Path)
-    ap.add_argument("--reference", default="default:sampler:10000", help="CANDIDATE:VARIANT:STEP")
+    ap.add_argument("--reference", default="default:sampler", help="CANDIDATE:VARIANT[:STEP] (without a "
+                    "step: the reference at each row's own step)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     data = load(args.files)
-    rc, rv, rs = args.reference.split(":")
-    ref = data.get((rc, rv, int(rs)), {})
+    rc, rv, *rs = args.reference.split(":")
     digits = {"fid": 2, "classifier_score": 2, "precision": 3, "recall": 3}
     header = ["candidate", "variant", "step", "seeds"] + [*METRICS] + [f"Δ{m}" for m in METRICS] + ["img/s"]
     lines = []
@@ -60,9 +61,11 @@ def main() -> None:
         cells = [cand, variant, str(step), ",".join(map(str, seeds))]
         for m in METRICS:
             cells.append(fmt(*t_interval([by_seed[s][m] for s in seeds]), digits[m]))
+        ref_step = int(rs[0]) if rs else step
+        ref = data.get((rc, rv, ref_step), {})
         paired = [s for s in seeds if s in ref]
         for m in METRICS:
-            if (cand, variant, step) == (rc, rv, int(rs)) or not paired:
+            if (cand, variant, step) == (rc, rv, ref_step) or not paired:
                 cells.append("")
                 continue
             cells.append(fmt(*t_interval([by_seed[s][m] - ref[s][m] for s in paired]), digits[m]))
