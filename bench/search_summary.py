@@ -7,12 +7,13 @@ its own interval: a candidate beats the reference only where that interval exclu
     python bench/search_summary.py /work/search/*.json --reference default:sampler   # paired at each step
     python bench/search_summary.py results/search/*.json --markdown     # the table docs/experiments.md shows
 
-A file's candidate is its name up to the first dot (`lecam0.3.s1.json` -> `lecam0.3`).
+A file's candidate is its name without `.s<seed>.json` (`lecam0.3.s1.json` -> `lecam0.3`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def load(paths: list[Path]) -> dict[tuple[str, str, int], dict[int, dict]]:
     """(candidate, variant, step) -> seed -> row."""
     out: dict[tuple[str, str, int], dict[int, dict]] = defaultdict(dict)
     for path in paths:
-        candidate = path.name.split(".")[0]
+        candidate = re.sub(r"\.s\d+\.json$", "", path.name)
         for row in json.loads(path.read_text())["rows"]:
             out[(candidate, row["variant"], int(row["step"]))][int(row["seed"])] = row
     return out
