@@ -37,6 +37,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,21 @@ def set_enabled(on: bool) -> None:
 
 def mode() -> str:
     return _mode
+
+
+@contextmanager
+def twice_differentiable():
+    """Attention that autograd can differentiate twice (a gradient penalty differentiates D's input
+    gradient): PyTorch's math SDPA. Neither the kernel nor SDPA's flash path has a double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    old = _mode
+    set_mode("sdpa")
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        set_mode(old)
 
 
 def available() -> bool:
