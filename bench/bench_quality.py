@@ -36,7 +36,7 @@ from pipeline.evaluator import embed, load_evaluator  # noqa: E402
 from pipeline.metrics import evaluate_features  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
 from pipeline.runtime import resolve_runtime  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from pipeline.trainer import Trainer, ema_update  # noqa: E402
 from pipeline.visualize import grid, save_png  # noqa: E402
 
 KEYS = ("fid", "classifier_score", "precision", "recall", "coverage")
@@ -61,12 +61,9 @@ class ExtraEMA:
         self.trainer, self.decay = trainer, decay
         self.net = copy.deepcopy(trainer.G).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def update(self) -> None:
         t = self.trainer
-        decay = self.decay if t.step >= t.p.train.ema_start else 0.0
-        torch._foreach_lerp_(list(self.net.parameters()), [g.detach() for g in t.G.parameters()], 1.0 - decay)
-        torch._foreach_copy_(list(self.net.buffers()), list(t.G.buffers()))
+        ema_update(self.net, t.G, self.decay if t.step >= t.p.train.ema_start else 0.0)
 
 
 @torch.no_grad()

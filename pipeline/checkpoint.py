@@ -1,6 +1,6 @@
 """Checkpoint files: which params identify a training (a checkpoint made from others is refused), and
-writing and reading the file (what is in it is the trainer's `state_dict()`). They live under <root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC
-deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
+writing and reading the file (what is in it is the trainer's `state_dict()`). They live under
+<root>/checkpoints/<params hash>.pt, outside DVC's outputs (DVC deletes outputs before a stage runs), so a rerun after Ctrl-C or kill -9 picks up where it stopped.
 The one before stays as <params hash>.prev.pt: a damaged latest file falls back to it."""
 from __future__ import annotations
 

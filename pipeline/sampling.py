@@ -2,7 +2,9 @@
 images from it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -14,6 +16,18 @@ from pipeline.models import Generator, ModelConfig
 from pipeline.runtime import Runtime
 
 GENERATOR_FILE = Path("models/generator.pt")  # the train stage's output
+
+
+@contextmanager
+def in_eval_mode(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """net in eval mode (batch norm on its running statistics, as the sample stage loads a generator),
+    put back as it was afterwards: G itself trains in train mode when there is no EMA."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -22,7 +22,7 @@ from pipeline.draws import batch_indices, epoch_permutation, fixed_latent, laten
 from pipeline.errors import UserError
 from pipeline.models import Discriminator, Generator, ModelConfig, gammas
 from pipeline.runtime import Runtime
-from pipeline.sampling import to_uint8
+from pipeline.sampling import in_eval_mode, to_uint8
 from pipeline.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,14 @@ class TrainResult:
     wall_s: float
     snapshots: np.ndarray        # (T, n, 28, 28) uint8, fixed-latent samples across training
     snapshot_steps: list[int]
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    """ema's weights <- decay · ema + (1 − decay) · net's; its batch-norm buffers copied from net."""
+    # one multi-tensor kernel each instead of one launch per tensor (launch-bound on GPUs)
+    torch._foreach_lerp_(list(ema.parameters()), [w.detach() for w in net.parameters()], 1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(net.buffers()))
 
 
 class Trainer:
@@ -246,12 +254,8 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        decay = self.p.train.ema_decay if self.step >= self.p.train.ema_start else 0.0
-        # one multi-tensor kernel each instead of one launch per tensor (launch-bound on GPUs)
-        torch._foreach_lerp_(list(self.G_ema.parameters()), [g.detach() for g in self.G.parameters()], 1.0 - decay)
-        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+        if self.G_ema is not None:
+            ema_update(self.G_ema, self.G, self.p.train.ema_decay if self.step >= self.p.train.ema_start else 0.0)
 
     @property
     def sampler(self) -> Generator:
@@ -260,14 +264,11 @@ class Trainer:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-        net = self.sampler
-        was_training = net.training
-        net.eval()
         out = []
-        for i in range(0, len(z), batch):
-            with self._autocast():
-                out.append(net(z[i:i + batch].to(self.rt.device)).float())
-        net.train(was_training)
+        with in_eval_mode(self.sampler) as net:
+            for i in range(0, len(z), batch):
+                with self._autocast():
+                    out.append(net(z[i:i + batch].to(self.rt.device)).float())
         return torch.cat(out)
 
     # -- state and checkpoints
@@ -386,7 +387,7 @@ class Trainer:
                     and self.rt.is_main:
                 self.extra_state.setdefault("evals", []).append({"step": self.step, **on_eval(self)})
             if on_full_eval and self.step in full_steps and self.rt.is_main:
-                self.extra_state.setdefault("full_evals", []).append({"step": self.step, **on_full_eval(self)})
+                on_full_eval(self)  # the caller logs its values (MLflow, then the run records)
             if at_ckpt:
                 self.save_checkpoint()
             bar.update(1)

@@ -76,7 +76,7 @@ def _full_eval_hook(p: Params, prepared, rt):
     them (the same latents, evaluator and ordering keys): the curves the report's drift test reads."""
     from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator
     from pipeline.metrics import SCALARS, evaluate_features
-    from pipeline.sampling import generate_images
+    from pipeline.sampling import generate_images, in_eval_mode
 
     if not p.train.full_eval_at or not EVALUATOR_FILE.exists():
         return None
@@ -84,13 +84,8 @@ def _full_eval_hook(p: Params, prepared, rt):
     real_f, real_p = embed(evaluator, prepared.x_test)
 
     def hook(trainer: Trainer) -> dict[str, float]:
-        net = trainer.sampler
-        was_training = net.training
-        net.eval()  # as the sample stage loads it (G itself trains in train mode when the EMA is off)
-        try:
+        with in_eval_mode(trainer.sampler) as net:
             images = generate_images(net, p.evaluate.n_samples, p.sample.seed, rt)
-        finally:
-            net.train(was_training)
         fake_f, fake_p = embed(evaluator, images)
         m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
                               real_keys=prepared.x_test, fake_keys=images)

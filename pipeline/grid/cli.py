@@ -10,7 +10,8 @@ one command, every cell x seed of params.yaml's `ablation:` as one run, in paral
 An axis may turn any params key, the budget's included (`train.steps: [5000, 10000]`: the cell's value
 wins over --steps); the seed's axis is `ablation.seeds`. Finished cells are found in MLflow (runs of the
 grid with a final FID, their cell read from their params) and are not run again, so a second
-invocation, or one after an interruption, only runs what is missing. The runners (one module each, behind core.run_grid):
+invocation, or one after an interruption, only runs what is missing. The runners (one module each,
+behind core.run_grid):
 - dvc_queue: each run a queued DVC experiment (`dvc queue start -j N`), an ordinary `dvc exp show` entry;
 - local: each run one process in .grid/<grid>/<cell>/, `--jobs` at a time, without DVC;
 - ray_cluster: each run one Ray task, here or on a cluster, with nothing shared but the tracking server.

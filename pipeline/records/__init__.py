@@ -5,9 +5,9 @@ A record holds what the report reads of a run: schema version, grid, cell, seed,
 name and experiment, start and end (ms since the epoch) and wall time (s, start to end), every param,
 the final metrics (each metric's latest value, as the report uses them), the curves `fid_quick`,
 `gamma.*` and `full.*` (the full-size evaluations at train.full_eval_at) as lists of [step, value],
-thinned to at most MAX_CURVE_POINTS (the report thins the store's curves the same way), the tags (all but MLflow's large bookkeeping), `source` (`mlflow run`, or
-`converted from <file>`) and `missing` (the fields it could not fill). A record exists only for a run
-that is FINISHED and evaluated (has `fid`).
+thinned to at most MAX_CURVE_POINTS (the report thins the store's curves the same way), the tags (all
+but MLflow's large bookkeeping), `source` (`mlflow run`, or `converted from <file>`) and `missing` (the
+fields it could not fill). A record exists only for a run that is FINISHED and evaluated (has `fid`).
 
 Written by the evaluate stage at the end of every grid run (both runners: DVC_ROOT points a queued
 experiment's temporary copy at the real project), or by `python -m pipeline.records export --grid NAME`
