@@ -131,11 +131,24 @@ class ClassifierParams:
 
 
 @dataclass(frozen=True)
+class SecondClassifierParams:
+    # a second judge: another architecture and another seed on the same split, so that a verdict can be
+    # checked against what one evaluator happens to see (the report's "Second evaluator" section)
+    arch: Literal["lenet", "cnn"] = _f(
+        "lenet", "evaluator B's network: `lenet` (5x5 convs, 256 features), `cnn` (evaluator A's, another seed)")
+    epochs: int = _f(10, "its epochs", **_range(1, 100))
+    batch_size: int = _f(128, "its batch size", **_range(1, 65536))
+    lr: float = _f(1e-3, "its Adam learning rate", **_range(0.0, 1.0, lo_open=True))
+    seed: int = _f(1, "its seed (not `evaluate.classifier.seed`)", **_range(0))
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     n_samples: int = _f(10000, "images evaluated (≤ `sample.n`)", **_range(10, 1_000_000))
     k: int = _f(3, "k of the k-NN metrics", **_range(1, 100))
     splits: int = _f(10, "classifier-score splits", **_range(1, 100))
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
+    classifier_b: SecondClassifierParams = field(default_factory=SecondClassifierParams)
 
 
 @dataclass(frozen=True)
@@ -339,6 +352,9 @@ def _check_semantics(p: Params) -> None:
         _fail("evaluate.n_samples", p.evaluate.n_samples, f"more than evaluate.k = {p.evaluate.k} (k-NN metrics)")
     if p.evaluate.splits > p.evaluate.n_samples:
         _fail("evaluate.splits", p.evaluate.splits, f"at most evaluate.n_samples = {p.evaluate.n_samples}")
+    if p.evaluate.classifier_b.seed == p.evaluate.classifier.seed:
+        _fail("evaluate.classifier_b.seed", p.evaluate.classifier_b.seed, f"a seed other than "
+              f"evaluate.classifier.seed = {p.evaluate.classifier.seed} (the second evaluator starts from other draws)")
     if p.sample.grid_rows ** 2 > p.sample.n:
         _fail("sample.grid_rows", p.sample.grid_rows, f"at most sqrt(sample.n = {p.sample.n}) (the grid's images)")
     if p.train.ema and p.train.ema_start >= p.train.steps:
@@ -369,6 +385,7 @@ GRID_OWNED_KEYS = {
     "train.threads": "the grid shares the cores out between its `ablation.jobs` runs",
     "data.": "every run of a grid trains on one prepared dataset",
     "evaluate.classifier.": "every run of a grid is judged by one evaluator",
+    "evaluate.classifier_b.": "every run of a grid is judged by one second evaluator",
     "ablation.": "an axis is a run's key, not the grid's design",
 }
 

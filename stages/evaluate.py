@@ -3,8 +3,11 @@ histogram of the first evaluate.n_samples generated images against all held-out 
 
 Writes metrics/evaluate.json (with the real-data floor copied from metrics/evaluator.json),
 plots/class_histogram.csv and .png, and logs every scalar to the train stage's MLflow run (plain
-names: fid, classifier_score, ...; the floor as floor.fid, ...). A grid's run is then finished: its
-record goes to results/<grid>/ at the project root (pipeline.records), whichever runner ran it."""
+names: fid, classifier_score, ...; the floor as floor.fid, ...). The same samples are scored again by
+the second evaluator (models/evaluator_b.pt): evaluate.json's `evaluator_b` object, MLflow's
+evaluator_b.fid, ..., evaluator_b.floor.fid, ... and tag evaluator_b.sha256. A grid's run is then
+finished: its record goes to results/<grid>/ at the project root (pipeline.records), whichever runner
+ran it."""
 from __future__ import annotations
 
 import csv
@@ -20,7 +23,7 @@ from pipeline.cli import run_stage
 from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.errors import UserError
-from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator, weights_sha256
+from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE, EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
 from pipeline.records.export import save_run_record
@@ -29,6 +32,7 @@ log = logging.getLogger("evaluate")
 
 SAMPLES_FILE = Path("samples/samples.npz")
 FLOOR_FILE = Path("metrics/evaluator.json")
+FLOOR_B_FILE = Path("metrics/evaluator_b.json")
 METRICS_FILE = Path("metrics/evaluate.json")
 HIST_CSV = Path("plots/class_histogram.csv")
 HIST_PNG = Path("plots/class_histogram.png")
@@ -51,6 +55,7 @@ def load_samples(path: Path, n: int) -> np.ndarray:
 
 
 def load_floor(path: Path = FLOOR_FILE) -> dict:
+    """The real-data floor of metrics/evaluator.json (or evaluator_b.json); {} when the file is missing."""
     if not path.exists():
         log.warning("%s is missing: no real-data floor in the report", path)
         return {}
@@ -85,6 +90,34 @@ def write_histogram_png(hist: list[int], path: Path) -> None:
     plt.close(fig)
 
 
+def score(evaluator, real_images: np.ndarray, images: np.ndarray, p: Params) -> dict:
+    """Every metric of `images` against the held-out `real_images` in one evaluator's features."""
+    real_f, real_p = embed(evaluator, real_images)
+    fake_f, fake_p = embed(evaluator, images)
+    # subsets and splits ordered by the images (the same bytes on any CPU), not by float features
+    return evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
+                             real_keys=real_images, fake_keys=images)
+
+
+# the answer first: `dvc exp show` lists a metrics file's keys in its order (the evaluator's figures last)
+FIRST = ("fid", "classifier_score", "precision", "recall", "density", "coverage", "classifier_score_std")
+
+
+def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> tuple[dict, dict]:
+    """(evaluate.json's `evaluator_b` object, its MLflow metrics): the same metrics under evaluator B,
+    its floor (metrics/evaluator_b.json), architecture and checksum."""
+    model = load_evaluator(EVALUATOR_B_FILE, stage="train_evaluator_b")
+    m = score(model, real_images, images, p)
+    floor = load_floor(FLOOR_B_FILE)
+    block = {**{k: round(float(m[k]), 5) for k in FIRST}, "classes_covered": int(m["classes_covered"]),
+             "class_histogram": m["class_histogram"], "floor": floor, "checksum": weights_sha256(EVALUATOR_B_FILE),
+             "arch": next(name for name, cls in ARCHITECTURES.items() if type(model) is cls)}
+    metrics = {f"evaluator_b.{k}": float(m[k]) for k in SCALARS}
+    metrics |= {f"evaluator_b.floor.{k}": float(v) for k, v in floor.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return block, metrics
+
+
 def main(p: Params) -> None:
     n = p.evaluate.n_samples
     images = load_samples(SAMPLES_FILE, n)
@@ -92,34 +125,33 @@ def main(p: Params) -> None:
     evaluator = load_evaluator(EVALUATOR_FILE)
     data = load_prepared()
     t0 = time.perf_counter()
-    real_f, real_p = embed(evaluator, data.x_test)
-    fake_f, fake_p = embed(evaluator, images)
-    # subsets and splits ordered by the images (the same bytes on any CPU), not by float features
-    m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
-                          real_keys=data.x_test, fake_keys=images)
+    m = score(evaluator, data.x_test, images, p)
     seconds = time.perf_counter() - t0
+    b, b_metrics = second_evaluator(data.x_test, images, p)
     hist = m["class_histogram"]
     scalars = {k: float(m[k]) for k in SCALARS}
-    # the answer first: `dvc exp show` lists a metrics file's keys in its order (the evaluator's figures last)
-    first = ("fid", "classifier_score", "precision", "recall", "density", "coverage", "classifier_score_std")
-    write_json(METRICS_FILE, {**{k: round(scalars[k], 5) for k in first},
+    write_json(METRICS_FILE, {**{k: round(scalars[k], 5) for k in FIRST},
                               "classes_covered": int(m["classes_covered"]), "n_samples": n,
                               "n_real": len(data.x_test), "n_knn": m["n_knn"], "k": p.evaluate.k,
                               "splits": p.evaluate.splits, "metrics_version": METRICS_VERSION,
-                              "class_histogram": hist, "floor": floor}, sort_keys=False)
+                              "class_histogram": hist, "floor": floor, "evaluator_b": b}, sort_keys=False)
     write_histogram_csv(hist, HIST_CSV)
     write_histogram_png(hist, HIST_PNG)
     log.info("FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f, density %.3f, "
              "coverage %.3f, %d classes, in %.1f s", m["fid"], floor.get("fid", float("nan")),
              m["classifier_score"], m["precision"], m["recall"], m["density"], m["coverage"],
              m["classes_covered"], seconds)
+    log.info("evaluator B (%s): FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f",
+             b["arch"], b["fid"], b["floor"].get("fid", float("nan")), b["classifier_score"], b["precision"],
+             b["recall"])
     floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
     run_id = tracking.current_run_id()
     with tracking.run_logger(run_id, end_status="FINISHED") as logger:
-        logger.metrics({**scalars, "n_samples": n, **floor_metrics})
+        logger.metrics({**scalars, "n_samples": n, **floor_metrics, **b_metrics})
         # FID is only comparable under one evaluator: the report checks that every run shares this
-        logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION)})
+        logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION),
+                     "evaluator_b.sha256": b["checksum"], "evaluator_b.arch": str(b["arch"])})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
     if p.mlflow.grid:  # the last stage of a grid's run: its record, read back from the store it finished in

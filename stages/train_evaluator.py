@@ -1,6 +1,7 @@
 """DVC stage `train_evaluator`: the MNIST classifier that every experiment's metrics share, and the
 real-data floor. Depends on the prepared data and evaluate.{classifier,k,splits} only, so it runs
-once per dataset, never per GAN experiment.
+once per dataset, never per GAN experiment. (stages/train_evaluator_b.py trains the second evaluator
+through `train_with_floor` too.)
 
 The floor is what real digits score: the held-out images in the role of generated samples, against
 the training images as reference. (The evaluate stage's reference is the held-out split; here it
@@ -27,18 +28,21 @@ MODEL_FILE = EVALUATOR_FILE
 METRICS_FILE = Path("metrics/evaluator.json")
 
 
-def main(p: Params) -> None:
+def train_with_floor(cfg, p: Params, model_file: Path, metrics_file: Path, name: str = "evaluator",
+                     extra: dict | None = None) -> None:
+    """Trains an evaluator with `cfg` (evaluate.classifier or evaluate.classifier_b), measures its held-out
+    accuracy and its real-data floor, and writes the model and its metrics (plus `extra`)."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_prepared()
-    model = train_classifier(data.x_train, data.y_train, p.evaluate.classifier)
+    model = train_classifier(data.x_train, data.y_train, cfg, desc=name)
     acc = accuracy(model, data.x_test, data.y_test)
-    log.info("held-out accuracy %.4f on %d images", acc, len(data.x_test))
+    log.info("%s: held-out accuracy %.4f on %d images", name, acc, len(data.x_test))
     test_f, test_p = embed(model, data.x_test)
     train_f, train_p = embed(model, data.x_train)
     floor = evaluate_features(train_f, train_p, test_f, test_p, p.evaluate.k, p.evaluate.splits,
                               real_keys=data.x_train, fake_keys=data.x_test)
-    save_evaluator(model, MODEL_FILE)
-    write_json(METRICS_FILE, {
+    save_evaluator(model, model_file)
+    write_json(metrics_file, {
         "accuracy": round(acc, 5),
         "source": data.meta.get("source", "unknown"),
         "data_sha256": data.meta.get("sha256", {}).get("x_train", ""),
@@ -48,10 +52,15 @@ def main(p: Params) -> None:
         "floor_n_knn": floor["n_knn"],
         "floor_class_histogram": floor["class_histogram"],
         "metrics_version": METRICS_VERSION,
+        **(extra or {}),
     })
-    log.info("floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f",
-             floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"], floor["density"],
+    log.info("%s floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f",
+             name, floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"], floor["density"],
              floor["coverage"])
+
+
+def main(p: Params) -> None:
+    train_with_floor(p.evaluate.classifier, p, MODEL_FILE, METRICS_FILE)
 
 
 if __name__ == "__main__":

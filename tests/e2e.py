@@ -30,7 +30,7 @@ TINY = {
     "train": {"steps": 6, "ema_start": 2, "batch_size": 16, "checkpoint_every": 3, "log_every": 2, "eval_every": 3,
               "eval_n": 50, "snapshot_every": 2, "precision": "fp32", "threads": 1},
     "sample": {"n": 200, "grid_rows": 4},
-    "evaluate": {"n_samples": 100, "classifier": {"epochs": 1}},
+    "evaluate": {"n_samples": 100, "classifier": {"epochs": 1}, "classifier_b": {"epochs": 1}},
     "ablation": {"seeds": [0, 1], "steps": 4, "n_samples": 100, "jobs": 2},
 }
 
@@ -73,8 +73,8 @@ def _write_params(path: Path, overrides: dict | None) -> None:
 
 
 def prepared_template(tmp_path_factory) -> Path:
-    """A repository (TINY params) where `dvc repro train_evaluator` has run and dvc.lock is committed:
-    the stages every experiment shares. Built once per test session, also across pytest-xdist's
+    """A repository (TINY params) where `dvc repro train_evaluator train_evaluator_b` has run and dvc.lock is
+    committed: the stages every experiment shares. Built once per test session, also across pytest-xdist's
     workers (their temporary folders share a parent; a file lock makes the first builder the only
     one); `make_repo(..., template=...)` copies it."""
     from filelock import FileLock
@@ -87,7 +87,7 @@ def prepared_template(tmp_path_factory) -> Path:
         if not (base / "prepared-template.done").exists():
             shutil.rmtree(path.parent, ignore_errors=True)
             make_repo(path)
-            run(["dvc", "repro", "train_evaluator"], path, timeout=900)
+            run(["dvc", "repro", "train_evaluator", "train_evaluator_b"], path, timeout=900)
             for store in ("mlflow.db", "mlruns"):
                 if (path / store).is_dir():
                     shutil.rmtree(path / store)

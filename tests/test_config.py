@@ -44,6 +44,10 @@ BAD = [
     ("seed", -1, ">= 0"),
     ("evaluate.n_samples", 5, ">= 10"),
     ("evaluate.classifier.epochs", 0, ">= 1"),
+    ("evaluate.classifier_b.epochs", 0, ">= 1"),
+    ("evaluate.classifier_b.arch", "resnet", "one of lenet | cnn"),
+    ("evaluate.classifier_b.lr", 0, "> 0.0"),
+    ("evaluate.classifier_b.seed", 0, "a seed other than evaluate.classifier.seed = 0"),
     ("sample.n", "all", "an integer"),
     ("ablation.axes", {"attention.positon": ["pre"]}, "did you mean 'attention.position'"),
     ("ablation.axes", {"loss.type": ["hinge", "l2"]}, "loss.type"),
@@ -81,6 +85,18 @@ def test_unknown_keys_suggest_the_closest(key, suggestion):
     assert f"unknown key `{key}`" in str(e.value)
     if suggestion:
         assert f"Did you mean `{suggestion}`" in str(e.value)
+
+
+def test_the_second_evaluator_is_its_own_judge():
+    """evaluate.classifier_b: another network and seed by default; its seed never A's (B would start from A's
+    draws), and no grid axis may turn it (every run of a grid is judged by the same two evaluators)."""
+    p = Params()
+    assert p.evaluate.classifier_b.arch == "lenet" and p.evaluate.classifier_b.seed != p.evaluate.classifier.seed
+    assert with_override(p, {"evaluate.classifier_b.arch": "cnn"}).evaluate.classifier_b.arch == "cnn"
+    with pytest.raises(ParamsError, match="evaluate.classifier_b.seed` = 3 .*evaluate.classifier.seed = 3"):
+        with_override(p, {"evaluate.classifier.seed": 3, "evaluate.classifier_b.seed": 3})
+    with pytest.raises(ParamsError, match="ablation.axes.evaluate.classifier_b.seed.*second evaluator"):
+        with_override(p, {"ablation.axes": {"evaluate.classifier_b.seed": [2, 3]}})
 
 
 def test_bool_strings_for_compile_enum():

@@ -20,11 +20,12 @@ import pytest
 import scipy.ndimage
 import torch
 
-from pipeline.config import ClassifierParams, Params, load_params
+from pipeline.config import ClassifierParams, Params, SecondClassifierParams, load_params
 from pipeline.data import load_prepared, prepare
 from pipeline.errors import UserError
-from pipeline.evaluator import (FEATURES, MnistClassifier, accuracy, embed, inference_copy, load_evaluator,
-                                save_evaluator, to_float, train_classifier, weights_sha256)
+from pipeline.evaluator import (FEATURES, LENET_FEATURES, LeNetClassifier, MnistClassifier, accuracy, embed,
+                                inference_copy, load_evaluator, save_evaluator, to_float, train_classifier,
+                                weights_sha256)
 from pipeline.metrics import RealReference, classes_covered, class_histogram, evaluate_features, fid, quick_fid
 
 pytestmark = pytest.mark.slow  # trains evaluators (minutes of CPU)
@@ -211,3 +212,34 @@ def test_quick_fid_agrees_with_fid_of_stored_samples(trained, real_feats):
     jitter = torch.rand(images.shape, generator=torch.Generator().manual_seed(0)) * 0.003  # under half a level
     expected = fid(embed(model, data.x_train[:500])[0], real_feats[0])
     assert quick_fid(model, ref, images + jitter) == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------- evaluator B
+
+
+def test_second_evaluator_is_another_network_that_also_judges(tmp_path):
+    """Evaluator B (evaluate.classifier_b: `lenet`, seed 1), trained through the same code on a small set,
+    classifies held-out digits well, in features of another size than A's, and saves and loads as A does
+    (weights only, told apart by its parameter names) with a checksum of its own."""
+    data = _embedded_split()
+    cfg = SecondClassifierParams(epochs=3)
+    assert cfg.arch == "lenet" and cfg.seed != ClassifierParams().seed
+    b = train_classifier(data.x_train, data.y_train, cfg, progress=False)
+    assert isinstance(b, LeNetClassifier) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in b.modules())
+    assert accuracy(b, data.x_test, data.y_test) >= 0.93
+    feats, probs = embed(b, data.x_test[:37], batch=10)
+    assert feats.shape == (37, LENET_FEATURES) != (37, FEATURES) and probs.shape == (37, 10)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-12)
+    a = train_classifier(data.x_train[:640], data.y_train[:640], ClassifierParams(epochs=1, batch_size=64),
+                         progress=False)
+    assert set(a.state_dict()) != set(b.state_dict())  # how a saved file tells its network
+    assert a.state_dict()["body.0.weight"].shape != b.state_dict()["body.0.weight"].shape  # 3x3 vs 5x5
+    save_evaluator(a, tmp_path / "a.pt")
+    save_evaluator(b, tmp_path / "b.pt")
+    again = load_evaluator(tmp_path / "b.pt", stage="train_evaluator_b")
+    assert isinstance(again, LeNetClassifier) and not again.training
+    assert isinstance(load_evaluator(tmp_path / "a.pt"), MnistClassifier)
+    np.testing.assert_array_equal(embed(b, data.x_test[:20])[0], embed(again, data.x_test[:20])[0])
+    assert weights_sha256(tmp_path / "b.pt") != weights_sha256(tmp_path / "a.pt")
+    with pytest.raises(UserError, match="train_evaluator_b"):
+        load_evaluator(tmp_path / "missing.pt", stage="train_evaluator_b")

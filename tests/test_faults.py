@@ -24,7 +24,7 @@ from e2e import env, free_port, make_repo, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["prepare", "train_evaluator", "train", "sample", "evaluate", "report"]
+STAGES = ["prepare", "train_evaluator", "train_evaluator_b", "train", "sample", "evaluate", "report"]
 # a budget where every stage runs long enough to be killed in the middle
 SLOWER = {"train": {"steps": 30, "checkpoint_every": 5, "eval_every": 15, "ema_start": 5},
           "sample": {"n": 300}, "evaluate": {"n_samples": 200}}
@@ -35,7 +35,7 @@ def _outputs(repo: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     with np.load(repo / "data/prepared/mnist.npz") as z:
         out.update({f"prepared.{k}": z[k].tobytes() for k in z.files})
-    for name in ("models/evaluator.pt", "models/generator.pt"):
+    for name in ("models/evaluator.pt", "models/evaluator_b.pt", "models/generator.pt"):
         state = torch.load(repo / name, weights_only=True)
         flat = state if "generator" not in state else {**state["generator"], **{f"ema.{k}": v for k, v in
                                                                                  state["generator_ema"].items()}}
@@ -43,7 +43,7 @@ def _outputs(repo: Path) -> dict[str, object]:
     with np.load(repo / "samples/samples.npz") as z:
         out["samples"] = z["images"].tobytes()
     timing = {"images_per_s", "wall_s", "seconds", "runtime"}
-    for name in ("metrics/train.json", "metrics/evaluate.json", "metrics/evaluator.json"):
+    for name in ("metrics/train.json", "metrics/evaluate.json", "metrics/evaluator.json", "metrics/evaluator_b.json"):
         data = json.loads((repo / name).read_text())
         out[name] = {k: v for k, v in data.items() if k not in timing and "seconds" not in k}
     return out

@@ -276,18 +276,19 @@ def test_on_ray_each_run_asks_for_a_memory_sized_share_of_a_gpu_and_none_on_cpu(
 
 def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
     """What a grid's worker is handed is exactly what the stages shared by every run write (dvc.yaml's outs
-    of prepare and train_evaluator), and where the stages' modules write them."""
+    of prepare and the two evaluators' stages), and where the stages' modules write them."""
     import yaml
 
     from pipeline.data import PREPARED_DIR
-    from pipeline.evaluator import EVALUATOR_FILE
+    from pipeline.evaluator import EVALUATOR_B_FILE, EVALUATOR_FILE
     from pipeline.grid import SHARED_OUTPUTS
+    from stages.evaluate import FLOOR_B_FILE, FLOOR_FILE
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = {Path(next(iter(o)) if isinstance(o, dict) else o)
-            for name in ("prepare", "train_evaluator") for o in stages[name]["outs"]}
+            for name in ("prepare", "train_evaluator", "train_evaluator_b") for o in stages[name]["outs"]}
     assert set(SHARED_OUTPUTS) == outs
-    assert {PREPARED_DIR, EVALUATOR_FILE} <= set(SHARED_OUTPUTS)
+    assert {PREPARED_DIR, EVALUATOR_FILE, EVALUATOR_B_FILE, FLOOR_FILE, FLOOR_B_FILE} <= set(SHARED_OUTPUTS)
 
 
 def test_a_budget_axis_runs_each_budget_and_a_second_run_starts_nothing(tmp_path_factory, prepared):

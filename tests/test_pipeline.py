@@ -45,6 +45,12 @@ def test_repro_writes_every_output(repo):
     ev = json.loads((repo / "metrics/evaluate.json").read_text())
     for key in ("fid", "classifier_score", "precision", "recall"):
         assert isinstance(ev[key], float)
+    # the same samples under evaluator B (its own network, floor and checksum), after every key of A's
+    b, floor_b = ev["evaluator_b"], json.loads((repo / "metrics/evaluator_b.json").read_text())
+    assert list(ev)[-1] == "evaluator_b" and b["arch"] == floor_b["arch"] == "lenet" and floor_b["features"] == 256
+    for key in ("fid", "classifier_score", "precision", "recall", "density", "coverage"):
+        assert isinstance(b[key], float) and key in b["floor"]
+    assert b["floor"] == floor_b["floor"] and len(b["checksum"]) == 64 and b["fid"] != ev["fid"]
     for path in ("samples/grid.png", "samples/training.gif", "samples/attention.png", "samples/samples.npz",
                  "models/generator.pt", "plots/train_losses.csv", "plots/class_histogram.csv"):
         assert (repo / path).exists(), path
@@ -68,6 +74,10 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "gamma.g14", "gamma.g28", "gamma.d14",
                 "images_per_s", "fid_quick", "fid", "classifier_score", "precision", "recall"):
         assert key in r.data.metrics, key
+    for key in ("fid", "classifier_score", "precision", "recall", "floor.fid"):
+        assert f"evaluator_b.{key}" in r.data.metrics, key
+    ev = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert r.data.tags["evaluator_b.sha256"] == ev["evaluator_b"]["checksum"] != r.data.tags["evaluator.sha256"]
     assert len(client.get_metric_history(run_id, "d_loss")) == 6
     assert [m.step for m in client.get_metric_history(run_id, "fid_quick")] == [3, 6]
     # full-size evaluations at 0.6, 0.8 and 1.0 of the budget (train.full_eval_at), the last one the

@@ -50,7 +50,8 @@ def store(tmp_path_factory):
         exp_id = tracking.setup(P.mlflow.experiment)
         client = mlflow.MlflowClient(tracking.tracking_uri())
         (root / "grid.png").write_bytes(b"\x89PNG not really")
-        runs = [r for r in _full_runs() if r.params["attention.position"] in ("none", "post") and r.seed < 2]
+        # evaluator B's figures too: the evaluate stage logs them, so a record carries them
+        runs = [r for r in _full_runs(with_b=True) if r.params["attention.position"] in ("none", "post") and r.seed < 2]
         long = next(r for r in runs if r.gamma_curves)
         long.gamma_curves["gamma.g14"] = [(s, s / 1000) for s in range(1, 121)]
         runs[0].tags["mlflow.note.content"] = LONG_NOTE
@@ -77,6 +78,8 @@ def test_a_record_reads_back_as_the_run_the_store_gives_the_report(store):
         assert record["schema"] == 1 and record["source"] == "mlflow run" and record["grid"] == "default"
         assert record["wall_s"] == (record["end_ms"] - record["start_ms"]) / 1000
         assert record["params"]["train.steps"] == "5000" and record["tags"]["machine.gpu"] == "H100"
+        assert "evaluator_b.fid" in record["metrics"] and "evaluator_b.floor.fid" in record["metrics"]
+        assert record["tags"]["evaluator_b.sha256"] == "b0b0" * 16
         values = "-".join(kv.split("=")[1] for kv in record["cell"].split(","))
         assert path.name == f"{values}-s{record['seed']}-{record['run_id'][:8]}.json"
     dropped = [read_record(p) for p in paths if "tags.mlflow.note.content" in read_record(p)["missing"]]
@@ -109,6 +112,7 @@ def test_the_report_is_the_same_from_the_store_or_from_its_records(store, tmp_pa
     assert outputs["records"] == outputs["store"] and outputs["both"] == outputs["store"]
     text, data, files = outputs["store"]
     assert len(json.loads(data)["runs"]) == 8 and any(f.endswith("-grid.png") for f in files)
+    assert json.loads(data)["second_evaluator"]["measured"] and "| holds under both |" in text
 
     # a fresh clone: the committed report (rendered with the store) and results/, no store at all: the
     # report is rewritten unchanged from the records, its images kept; nothing creates a store

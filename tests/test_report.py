@@ -15,6 +15,7 @@ from pipeline.config import Params, with_override
 from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
                              render_analysis, summary)
 from pipeline.report.analysis import replicate
+from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
 
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
@@ -51,8 +52,10 @@ def _design_fid(pos, loss, seed):
     return {"none": none, "pre": pre, "post": pre + POST_MINUS_PRE[loss, seed]}[pos]
 
 
-def _full_runs(drop=(), fid=_design_fid) -> list[GridRun]:
-    """A complete grid of realistic runs (every metric, curves, gammas, tags, times) minus `drop`."""
+def _full_runs(drop=(), fid=_design_fid, with_b: bool = False) -> list[GridRun]:
+    """A complete grid of realistic runs (every metric, curves, gammas, tags, times) minus `drop`. `with_b`:
+    evaluator B's figures too, its FID mirroring A's within each seed (every FID contrast's sign flipped),
+    its classifier score A's, its floor FID twice A's."""
     rng = np.random.default_rng(0)
     out = []
     for i, (pos, loss, seed) in enumerate((p, lo, s) for p in POSITIONS for lo in LOSSES for s in SEEDS):
@@ -73,6 +76,11 @@ def _full_runs(drop=(), fid=_design_fid) -> list[GridRun]:
         tags = {"runtime.device": "cuda", "runtime.precision": "bf16", "version.torch": "2.14.1",
                 "git.commit": "0123456789abcdef", "machine.cpu": "Xeon", "machine.gpu": "H100",
                 "evaluator.sha256": "feedbeefcafe0000ffff", "data.source": "embedded", "data.sha256": "ab" * 32, "metrics.version": "2"}
+        if with_b:
+            metrics |= {"evaluator_b.fid": 120 + 6 * seed - f, "evaluator_b.classifier_score": metrics["classifier_score"],
+                        "evaluator_b.precision": metrics["precision"], "evaluator_b.recall": metrics["recall"],
+                        "evaluator_b.floor.fid": 2.5, "evaluator_b.floor.classifier_score": 9.6}
+            tags |= {"evaluator_b.sha256": "b0b0" * 16, "evaluator_b.arch": "lenet"}
         start = 1_700_000_000_000 + 100_000 * i
         out.append(GridRun(f"run{i}", CELL.format(pos, loss), seed, metrics, params, tags, curve, gammas,
                            start, start + 300_000))
@@ -525,3 +533,57 @@ def test_seeds_table_names_the_machine_each_seed_ran_on(tmp_path):
     assert "| 0 | 6 | H100; cuda, bf16 | version 2 | `feedbeefcafe` |" in seeds
     assert "| 2 | 6 | AMD Zen 5 (family 26 model 2), avx512; cpu, bf16 |" in seeds
     assert "**Seed(s) 1 ran on more than one machine**" in seeds
+
+
+# ---------------------------------------------------------------- the second evaluator
+
+
+def test_second_evaluator_checks_each_verdict_under_evaluator_b(tmp_path):
+    """Evaluator B's figures go through A's code path (seed as the unit, Holm, four outcomes); a verdict holds
+    when B gives the same outcome and better level. Here B's FID contrasts have the opposite sign to A's."""
+    runs = _full_runs(with_b=True)
+    a = analyze(P, "default", runs)
+    s = second_evaluator(a)
+    assert s.measured and s.runs_with_b == s.runs == 18
+    # B's FID margin: A's ±3 scaled by the floors (2.5 / 1.25); the classifier score's is A's
+    assert s.margins == {"fid": pytest.approx(6.0), "classifier_score": 0.1}
+    fid = {(c.a.axis, c.a.a, c.a.b): c for c in s.checks if c.a.metric == "fid"}
+    assert list(fid) == [(e.axis, e.a, e.b) for e in a.effects["fid"]]
+    post_none = fid["attention.position", "post", "none"]
+    # per seed B's values are A's negated: the same t, the same Holm p, the opposite estimate
+    assert post_none.b.mean_diff == pytest.approx(-post_none.a.mean_diff)
+    assert post_none.b.p_holm == pytest.approx(post_none.a.p_holm)
+    assert post_none.a.verdict == post_none.b.verdict == "matters"
+    assert (post_none.a.better(), post_none.b.better()) == ("post", "none")
+    assert post_none.holds is False
+    # the classifier score: the same figures under both evaluators, so every verdict holds
+    scores = [c for c in s.checks if c.a.metric == "classifier_score"]
+    assert len(scores) == 4 and all(c.holds for c in scores)
+
+    (tmp_path / "b").mkdir()
+    text = render(P, "default", runs, tmp_path / "b")
+    section = text.split("## Second evaluator")[1].split("\n## ")[0]
+    row = next(ln for ln in section.splitlines() if ln.startswith("| FID | attention.position: post − none |"))
+    assert "a difference that matters: **post**" in row and "a difference that matters: **none**" in row
+    assert row.endswith("| **no** |") and "±6.000 (±3.000 × B's floor FID 2.500 / A's 1.250" in section
+    assert "`lenet`" in section and "`b0b0b0b0b0b0`" in section
+    assert "6 of 8 verdicts hold under both evaluators; not: FID post − none, FID pre − none." in section
+    data = json.loads(json.dumps(summary(a)))["second_evaluator"]
+    assert data["measured"] and data["evaluator_b_sha256"] == "b0b0" * 16 and data["margins"]["fid"] == 6.0
+    (js,) = [c for c in data["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "none")]
+    assert js["holds"] is False and js["evaluator_a"]["better"] == "post" and js["evaluator_b"]["better"] == "none"
+    assert js["evaluator_b"]["mean_diff"] == pytest.approx(-js["evaluator_a"]["mean_diff"])
+
+
+def test_second_evaluator_is_not_measured_for_records_without_it(tmp_path):
+    runs = _full_runs()
+    text = render(P, "default", runs, tmp_path)
+    section = text.split("## Second evaluator")[1].split("\n## ")[0]
+    assert f"Evaluator B: {NOT_MEASURED_B}." in section and "| holds under both |" not in section
+    assert summary(analyze(P, "default", runs))["second_evaluator"] == {
+        "measured": False, "note": "not measured (these records predate the second evaluator)", "runs": 18,
+        "runs_with_b": 0, "contrasts": []}
+    # the rest of the report is the same with or without B's figures
+    (tmp_path / "b").mkdir()
+    both = render(P, "default", _full_runs(with_b=True), tmp_path / "b")
+    assert both.split("## Second evaluator")[0] == text.split("## Second evaluator")[0]

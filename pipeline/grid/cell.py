@@ -18,21 +18,23 @@ from pipeline.grid.spec import Cell, GridSpec
 log = logging.getLogger("grid")
 
 # what every run reads from the shared stages: pipeline.data.PREPARED_DIR, pipeline.evaluator.EVALUATOR_FILE
-# and its metrics (spelled out: importing those modules imports torch, 1.1 s in every Ray worker; a test
-# checks they agree)
-SHARED_OUTPUTS = (Path("data/prepared"), Path("models/evaluator.pt"), Path("metrics/evaluator.json"))
+# and EVALUATOR_B_FILE and their metrics (spelled out: importing those modules imports torch, 1.1 s in every
+# Ray worker; a test checks they agree)
+SHARED_OUTPUTS = (Path("data/prepared"), Path("models/evaluator.pt"), Path("metrics/evaluator.json"),
+                  Path("models/evaluator_b.pt"), Path("metrics/evaluator_b.json"))
+SHARED_STAGES = ("train_evaluator", "train_evaluator_b")  # and prepare, which both depend on
 
 
 def ensure_shared_outputs(root: Path) -> None:
-    """prepare and train_evaluator, once: through DVC where it is installed (so its cache knows them),
+    """prepare and the two evaluators, once: through DVC where it is installed (so its cache knows them),
     otherwise by running the stages."""
     if all((root / path).exists() for path in SHARED_OUTPUTS):
         return
-    log.info("reproducing the shared stages (prepare, train_evaluator)")
+    log.info("reproducing the shared stages (prepare, %s)", ", ".join(SHARED_STAGES))
     if shutil.which("dvc"):
-        cmds = [["dvc", "repro", "train_evaluator"]]
+        cmds = [["dvc", "repro", *SHARED_STAGES]]
     else:
-        cmds = [[sys.executable, "-m", f"stages.{s}"] for s in ("check_params", "prepare", "train_evaluator")]
+        cmds = [[sys.executable, "-m", f"stages.{s}"] for s in ("check_params", "prepare", *SHARED_STAGES)]
     for cmd in cmds:
         if subprocess.run(cmd, cwd=root).returncode != 0:
             raise UserError(f"`{' '.join(cmd)}` failed; fix it before running the grid")

@@ -20,6 +20,7 @@ import psutil
 from pipeline import tracking
 from pipeline.config import Params
 from pipeline.errors import UserError
+from pipeline.grid.cell import SHARED_STAGES
 from pipeline.grid.spec import Cell, GridSpec, yaml_value
 
 log = logging.getLogger("grid")
@@ -109,10 +110,10 @@ def run(p: Params, spec: GridSpec, todo: list[Cell], threads: int, **_options) -
 
     experiment = p.mlflow.experiment
     # the shared stages once, in the workspace, so the queued experiments restore them from the cache
-    log.info("reproducing the shared stages (prepare, train_evaluator)")
-    res = subprocess.run(["dvc", "repro", "train_evaluator"], text=True)
+    log.info("reproducing the shared stages (prepare, %s)", ", ".join(SHARED_STAGES))
+    res = subprocess.run(["dvc", "repro", *SHARED_STAGES], text=True)
     if res.returncode != 0:
-        raise UserError("`dvc repro train_evaluator` failed; fix it before running the grid")
+        raise UserError(f"`dvc repro {' '.join(SHARED_STAGES)}` failed; fix it before running the grid")
     names = {}
     for cell in todo:
         name = spec.run_name(cell)

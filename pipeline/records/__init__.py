@@ -3,7 +3,8 @@ results outlive the MLflow store (mlflow.db is one machine's, and not in git).
 
 A record holds what the report reads of a run: schema version, grid, cell, seed, MLflow run id, run
 name and experiment, start and end (ms since the epoch) and wall time (s, start to end), every param,
-the final metrics (each metric's latest value, as the report uses them), the curves `fid_quick`,
+the final metrics (each metric's latest value, as the report uses them; evaluator B's as evaluator_b.*,
+absent from runs evaluated before it existed), the curves `fid_quick`,
 `gamma.*` and `full.*` (the full-size evaluations at train.full_eval_at) as lists of [step, value],
 thinned to at most MAX_CURVE_POINTS (the report thins the store's curves the same way), the tags (all
 but MLflow's large bookkeeping), `source` (`mlflow run`, or `converted from <file>`) and `missing` (the

@@ -1,7 +1,8 @@
 """Run records from a published report (ablation.json, with the setup table of the ablation.md beside it),
 for grids whose MLflow store is gone. The records hold what the report kept per run (cell, seed, run id,
-final metrics) and what it says of all runs alike (machine, device, precision, versions, commit,
-evaluator, data, budget); whatever it did not keep is named in the record's `missing`.
+final metrics, evaluator B's among them where measured) and what it says of all runs alike (machine, device,
+precision, versions, commit, evaluator and evaluator B, data, budget); whatever it did not keep is named in the
+record's `missing`.
 
     python -m pipeline.records convert reports/ablation.json
     python -m pipeline.records convert docs/results/2026-11-26-h200/ablation.json --grid default-h200 \\
@@ -62,6 +63,13 @@ def _environment_tags(environment: dict[str, Any]) -> tuple[dict[str, str], list
     return tags, notes
 
 
+def _second_evaluator_tags(section: dict[str, Any]) -> dict[str, str]:
+    """Evaluator B's checksum and architecture where every run with its figures shared them (the runs'
+    evaluator_b.* metrics come with their metrics)."""
+    keys = {"evaluator_b.sha256": "evaluator_b_sha256", "evaluator_b.arch": "arch"}
+    return {tag: section[key] for tag, key in keys.items() if isinstance(section.get(key), str)}
+
+
 def convert(report_json: Path, grid: str | None = None, source: str | None = None,
             note: str = "", extra_tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The records of the runs in a published ablation.json (and its ablation.md's setup table), under
@@ -72,6 +80,7 @@ def convert(report_json: Path, grid: str | None = None, source: str | None = Non
         raise UserError(f"{report_json} has no `runs` list: give an ablation.json written by pipeline.report")
     md = Path(report_json).with_suffix(".md")
     tags, notes = _environment_tags(data.get("environment") or {})
+    tags |= _second_evaluator_tags(data.get("second_evaluator") or {})
     tags |= setup_tags(md.read_text()) if md.exists() else {}
     tags |= extra_tags or {}
     grid = grid or data["grid"]

@@ -15,6 +15,8 @@ The statistics (pipeline/stats.py), in the report's words:
   intervals, Lakens' four outcomes (with TOST against `ablation.margin`), P(a better) over seeds;
 - per pair of axes, the interaction (difference of differences per seed), tested and Holm-corrected;
 - the other batches and `ablation.replicate_with` grids as replications (prediction interval, Welch);
+- the second evaluator: each FID and classifier-score contrast of the primary batch again under evaluator B
+  (its `evaluator_b.*` figures of the same samples, the same code), and whether the verdict holds under both;
 - "settled" per contrast: a drift TOST over full-size checkpoint evaluations (not measured without them);
   the quick-FID ranking per budget and the attention gammas are pictures.
 
@@ -27,7 +29,8 @@ ablation.json: floats are plain numbers, nan and inf are null; `ci95` is [low, h
 value is a string when all runs agree and a list of the distinct values when they do not.
 
 The package, one idea per module: `runs` (GridRun; load_runs from MLflow, load_records from results/,
-merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, environment facts), `formatting`
+merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, environment facts),
+`second_evaluator` (the verdicts under evaluator B), `formatting`
 (numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
 `write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """

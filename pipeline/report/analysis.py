@@ -418,9 +418,14 @@ def _cell_label(axes: Mapping[str, Sequence], values: Sequence) -> str:
     return cell_label(axes, dict(zip(axes, values)))
 
 
-def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) -> tuple[dict, dict]:
+def chosen_levels(p: Params, axes: Mapping[str, Sequence]) -> dict[str, str]:
+    """Each axis' level that params.yaml sets (the contrasts' orientation: oriented_pairs)."""
     flat = p.flat()
-    chosen = {a: label_value(a, flat[a]) for a in axes}
+    return {a: label_value(a, flat[a]) for a in axes}
+
+
+def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) -> tuple[dict, dict]:
+    chosen = chosen_levels(p, axes)
     margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
     effects = {m: main_effects(runs, axes, m, chosen, margins[m]) for m in METRICS}
     budget = _budget(runs)

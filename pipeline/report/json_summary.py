@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.report.analysis import (BATCH_FIELDS, CELL_METRICS, METRICS, NOT_MEASURED, Analysis, Batch, Effect,
                                       Replication, _final_gamma, _values, environment, floor_metrics, replicate,
                                       seeds_ran_on, variance_split, wall_times)
+from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
 from pipeline.stats import t_interval
 
 
@@ -87,6 +88,26 @@ def _replication(a: Analysis) -> list[dict[str, Any]]:
              "contrasts": [row(rp) for rp in replicate(a.effects, b.effects)]} for name, b in a.others()]
 
 
+def _second_evaluator(a: Analysis) -> dict[str, Any]:
+    """Each FID and classifier-score contrast of the primary batch under evaluator A and evaluator B."""
+    s = second_evaluator(a)
+    if not s.measured:
+        return {"measured": False, "note": NOT_MEASURED_B, "runs": s.runs, "runs_with_b": 0, "contrasts": []}
+
+    def side(e: Effect | None) -> dict[str, Any] | None:
+        if e is None:
+            return None
+        return {"mean_diff": e.mean_diff, "ci_holm": [e.holm_ci.lo, e.holm_ci.hi] if e.holm_ci else None,
+                "n_seeds": e.n_seeds, "p_holm": e.p_holm, "margin": e.margin, "p_tost_holm": e.p_tost_holm,
+                "verdict": e.verdict, "better": e.better() if e.verdict == "matters" else None}
+
+    return {"measured": True, "runs": s.runs, "runs_with_b": s.runs_with_b,
+            "evaluator_b_sha256": _agreed(s.checksums), "arch": _agreed(s.archs), "floor_a": s.floor_a,
+            "floor_b": s.floor_b, "margins": s.margins,
+            "contrasts": [{"metric": c.a.metric, "axis": c.a.axis, "a": c.a.a, "b": c.a.b,
+                           "evaluator_a": side(c.a), "evaluator_b": side(c.b), "holds": c.holds} for c in s.checks]}
+
+
 def _vs_floor(a: Analysis) -> dict[str, Any]:
     """Each cell of the primary batch as a multiple of its floor's FID and a share of its floor's classifier score."""
     floor = floor_metrics(a.primary_runs)
@@ -134,6 +155,7 @@ def summary(a: Analysis) -> dict[str, Any]:
                          for m in METRICS for i in a.interactions[m]],
         "seeds_ran_on": {str(seed): dict(machines) for seed, machines in seeds_ran_on(a.runs).items()},
         "replication": _replication(a),
+        "second_evaluator": _second_evaluator(a),
         "ranking": {str(s): order for s, order in a.ranking.items()},
         "quick_fid": {str(s): means for s, means in a.quick_fid.items()},
         "gamma_final": {c: {layer: cell_stats([g for r in a.runs if r.cell == c
