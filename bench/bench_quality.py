@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ import yaml
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline import cpu  # noqa: E402
 from pipeline.config import load_params, with_override  # noqa: E402
 from pipeline.data import load_prepared  # noqa: E402
 from pipeline.evaluator import embed, load_evaluator  # noqa: E402
@@ -100,6 +102,18 @@ def d_overfit(trainer: Trainer, x_heldout: np.ndarray, n: int = 1000) -> dict[st
             "d_heldout_pos": held_pos}
 
 
+def batch_identity(rt) -> dict[str, str]:
+    """What a candidate must share with the reference to be compared with it: the machine, the precision
+    the runtime resolved to, the code and torch (search results from two batches are not pooled)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        commit = os.environ.get("SAGAN_GIT_COMMIT", "unknown")
+    return {**cpu.describe(), "device": str(rt.device), "precision": rt.precision, "commit": commit,
+            "torch": torch.__version__}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -138,6 +152,7 @@ def main() -> None:
         overrides["train.ema_start"] = steps // 2  # a short run: the EMA must start within it
     untrained = args.steps == 0 and not args.quick
     rows, all_rows = [], []
+    batch = batch_identity(resolve_runtime(with_override(base, overrides)))
     for seed in args.seeds[:1] if args.quick else args.seeds:
         p = with_override(base, {**overrides, "seed": seed})
         rt = resolve_runtime(p)
@@ -181,13 +196,13 @@ def main() -> None:
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                       flush=True)
             if args.json:  # after every stop: a killed search keeps what it measured
-                args.json.write_text(json.dumps({"params": overrides, "rows": all_rows}, indent=2))
+                args.json.write_text(json.dumps({"params": overrides, "batch": batch, "rows": all_rows}, indent=2))
     runtime = dataclasses.asdict(rt) | {"device": str(rt.device)}
     mean = {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
     print(f"runtime {runtime} steps {n_steps}")
     print("mean " + " ".join(f"{k}={v:.4g}" for k, v in mean.items()))
     if args.json:
-        args.json.write_text(json.dumps({"params": overrides, "runtime": runtime, "steps": n_steps,
+        args.json.write_text(json.dumps({"params": overrides, "batch": batch, "runtime": runtime, "steps": n_steps,
                                          "rows": all_rows, "mean": mean}, indent=2))
 
 

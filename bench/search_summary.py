@@ -31,12 +31,26 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return float(x.mean()), float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
 
 
+def batch_key(record: dict) -> str:
+    """The machine class, device and precision a file's runs share (files before bench_quality recorded it:
+    'unrecorded'). Seeds from two batches are never paired or pooled."""
+    b = record.get("batch")
+    return f"{b['class']} {b['device']} {b['precision']}" if b else "unrecorded"
+
+
 def load(paths: list[Path]) -> dict[tuple[str, str, int], dict[int, dict]]:
-    """(candidate, variant, step) -> seed -> row."""
+    """(candidate, variant, step) -> seed -> row, from files of one batch."""
     out: dict[tuple[str, str, int], dict[int, dict]] = defaultdict(dict)
-    for path in paths:
+    records = {path: json.loads(path.read_text()) for path in paths}
+    batches = defaultdict(list)
+    for path, record in records.items():
+        batches[batch_key(record)].append(path.name)
+    if len(batches) > 1:
+        listing = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}" for k, v in batches.items())
+        raise SystemExit(f"these files come from {len(batches)} batches ({listing}): summarise one at a time")
+    for path, record in records.items():
         candidate = re.sub(r"\.s\d+\.json$", "", path.name)
-        for row in json.loads(path.read_text())["rows"]:
+        for row in record["rows"]:
             out[(candidate, row["variant"], int(row["step"]))][int(row["seed"])] = row
     return out
 
