@@ -73,9 +73,6 @@ class Trainer:
         self.G = Generator(self.cfg).to(dev, memory_format=mf)
         self.D = Discriminator(self.cfg).to(dev, memory_format=mf)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if p.train.ema else None
-        if runtime.world_size > 1 and p.train.r1 > 0:
-            raise UserError(f"train.r1 = {p.train.r1} under torchrun: the gradient penalty is not supported across "
-                            f"processes yet; run on one process, or set train.r1 = 0")
         if runtime.world_size > 1:
             from pipeline.distributed import convert_sync_batchnorm
             self.G = convert_sync_batchnorm(self.G, dev.type)
@@ -193,7 +190,9 @@ class Trainer:
         """R1 (Mescheder et al. 2018), lazily (StyleGAN2): γ/2 · E|∇_x D(x)|² on the reals as D saw them,
         every train.r1_every D updates and scaled by it. Penalising D's slope at the training digits
         keeps it from carving a sharp boundary around 4,000 of them. A separate fp32 pass on attention
-        that autograd can differentiate twice."""
+        that autograd can differentiate twice. Under torchrun it runs on the bare D, each rank on its share
+        of the reals: autograd sums its parameter gradients with the DDP pass's before DDP's hooks fire,
+        so DDP averages the whole D loss's gradients."""
         x = real.detach().float().requires_grad_(True)
         self.D.eval()  # spectral norm's power iteration has run in this step's D pass: not again
         try:

@@ -1,5 +1,6 @@
 """torchrun with DistributedDataParallel (gloo, 2 CPU processes) reaches the weights of one process
 with the same global batch: the batch is split across ranks, BatchNorm is synchronised."""
+import json
 import os
 import socket
 import subprocess
@@ -26,14 +27,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"train.r1": 1.0, "train.r1_every": 1}], ids=["plain", "r1"])
+def test_two_gloo_processes_match_one(tmp_path, extra):
+    """Also with the R1 penalty on every D update: each rank penalises its share of the reals and DDP
+    averages the gradients, which is the penalty on the global batch."""
     out = tmp_path / "ddp.pt"
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([str(torchrun), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                    f"--master_port={_free_port()}", str(DRIVER), str(out), str(STEPS)],
+                    f"--master_port={_free_port()}", str(DRIVER), str(out), str(STEPS), json.dumps(extra)],
                    check=True, env=env, timeout=600)
-    single = with_plain_sgd(make_trainer(None, **SGD_LRS, **{"train.ema": False, "train.steps": STEPS}))
+    single = with_plain_sgd(make_trainer(None, **SGD_LRS, **{"train.ema": False, "train.steps": STEPS}, **extra))
     init = {"G": {k: v.clone() for k, v in single.G.state_dict().items()},
             "D": {k: v.clone() for k, v in single.D.state_dict().items()}}
     single.run(progress=False)
