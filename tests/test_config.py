@@ -1,5 +1,6 @@
 """params.yaml validation: every bad value names the key, the value and what is allowed."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -135,3 +136,19 @@ def test_readme_stays_a_reference():
 
     size = len((Path(__file__).resolve().parent.parent / "README.md").read_bytes())
     assert size <= 12 * 1024, f"README.md is {size} bytes: move detail to docs/"
+
+
+def test_the_tutorial_recipe_of_the_docs_is_valid_and_is_the_tutorials():
+    """docs/params.md's tutorial recipe: overrides that params validation accepts, giving the seed tutorial's
+    settings (BCE, no spectral norm, no EMA, no R1, its narrower D, γ starting at 0.01, batch 64)."""
+    import re
+
+    page = Path("docs/params.md").read_text()
+    block = page.split("<!-- recipe: tutorial -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    overrides = {k: yaml.safe_load(v) for k, v in re.findall(r"-S ([\w.]+)=(\S+)", block)}
+    p = with_override(Params(), overrides)
+    assert (p.loss.type, p.attention.gamma_init, p.attention.value_bias) == ("bce", 0.01, True)
+    assert not (p.model.spectral_norm_g or p.model.spectral_norm_d or p.train.ema)
+    assert (p.train.r1, p.train.lecam, p.train.augment) == (0.0, 0.0, "none")
+    assert (p.model.d_channels, p.model.d_extra_convs, p.train.batch_size) == (16, 0, 64)
+    assert (p.train.lr_g, p.train.lr_d) == (0.0002, 0.0002)
