@@ -38,6 +38,11 @@ def model() -> str:
 _AMD_FAMILY_25_ZEN4 = (range(0x10, 0x20), range(0x60, 0x80), range(0xA0, 0xB0))
 
 
+def vendor() -> str:
+    """`GenuineIntel`, `AuthenticAMD`, ... (`unknown` off Linux)."""
+    return _cpuinfo().get("vendor_id") or "unknown"
+
+
 def microarchitecture() -> str:
     """The core design, where the model name does not say it (a cloud VM's is often just `AMD EPYC`):
     e.g. `AMD Zen 4 (family 25 model 17)`. Two machines of one class (avx512) can differ twice in speed."""
