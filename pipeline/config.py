@@ -92,7 +92,7 @@ class TrainParams:
                                "tuned so this share of D's logits on reals is positive (0: always)",
                                **_range(0.0, 0.99))
     lecam: float = _f(0.0, "LeCam regularisation of D: its weight λ (0: off)", **_range(0.0, 100.0))
-    r1: float = _f(0.0, "R1 gradient penalty on reals (γ/2 · |∇D(x)|²): its weight γ (0: off)",
+    r1: float = _f(1.0, "R1 gradient penalty on reals (γ/2 · |∇D(x)|²): its weight γ (0: off; tutorial: 0)",
                    **_range(0.0, 1000.0))
     r1_every: int = _f(16, "lazy R1: applied on every this many D updates, scaled by it", **_range(1, 1000))
     ema: bool = _f(True, "sample from an EMA of G")

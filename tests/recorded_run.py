@@ -22,8 +22,11 @@ def training() -> dict:
         from pipeline.training import Trainer, resolve_runtime  # noqa: F401
 
     torch.set_num_threads(1)
-    p = with_override(Params(), {"train.device": "cpu", "train.precision": "fp32", "train.batch_size": 8,
-                                 "train.steps": 3, "train.attention_kernel": "kernel", "train.ema_start": 1})
+    p0 = Params()
+    p = with_override(p0, {"train.device": "cpu", "train.precision": "fp32", "train.batch_size": 8,
+                           "train.steps": 3, "train.attention_kernel": "kernel", "train.ema_start": 1,
+                           # the recipe the values were recorded with (R1 came later)
+                           **({"train.r1": 0.0} if hasattr(p0.train, "r1") else {})})
     rt = resolve_runtime(p)
     data = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
     trainer = Trainer(p, data, "recorded", rt)
