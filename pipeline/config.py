@@ -74,7 +74,7 @@ class LossParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = _f(10000, "generator updates: the budget", **_range(1))
+    steps: int = _f(12000, "generator updates: the budget", **_range(1))
     batch_size: int = _f(32, "images per update (global under torchrun)", **_range(2, 65536))
     lr_g: float = _f(4e-4, "Adam learning rate of G", **_range(0.0, 1.0, lo_open=True))
     lr_d: float = _f(4e-4, "Adam learning rate of D", **_range(0.0, 1.0, lo_open=True))
