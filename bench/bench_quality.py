@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pipeline.data import load_prepared  # noqa: E402
 from pipeline.evaluator import embed, load_evaluator  # noqa: E402
 from pipeline.metrics import evaluate_features  # noqa: E402
 from pipeline.sampling import generate_images  # noqa: E402
+from pipeline.tracking import git_commit  # noqa: E402
 from pipeline.runtime import resolve_runtime  # noqa: E402
 from pipeline.trainer import Trainer, ema_update  # noqa: E402
 from pipeline.visualize import grid, save_png  # noqa: E402
@@ -105,12 +105,7 @@ def d_overfit(trainer: Trainer, x_heldout: np.ndarray, n: int = 1000) -> dict[st
 def batch_identity(rt) -> dict[str, str]:
     """What a candidate must share with the reference to be compared with it: the machine, the precision
     the runtime resolved to, the code and torch (search results from two batches are not pooled)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).resolve().parent.parent).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        commit = os.environ.get("SAGAN_GIT_COMMIT", "unknown")
-    return {**cpu.describe(), "device": str(rt.device), "precision": rt.precision, "commit": commit,
+    return {**cpu.describe(), "device": str(rt.device), "precision": rt.precision, "commit": git_commit(),
             "torch": torch.__version__}
 
 
@@ -152,10 +147,10 @@ def main() -> None:
         overrides["train.ema_start"] = steps // 2  # a short run: the EMA must start within it
     untrained = args.steps == 0 and not args.quick
     rows, all_rows = [], []
-    batch = batch_identity(resolve_runtime(with_override(base, overrides)))
     for seed in args.seeds[:1] if args.quick else args.seeds:
         p = with_override(base, {**overrides, "seed": seed})
         rt = resolve_runtime(p)
+        batch = batch_identity(rt)  # the same for every seed
         if rt.device.type == "cpu":
             torch.set_num_threads(args.threads or p.train.threads or os.cpu_count() or 1)
         trainer = Trainer(p, prepared.x_train, prepared.meta["sha256"]["x_train"], rt)

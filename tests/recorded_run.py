@@ -1,7 +1,8 @@
 """A short training and the metrics on fixed arrays, printed as JSON: tests/test_recorded.py compares
 them with the values recorded before training.py and metrics.py were split into modules (the split
 must not change one bit). Runs on PyTorch's and oneDNN's baseline instruction sets and the kernel's
-portable build, one thread, fp32, so any x86-64 CPU gives the same bits. The metrics run on the
+portable build, one thread, fp32, so any x86-64 CPU of one vendor gives the same bits (Intel's
+and AMD's differ: tests/test_recorded.py keeps one recording each). The metrics run on the
 machine's own numpy code paths: their subsets and splits must not depend on the last bits (the
 classifier score's probabilities come from numpy's SIMD exp, which differs between AVX2 and AVX-512)."""
 from __future__ import annotations

@@ -22,7 +22,7 @@ RECORDED = json.loads((ROOT / "tests/data/recorded_before_split.json").read_text
 RECORDED_TRAINING = {"AuthenticAMD": RECORDED["training"],
                      "GenuineIntel": json.loads((ROOT / "tests/data/recorded_before_split_intel.json")
                                                 .read_text())["training"]}
-# baseline instruction sets everywhere: what any x86-64 CPU computes bit for bit
+# baseline instruction sets everywhere: what any x86-64 CPU of one vendor computes bit for bit
 BASELINE = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "SAGAN_KERNEL_TARGET": "portable"}
 # numpy held to its AVX2 code paths (X86_V3), as on a Zen 3, where this machine has AVX-512
 NUMPY_AVX2 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4,AVX512_ICL,AVX512_SPR"}
