@@ -587,3 +587,66 @@ def test_second_evaluator_is_not_measured_for_records_without_it(tmp_path):
     (tmp_path / "b").mkdir()
     both = render(P, "default", _full_runs(with_b=True), tmp_path / "b")
     assert both.split("## Second evaluator")[0] == text.split("## Second evaluator")[0]
+
+
+PILOT_STEPS = (8000, 10000, 12000, 15000, 18000, 21000, 24000)
+
+
+def _pilot_runs(post_keeps_falling: bool = False) -> list[GridRun]:
+    """A pilot at 24,000 steps with full-size evaluations at PILOT_STEPS: hinge's extra FID over bce shrinks
+    to 0 by step 12,000 (8 at 8k, 4 at 10k); post − none is the design's (about −9) throughout, or also falls 0.5 FID per 1,000
+    steps throughout (still moving at every budget); the classifier score does not move."""
+    out, rng = _full_runs(), np.random.default_rng(3)
+    for r in out:
+        hinge = r.params["loss.type"] == "hinge"
+        post = r.params["attention.position"] == "post"
+        def fid(s):
+            extra = max(0, 12000 - s) / 500 if hinge else 0.0
+            fall = -0.5 * (s - 24000) / 1000 if (post and post_keeps_falling) else 0.0
+            return r.metrics["fid"] + extra + fall + rng.normal(0, 0.05)
+        r.params["train.steps"] = "24000"
+        r.metric_curves = {"fid": [(s, fid(s)) for s in PILOT_STEPS],
+                           "classifier_score": [(s, r.metrics["classifier_score"] + rng.normal(0, 0.005))
+                                                for s in PILOT_STEPS]}
+    return out
+
+
+def test_the_budget_scan_finds_where_each_contrast_settles_and_the_planned_budget(tmp_path):
+    a = analyze(P, "default", _pilot_runs())
+    scan = a.budget_scan
+    # a budget needs >= 3 checkpoints in its last 40%: 8k and 10k have fewer
+    assert scan.budgets == [12000, 15000, 18000, 21000, 24000] and scan.floor == 12000
+    loss = next(c for c in scan.contrasts if (c.metric, c.a, c.b) == ("fid", "hinge", "bce"))
+    at = {p.budget: p for p in loss.points}
+    # at 12k the effect is gone, but its window (8k-12k) still holds the fall from 8 to 0: drift ≈ −8
+    assert at[12000].effect.mean_diff == pytest.approx(0, abs=0.1)
+    assert at[12000].drift.drift.mean == pytest.approx(-8, abs=0.2) and at[12000].within is False
+    assert at[15000].within is False and at[18000].within and at[24000].within
+    assert at[24000].drift.steps == (15000, 18000, 21000, 24000)
+    assert loss.settles_at == 18000
+    position = next(c for c in scan.contrasts if (c.metric, c.a, c.b) == ("fid", "post", "none"))
+    final = _effect(a.effects["fid"], "attention.position", "post", "none").mean_diff  # from the runs' metrics
+    assert position.settles_at == 12000 and position.points[0].effect.mean_diff == pytest.approx(final, abs=0.1)
+    assert scan.planned == 18000
+    text = render_analysis(a, tmp_path)
+    section = text.split("## Where each contrast settles")[1].split("\n## ")[0]
+    assert "| FID | hinge − bce | ±1.500 |" in section and "**18,000 steps**" in section
+    data = summary(a)["budget_scan"]
+    assert data["planned"] == 18000 and data["budgets"] == scan.budgets
+    row = next(c for c in data["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "hinge", "bce"))
+    assert row["settles_at"] == 18000 and row["points"][0]["within_half_margin"] is False
+
+
+def test_a_contrast_still_moving_at_the_largest_budget_leaves_no_planned_budget(tmp_path):
+    a = analyze(P, "default", _pilot_runs(post_keeps_falling=True))
+    position = next(c for c in a.budget_scan.contrasts if (c.metric, c.a, c.b) == ("fid", "post", "none"))
+    # −0.5 per 1,000 steps over 24k's window (15k-24k): drift −4.5, outside ±1.5
+    assert position.points[-1].drift.drift.mean == pytest.approx(-4.5, abs=0.2) and position.settles_at is None
+    assert a.budget_scan.planned is None
+    assert "**none**" in render_analysis(a, tmp_path)
+
+
+def test_no_budget_scan_without_checkpoints_at_several_budgets(tmp_path):
+    a = analyze(P, "default", _full_runs())
+    assert a.budget_scan is None and summary(a)["budget_scan"] is None
+    assert "## Where each contrast settles" not in render_analysis(a, tmp_path)

@@ -18,7 +18,9 @@ The statistics (pipeline/stats.py), in the report's words:
 - the second evaluator: each FID and classifier-score contrast of the primary batch again under evaluator B
   (its `evaluator_b.*` figures of the same samples, the same code), and whether the verdict holds under both;
 - "settled" per contrast: a drift TOST over full-size checkpoint evaluations (not measured without them);
-  the quick-FID ranking per budget and the attention gammas are pictures.
+  the quick-FID ranking per budget and the attention gammas are pictures;
+- where each contrast settles: the main effects again at every budget the runs' full-size checkpoint
+  evaluations cover, with each budget's drift (`budget`); a pilot's scan gives the grid's planned budget.
 
 Orientation of "a − b": b is `none` when one level is (what the option adds over leaving it out);
 otherwise a is the level params.yaml sets (the pipeline's choice against the alternative); otherwise a is
@@ -30,7 +32,7 @@ value is a string when all runs agree and a list of the distinct values when the
 
 The package, one idea per module: `runs` (GridRun; load_runs from MLflow, load_records from results/,
 merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, environment facts),
-`second_evaluator` (the verdicts under evaluator B), `formatting`
+`second_evaluator` (the verdicts under evaluator B), `budget` (the budget scan), `formatting`
 (numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
 `write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """

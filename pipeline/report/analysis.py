@@ -16,6 +16,8 @@ import numpy as np
 
 from pipeline import stats
 from pipeline.config import Params, cell_label, label_value
+from pipeline.report.budget import (MIN_PLANNED_BUDGET, SCAN_METRICS, BudgetPoint, BudgetScan, ContrastScan,
+                                    candidate_budgets, full_steps, runs_at)
 from pipeline.report.runs import GridRun
 
 METRICS = {"fid": "lower", "classifier_score": "higher", "precision": "higher", "recall": "higher"}
@@ -398,6 +400,7 @@ class Analysis:
     batches: list[Batch] = field(default_factory=list)
     primary: Batch | None = None
     replications: dict[str, "Analysis"] = field(default_factory=dict)  # grid -> its analysis (write_report)
+    budget_scan: "BudgetScan | None" = None  # the primary batch's effects per budget (pipeline.report.budget)
 
     def margin(self, metric: str) -> float:
         return getattr(self.p.ablation.margin, metric, math.nan)
@@ -463,6 +466,25 @@ def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect,
                             budget, e.margin)
 
 
+def budget_scan(runs: Sequence[GridRun], axes: Mapping[str, Sequence[str]], chosen: Mapping[str, str],
+                margins: Mapping[str, float], floor: int, metrics: Sequence[str] = SCAN_METRICS) -> BudgetScan | None:
+    """The main effects of `metrics` at every candidate budget of `runs` (one batch's), with their drift
+    over each budget's window; None with fewer than two candidate budgets (nothing to scan)."""
+    budgets = candidate_budgets(full_steps(runs))
+    if len(budgets) < 2:
+        return None
+    scans: dict[tuple, ContrastScan] = {}
+    for budget in budgets:
+        at = runs_at(runs, budget)
+        for metric in metrics:
+            for e in main_effects(at, axes, metric, chosen, margins.get(metric, math.nan)):
+                e.drift = contrast_drift(at, axes, e, budget)
+                key = (metric, e.axis, e.a, e.b)
+                scan = scans.setdefault(key, ContrastScan(metric, e.axis, e.a, e.b, e.margin))
+                scan.points.append(BudgetPoint(budget, e))
+    return BudgetScan(budgets, list(scans.values()), floor)
+
+
 NOT_MEASURED = "not measured (no full-size checkpoint evaluations in these records)"
 
 
@@ -492,12 +514,15 @@ def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[
         b.effects, b.interactions = _effects_of(p, b.runs, axes)
     primary = primary_batch(found_batches)
     effects, inter = (primary.effects, primary.interactions) if primary else _effects_of(p, runs, axes)
+    scan = budget_scan(primary.runs if primary else runs, axes, chosen_levels(p, axes),
+                       {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS},
+                       floor=max(MIN_PLANNED_BUDGET, p.train.steps))
     return Analysis(
         p=p, grid=grid, runs=runs, axes=axes, cells=cells, seeds=seeds, seeds_source=source,
         missing=[k for k in expected if k not in found], extra=sorted(found - set(expected)),
         effects=effects, interactions=inter, quick_fid=quick_fid, ranking=ranking,
         gamma_layers=sorted({k for r in runs for k in r.gamma_curves}),
-        batches=found_batches, primary=primary,
+        batches=found_batches, primary=primary, budget_scan=scan,
     )
 
 

@@ -63,6 +63,27 @@ def _contrast(e: Effect, floor: dict[str, float]) -> dict[str, Any]:
             "settled": _drift(e)}
 
 
+def _budget_scan(a: Analysis) -> Any:
+    """The primary batch's contrasts at every budget its checkpoints cover (pipeline.report.budget)."""
+    scan = a.budget_scan
+    if scan is None:
+        return None
+
+    def point(p) -> dict[str, Any]:
+        d = p.drift
+        has = d is not None and d.drift is not None
+        return {"budget": p.budget, "mean_diff": p.effect.mean_diff, "ci95": list(p.effect.contrast.ci95),
+                "n_seeds": p.effect.n_seeds, "drift_steps": list(d.steps) if d is not None else [],
+                "mean_drift": d.drift.mean if has else None, "drift_ci95": list(d.drift.ci95) if has else None,
+                "within_half_margin": p.within, "p_tost": d.equivalence.p if has and d.equivalence else None,
+                "settled": p.settled}
+
+    return {"budgets": scan.budgets, "floor": scan.floor, "planned": scan.planned,
+            "contrasts": [{"metric": c.metric, "axis": c.axis, "a": c.a, "b": c.b, "margin": c.margin,
+                           "settles_at": c.settles_at, "points": [point(p) for p in c.points]}
+                          for c in scan.contrasts]}
+
+
 def _batch(b: Batch, a: Analysis) -> dict[str, Any]:
     floor = floor_metrics(b.runs)
     return {"seeds": b.seeds, "runs": len(b.runs), "primary": b is a.primary, "complete": b.complete,
@@ -156,6 +177,7 @@ def summary(a: Analysis) -> dict[str, Any]:
         "seeds_ran_on": {str(seed): dict(machines) for seed, machines in seeds_ran_on(a.runs).items()},
         "replication": _replication(a),
         "second_evaluator": _second_evaluator(a),
+        "budget_scan": _budget_scan(a),
         "ranking": {str(s): order for s, order in a.ranking.items()},
         "quick_fid": {str(s): means for s, means in a.quick_fid.items()},
         "gamma_final": {c: {layer: cell_stats([g for r in a.runs if r.cell == c

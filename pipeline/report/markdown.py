@@ -66,6 +66,43 @@ def _settled(e: Effect) -> str:
             f"{d.steps[0]}-{d.steps[-1]} (TOST ±{_num(d.equivalence.margin)}, p {_p(d.equivalence.p)})")
 
 
+def _scan_cell(point) -> str:
+    d = point.drift
+    drift = _signed(d.drift.mean) if d is not None and d.drift is not None else "–"
+    mark = {True: "✓", False: "✗", None: "?"}[point.within] + ("✓" if point.settled else "")
+    return f"{_signed(point.effect.mean_diff)}; drift {drift} {mark}"
+
+
+def _budget_section(a: Analysis) -> list[str]:
+    scan = a.budget_scan
+    if scan is None:
+        return []
+    seeds = sorted({s for c in scan.contrasts for p in c.points for s in p.effect.seeds})
+    planned = scan.planned
+    lines = ["## Where each contrast settles (the primary batch at every budget its checkpoints cover)", "",
+             "Each run's full-size evaluations at its checkpoints (`train.full_eval_at`) are what a run of that "
+             "many steps would have scored (a step's draws depend only on the seed and the step, and no schedule "
+             "depends on the total), so the main effects are computed again at every checkpoint whose last 40% "
+             f"holds ≥ {stats.DRIFT_MIN_POINTS} checkpoints, with the seed as the unit ({len(seeds)} seeds). A cell "
+             "shows the mean difference a − b at that budget; its drift is the mean over seeds of the least-squares "
+             "slope over the budget's last 40%, times that window's length; ✓ the drift lies within ± margin/2, "
+             "✗ it does not, ✓✓ the TOST shows it within (the grid's \"settled\"). “Settles at”: the smallest "
+             "budget from which the drift stays within ± margin/2.", "",
+             "| metric | comparison | margin/2 | " + " | ".join(f"{b:,}" for b in scan.budgets) + " | settles at |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in scan.budgets) + " | --- |"]
+    for c in scan.contrasts:
+        by_budget = {p.budget: p for p in c.points}
+        cells = [(_scan_cell(by_budget[b]) if b in by_budget else "–") for b in scan.budgets]
+        settles = f"{c.settles_at:,}" if c.settles_at is not None else "not within the scan"
+        lines.append(f"| {ANSWER_METRICS.get(c.metric, c.metric)} | {c.label} | ±{_num(c.margin / 2)} | "
+                     + " | ".join(cells) + f" | {settles} |")
+    lines += ["", "The planned budget (the rule fixed before the pilot ran, pipeline/report/budget.py): the smallest "
+              f"of these budgets, and no fewer than {scan.floor:,} steps, from which every contrast above stays "
+              "within ± margin/2: " + (f"**{planned:,} steps**." if planned is not None else
+                                        "**none** (some contrast is still moving at the largest budget)."), ""]
+    return lines
+
+
 def _needed(e: Effect) -> str:
     seeds = e.seeds_needed
     if math.isnan(seeds):
@@ -634,6 +671,7 @@ def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None =
     lines += _seeds_section(a)
     lines += _cell_table(a)
     lines += _effects_section(a)
+    lines += _budget_section(a)
     lines += _interaction_section(a)
     lines += _replication_section(a)
     lines += _second_evaluator_section(a)
