@@ -650,3 +650,44 @@ def test_no_budget_scan_without_checkpoints_at_several_budgets(tmp_path):
     a = analyze(P, "default", _full_runs())
     assert a.budget_scan is None and summary(a)["budget_scan"] is None
     assert "## Where each contrast settles" not in render_analysis(a, tmp_path)
+
+
+def _write_records(runs: list[GridRun], grid: str, results: Path) -> None:
+    from pipeline.records import write_record
+
+    (results / grid).mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        curves = {"fid_quick": r.fid_curve, **r.gamma_curves, **{f"full.{m}": c for m, c in r.metric_curves.items()}}
+        write_record({"schema": 1, "grid": grid, "cell": r.cell, "seed": r.seed, "run_id": f"{grid}-{r.run_id}",
+                      "params": r.params, "metrics": r.metrics, "tags": r.tags, "curves": curves,
+                      "start_ms": r.start_ms, "end_ms": r.end_ms}, results / grid)
+
+
+def test_a_longer_replication_grid_is_compared_at_the_primary_budget(tmp_path, monkeypatch):
+    from pipeline.report import write_report
+    from pipeline.report.budget import runs_at_budget
+
+    pilot = _pilot_runs()
+    at = runs_at_budget(pilot, 12000)
+    assert [r.metrics["fid"] for r in at] == [dict(r.metric_curves["fid"])[12000] for r in pilot]
+    assert at[0].params["train.steps"] == "12000" and at[0].tags["budget.read_at"] == "12000"
+    assert "floor.fid" in at[0].metrics and "final.wall_s" not in at[0].metrics  # the floor stays, the rest goes
+    assert runs_at_budget(pilot, 11000) is None and runs_at_budget(_full_runs(), 5000) is None
+    # the published grid at 12,000 steps, the pilot (24,000) as its replication: read at step 12,000
+    primary = _full_runs()
+    for r in primary:
+        r.params["train.steps"] = "12000"
+    p = with_override(P, {"ablation.replicate_with": ["pilot"]})
+    results = tmp_path / "results"
+    _write_records(primary, p.ablation.name, results)
+    _write_records(pilot, "pilot", results)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
+    text = write_report(p, out_dir=tmp_path / "reports", source="records", results=results).read_text()
+    assert "read at step 12,000 (its full-size checkpoint evaluations)" in text
+    data = json.loads((tmp_path / "reports" / "ablation.json").read_text())
+    (other,) = data["replication"]
+    assert "read at step 12,000" in other["other"] and other["runs"] == len(pilot)
+    # at step 12,000 the pilot's runs are the primary's design plus checkpoint noise: every FID contrast agrees
+    fid = [c for c in other["contrasts"] if c["metric"] == "fid"]
+    assert fid and all(c["agrees"] and c["other"]["mean_diff"] == pytest.approx(c["primary"]["mean_diff"], abs=0.2)
+                       for c in fid)

@@ -401,6 +401,7 @@ class Analysis:
     primary: Batch | None = None
     replications: dict[str, "Analysis"] = field(default_factory=dict)  # grid -> its analysis (write_report)
     budget_scan: "BudgetScan | None" = None  # the primary batch's effects per budget (pipeline.report.budget)
+    read_at: int | None = None  # a replication grid's runs read at this checkpoint step (budget.runs_at_budget)
 
     def margin(self, metric: str) -> float:
         return getattr(self.p.ablation.margin, metric, math.nan)
@@ -413,7 +414,9 @@ class Analysis:
         """The replications: (name, batch) for this grid's other batches and each replicate_with grid's
         primary batch."""
         out = [(f"`{self.grid}` {b.label}", b) for b in self.batches if b is not self.primary]
-        out += [(f"`{g}` {o.primary.label}", o.primary) for g, o in self.replications.items() if o.primary]
+        out += [(f"`{g}` {o.primary.label}" + (f" read at step {o.read_at:,} (its full-size checkpoint evaluations)"
+                                               if o.read_at else ""), o.primary)
+                for g, o in self.replications.items() if o.primary]
         return out
 
 
@@ -431,14 +434,14 @@ def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) ->
     chosen = chosen_levels(p, axes)
     margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
     effects = {m: main_effects(runs, axes, m, chosen, margins[m]) for m in METRICS}
-    budget = _budget(runs)
+    budget = budget_of(runs)
     for m, es in effects.items():
         for e in es:
             e.drift = contrast_drift(runs, axes, e, budget)
     return effects, {m: interactions(runs, axes, m, chosen, margins[m]) for m in METRICS}
 
 
-def _budget(runs: list[GridRun]) -> int:
+def budget_of(runs: list[GridRun]) -> int:
     steps = _values(runs, _param("train.steps")).most_common(1)
     try:
         return int(steps[0][0]) if steps else 0

@@ -110,11 +110,30 @@ def candidate_budgets(steps: Sequence[int], share: float = stats.DRIFT_SHARE,
 
 
 def runs_at(runs: Sequence[GridRun], budget: int) -> list[GridRun]:
-    """Each run as a `budget`-step run: its metrics are its full-size evaluations at that step, its
-    checkpoint curves end there."""
+    """Each run as a `budget`-step run: its metrics are its full-size evaluations at that step (evaluator A's;
+    the real-data floor, which no generator changes, is kept; the rest belongs to its last step and goes),
+    its checkpoint curves end there, its train.steps is `budget` and the tag `budget.read_at` says so."""
     out = []
     for r in runs:
         curves = {m: [(s, v) for s, v in c if s <= budget] for m, c in r.metric_curves.items()}
-        metrics = {m: c[-1][1] for m, c in curves.items() if c and c[-1][0] == budget}
-        out.append(replace(r, metrics=metrics, metric_curves=curves))
+        metrics = {k: v for k, v in r.metrics.items() if k.startswith("floor.")}
+        metrics |= {m: c[-1][1] for m, c in curves.items() if c and c[-1][0] == budget}
+        out.append(replace(r, metrics=metrics, metric_curves=curves, params={**r.params, "train.steps": str(budget)},
+                           tags={**r.tags, "budget.read_at": str(budget),
+                                 "budget.run_steps": r.params.get("train.steps", "?")}))
     return out
+
+
+def _steps(r: GridRun) -> int:
+    try:
+        return int(float(r.params.get("train.steps", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def runs_at_budget(runs: Sequence[GridRun], budget: int) -> list[GridRun] | None:
+    """A longer grid's runs read at `budget` (runs_at) when every one of them has a full-size evaluation
+    there and some ran longer; None otherwise (the runs are then compared at their own budget)."""
+    if not runs or budget <= 0 or all(_steps(r) <= budget for r in runs) or budget not in full_steps(runs):
+        return None
+    return runs_at(runs, budget)

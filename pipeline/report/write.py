@@ -11,7 +11,8 @@ from pipeline import tracking
 from pipeline.config import Params
 from pipeline.fileio import atomic_dir, write_json, write_text
 from pipeline.records.format import RESULTS_DIR, grid_folder
-from pipeline.report.analysis import analyze
+from pipeline.report.analysis import analyze, budget_of
+from pipeline.report.budget import runs_at_budget
 from pipeline.report.formatting import _slug
 from pipeline.report.json_summary import summary
 from pipeline.report.markdown import render_analysis
@@ -80,9 +81,14 @@ def write_report(p: Params, grid: str | None = None, out_dir: Path = REPORT_DIR,
         return md
     analysis = analyze(p, grid, runs, expected_seeds)
     if grid == p.ablation.name:
+        budget = budget_of(analysis.primary_runs)
         for other in p.ablation.replicate_with:
             if other != grid:
-                analysis.replications[other] = analyze(p, other, _grid_runs(p, other, chosen, available, results)[2])
+                # a longer grid (the pilot) is compared at the primary's budget, from its checkpoints
+                other_runs = _grid_runs(p, other, chosen, available, results)[2]
+                shorter = runs_at_budget(other_runs, budget)
+                analysis.replications[other] = analyze(p, other, shorter or other_runs)
+                analysis.replications[other].read_at = budget if shorter else None
     client = mlflow.MlflowClient(tracking.tracking_uri()) if available else None
     target.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target / "ablation_files") as files:
