@@ -379,7 +379,7 @@ def drift_tost(per_seed: Mapping[object, Mapping[int, float]], budget: int, marg
     them, each seed's drift is its least-squares slope × the window's length (last step − first), and
     the drifts are tested by TOST against ±margin/2 (`tost_paired`): equivalence = settled. A contrast
     that is still shrinking or growing fails (its drift is outside ±margin/2), and so does one whose
-    drift is too noisy to bound. Fewer points or seeds: not measured (settled None)."""
+    drift is too noisy to bound. Fewer points: not measured; one seed: its drift, untested (settled None)."""
     seeds = sorted(per_seed, key=str)
     start = (1 - share) * budget
     common = set.intersection(*[{int(s) for s in per_seed[k] if int(s) >= start} for k in seeds]) if seeds else set()
@@ -387,9 +387,9 @@ def drift_tost(per_seed: Mapping[object, Mapping[int, float]], budget: int, marg
     if len(steps) < min_points:
         return Drift(len(seeds), steps, None, None,
                      f"fewer than {min_points} full-size checkpoint evaluations in the last {share:.0%} of the budget")
-    if len(seeds) < 2:
-        return Drift(len(seeds), steps, None, None, "fewer than two seeds")
     x = np.array(steps, dtype=np.float64)
     length = x[-1] - x[0]
     drifts = [float(np.polyfit(x, [per_seed[k][s] for s in steps], 1)[0]) * length for k in seeds]
+    if len(seeds) < 2:  # the drift is measured, its test is not
+        return Drift(len(seeds), steps, one_sample_contrast(drifts), None, "fewer than two seeds")
     return Drift(len(seeds), steps, one_sample_contrast(drifts), tost_paired(drifts, margin / 2))

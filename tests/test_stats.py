@@ -322,3 +322,6 @@ def test_drift_tost_tells_a_stopped_curve_from_a_moving_one():
     # fewer than three checkpoints in the last 40%: not measured
     short = stats.drift_tost({s: {1000: 1.0, 5000: 1.0, 8000: 1.0, 10000: 1.0} for s in range(3)}, 10000, 3.0)
     assert short.settled is None and "fewer than 3" in short.reason
+    # one seed: its drift is measured (a pilot's first seed shows it), the test is not
+    single = stats.drift_tost({0: one[0]}, 10000, margin=1.0)
+    assert single.drift.mean == pytest.approx(2.0) and single.settled is None and "two seeds" in single.reason
