@@ -17,7 +17,7 @@ import numpy as np
 from pipeline import stats
 from pipeline.config import Params, cell_label, label_value
 from pipeline.report.budget import (MIN_PLANNED_BUDGET, SCAN_METRICS, BudgetPoint, BudgetScan, ContrastScan,
-                                    candidate_budgets, full_steps, runs_at)
+                                    candidate_budgets, full_steps, runs_at, steps_of)
 from pipeline.report.runs import GridRun
 
 METRICS = {"fid": "lower", "classifier_score": "higher", "precision": "higher", "recall": "higher"}
@@ -442,11 +442,9 @@ def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) ->
 
 
 def budget_of(runs: list[GridRun]) -> int:
-    steps = _values(runs, _param("train.steps")).most_common(1)
-    try:
-        return int(steps[0][0]) if steps else 0
-    except (TypeError, ValueError):
-        return 0
+    """The grid's budget: its runs' most common `train.steps` (0 where none has one)."""
+    steps = _values(runs, steps_of).most_common(1)
+    return steps[0][0] if steps else 0
 
 
 def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect, budget: int) -> stats.Drift:

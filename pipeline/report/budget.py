@@ -124,7 +124,8 @@ def runs_at(runs: Sequence[GridRun], budget: int) -> list[GridRun]:
     return out
 
 
-def _steps(r: GridRun) -> int:
+def steps_of(r: GridRun) -> int:
+    """The run's budget (its `train.steps` param); 0 where it has none."""
     try:
         return int(float(r.params.get("train.steps", 0)))
     except (TypeError, ValueError):
@@ -134,6 +135,6 @@ def _steps(r: GridRun) -> int:
 def runs_at_budget(runs: Sequence[GridRun], budget: int) -> list[GridRun] | None:
     """A longer grid's runs read at `budget` (runs_at) when every one of them has a full-size evaluation
     there and some ran longer; None otherwise (the runs are then compared at their own budget)."""
-    if not runs or budget <= 0 or all(_steps(r) <= budget for r in runs) or budget not in full_steps(runs):
+    if not runs or budget <= 0 or all(steps_of(r) <= budget for r in runs) or budget not in full_steps(runs):
         return None
     return runs_at(runs, budget)
