@@ -691,3 +691,17 @@ def test_a_longer_replication_grid_is_compared_at_the_primary_budget(tmp_path, m
     fid = [c for c in other["contrasts"] if c["metric"] == "fid"]
     assert fid and all(c["agrees"] and c["other"]["mean_diff"] == pytest.approx(c["primary"]["mean_diff"], abs=0.2)
                        for c in fid)
+
+
+def test_a_primary_of_one_seed_cannot_say_whether_a_replication_agrees(tmp_path):
+    """A grid still growing (one seed so far) has no prediction interval: the replication's row says so
+    instead of "no", and the count leaves those contrasts out."""
+    runs = _full_runs()
+    a = analyze(P, "default", [r for r in runs if r.seed == 0], expected_seeds=[0])
+    a.replications["pilot"] = analyze(P, "pilot", [r for r in runs if r.seed > 0])
+    (name, b), = [(n, b) for n, b in a.others() if n.startswith("`pilot`")]
+    assert all(rp.agrees is None and rp.pooled is None for rp in replicate(a.effects, b.effects))
+    section = render_analysis(a, tmp_path).split("## Replication")[1].split("## Which variance")[0]
+    assert "– (primary: < 2 seeds)" in section and "| no |" not in section
+    assert "0 of 0 contrasts agree (8 not testable: the primary has fewer than 2 seeds of them)" in section
+    assert all(c["agrees"] is None for c in summary(a)["replication"][0]["contrasts"])

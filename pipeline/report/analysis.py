@@ -545,8 +545,11 @@ class Replication:
         return stats.replication_interval(self.primary.per_seed, self.other.n_seeds)
 
     @property
-    def agrees(self) -> bool:
+    def agrees(self) -> bool | None:
+        """None where the primary cannot give an interval (a contrast of fewer than 2 seeds)."""
         lo, hi = self.interval
+        if math.isnan(lo) or math.isnan(hi) or math.isnan(self.other.mean_diff):
+            return None
         return bool(lo <= self.other.mean_diff <= hi)
 
     @property

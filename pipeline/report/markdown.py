@@ -22,6 +22,7 @@ from pipeline.report.second_evaluator import CHECKED, NOT_MEASURED_B, Check, sec
 from pipeline.stats import t_interval
 
 ANSWER_METRICS = {"fid": "FID", "classifier_score": "classifier score"}
+_AGREES = {True: "**yes**", False: "no", None: "– (primary: < 2 seeds)"}
 MAX_BUDGET_COLUMNS = 6
 
 
@@ -451,12 +452,15 @@ def _replication_section(a: Analysis) -> list[str]:
             pooled = rp.pooled
             lines.append(f"| {rp.primary.metric} | {rp.primary.axis}: {rp.primary.a} − {rp.primary.b} | "
                          f"{_signed(rp.primary.mean_diff)} | {_fmt(rp.other.mean_diff, rp.other.half_width)} | "
-                         f"[{_num(lo)}, {_num(hi)}] | {'**yes**' if rp.agrees else 'no'} | "
+                         f"[{_num(lo)}, {_num(hi)}] | {_AGREES[rp.agrees]} | "
                          f"{_p(rp.p_heterogeneity)}{' (**differs**)' if rp.heterogeneous else ''} | "
                          f"{_fmt(pooled.mean, pooled.half_width) + f' ({pooled.n} seeds)' if pooled else '–'} |")
-        agree = sum(rp.agrees for rp in pairs)
+        agree = sum(rp.agrees is True for rp in pairs)
+        untested = sum(rp.agrees is None for rp in pairs)
         het = [f"{rp.primary.metric} {rp.primary.a} − {rp.primary.b}" for rp in pairs if rp.heterogeneous]
-        lines += ["", f"{agree} of {len(pairs)} contrasts agree; heterogeneity found for "
+        lines += ["", f"{agree} of {len(pairs) - untested} contrasts agree"
+                  + (f" ({untested} not testable: the primary has fewer than 2 seeds of them)" if untested else "")
+                  + "; heterogeneity found for "
                   + (", ".join(het) if het else "none") + ".", ""]
     return lines
 
