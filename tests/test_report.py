@@ -705,3 +705,15 @@ def test_a_primary_of_one_seed_cannot_say_whether_a_replication_agrees(tmp_path)
     assert "– (primary: < 2 seeds)" in section and "| no |" not in section
     assert "0 of 0 contrasts agree (8 not testable: the primary has fewer than 2 seeds of them)" in section
     assert all(c["agrees"] is None for c in summary(a)["replication"][0]["contrasts"])
+
+
+def test_a_shorter_replication_grid_is_named_with_its_budget(tmp_path):
+    """The 5,000-step grid beside a longer published one: its section says at which budget it ran."""
+    primary = _full_runs()
+    for r in primary:
+        r.params["train.steps"] = "18000"
+    a = analyze(P, "default", primary)
+    a.replications["grid5k"] = analyze(P, "grid5k", _full_runs())
+    assert [n for n, _ in a.others()] == ["`grid5k` seeds 0-2 at 5,000 steps (the primary: 18,000)"]
+    assert "### seeds 0-2 (primary) vs `grid5k` seeds 0-2 at 5,000 steps (the primary: 18,000)" in \
+        render_analysis(a, tmp_path)

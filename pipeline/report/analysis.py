@@ -414,10 +414,16 @@ class Analysis:
         """The replications: (name, batch) for this grid's other batches and each replicate_with grid's
         primary batch."""
         out = [(f"`{self.grid}` {b.label}", b) for b in self.batches if b is not self.primary]
-        out += [(f"`{g}` {o.primary.label}" + (f" read at step {o.read_at:,} (its full-size checkpoint evaluations)"
-                                               if o.read_at else ""), o.primary)
+        out += [(f"`{g}` {o.primary.label}" + self._budget_note(o), o.primary)
                 for g, o in self.replications.items() if o.primary]
         return out
+
+    def _budget_note(self, other: Analysis) -> str:
+        """A replication grid at another budget says which (a longer one is read at the primary's)."""
+        if other.read_at:
+            return f" read at step {other.read_at:,} (its full-size checkpoint evaluations)"
+        own, theirs = budget_of(self.primary_runs), budget_of(other.primary_runs)
+        return f" at {theirs:,} steps (the primary: {own:,})" if own and theirs and theirs != own else ""
 
 
 def _cell_label(axes: Mapping[str, Sequence], values: Sequence) -> str:
