@@ -21,6 +21,20 @@ if [ ! -d "$WT" ]; then
 fi
 cd "$WT"
 git log -1 --format='pinned at %H' && lscpu | grep -m1 'Model name'
+# One batch: a run on another CPU design or class would be a second batch (analysis.batch_key), and the grid
+# would have no complete primary. Refuse rather than mix.
+.venv/bin/python - <<'PY'
+import glob, json, sys
+from pipeline import cpu
+here = (cpu.microarchitecture(), cpu.effective_class())
+for path in sorted(glob.glob("results/grid18k/*.json")):
+    tags = json.load(open(path))["tags"]
+    there = (tags.get("machine.cpu_uarch"), tags.get("machine.cpu_class"))
+    if there != here:
+        sys.exit(f"{path} ran on {there[0]} ({there[1]}), this machine is {here[0]} ({here[1]}): "
+                 "continue grid18k on a machine of the records' class, or its runs would be two batches")
+print(f"machine {here[0]} ({here[1]}) matches the records")
+PY
 if ls results/grid18k/*.json >/dev/null 2>&1 && [ ! -f mlflow.db ]; then .venv/bin/python -m pipeline.run_import results/grid18k; fi
 exec .venv/bin/python -m pipeline.grid run --runner local --name grid18k --steps 18000 \
   --seeds 2 3 4 5 6 7 8 9 10 11 --jobs 2 --no-report
