@@ -143,6 +143,29 @@ def test_second_invocation_skips_finished_cells(grid_repo):
     assert len(runs) == 2
 
 
+def test_a_resume_as_another_batch_is_refused_and_one_as_the_same_runs(grid_repo):
+    """The finished runs' own tags and those a run here would log are one batch (so resuming here runs the
+    rest); held to another CPU class (ATEN_CPU_CAPABILITY=default: baseline), `grid run` refuses to add seed
+    1, naming the machines and the way out, and starts nothing."""
+    repo, _, _ = grid_repo
+    same = ("import mlflow; from pipeline.config import load_params; from pipeline.grid.spec import GridSpec;"
+            "from pipeline.grid.batch import check_one_batch, tags_here; from pipeline import tracking;"
+            "p = load_params(); spec = GridSpec.from_params(p, name='t', steps=4, n_samples=100, seeds=[0, 1]);"
+            "done = tracking.finished_grid_runs(p.mlflow.experiment, 't', p.ablation.axes);"
+            "assert len(done) == 2; check_one_batch('t', [r.data.tags for r in done.values()], tags_here(p, spec));"
+            "print('one batch')")
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    assert "one batch" in run([sys.executable, "-c", same], repo, env=e).stdout
+    e = env()
+    e["ATEN_CPU_CAPABILITY"] = "default"
+    res = run(GRID[:-4] + ["--seeds", "0", "1", "--jobs", "1", "--no-report"], repo, check=False, env=e, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "error (grid): grid 't'" in res.stderr and "machine:" in res.stderr and "--allow-new-batch" in res.stderr
+    _, _, runs = _grid_runs(repo)
+    assert len(runs) == 2 and {r.data.tags["grid.seed"] for r in runs} == {"0"}
+
+
 def test_dvc_exp_show_lists_the_grid(grid_repo):
     repo, _, _ = grid_repo
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                     "default: RAY_ADDRESS, else a Ray instance on this machine")
     ap.add_argument("--max-retries", type=int, default=3,
                     help="ray: attempts for a run whose node or worker was lost (default 3)")
+    ap.add_argument("--allow-new-batch", action="store_true",
+                    help="run the missing cells even where this machine or checkout would make them another batch "
+                         "than the finished runs (another CPU class, precision, commit or evaluator); the report "
+                         "then splits the grid by batch")
     ap.add_argument("--no-report", action="store_true", help="do not write reports/ablation.md")
     args = ap.parse_args(argv)
     try:
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'done ' if (cell.label, cell.seed) in done else 'to do'}  {cell.label}  seed {cell.seed}")
             return 0
         options = {"address": args.address, "max_retries": args.max_retries} if args.runner == "ray" else {}
-        failed = run_grid(p, spec, args.runner, **options)
+        failed = run_grid(p, spec, args.runner, allow_new_batch=args.allow_new_batch, **options)
         if not args.no_report:
             from pipeline.report import write_report
 

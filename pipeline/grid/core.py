@@ -9,6 +9,7 @@ import logging
 
 from pipeline import tracking
 from pipeline.config import Params, with_override
+from pipeline.grid.batch import check_one_batch, skipped_fields, tags_here
 from pipeline.grid.gpu import check_gpu_room, wants_cuda
 from pipeline.grid.spec import Cell, GridSpec, threads_per_worker
 
@@ -23,20 +24,25 @@ def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
     return {key: r.info.run_id for key, r in found.items()}
 
 
-def run_grid(p: Params, spec: GridSpec, runner: str = "dvc", **options) -> list[Cell]:
+def run_grid(p: Params, spec: GridSpec, runner: str = "dvc", allow_new_batch: bool = False,
+             **options) -> list[Cell]:
     """Runs the cells that have no finished run yet with the named runner, and waits. Returns the failed
-    cells. `options` go to the runner (ray: address, max_retries)."""
+    cells. Refuses, before anything runs, where they would be another batch than the finished runs
+    (pipeline.grid.batch) unless `allow_new_batch`. `options` go to the runner (ray: address, max_retries)."""
     # every value must be valid, and the tracking store must answer, before anything is queued
     for cell in spec.cells():
         with_override(p, spec.overrides(cell))
     tracking.check_reachable(p.mlflow.connect_timeout_s)
-    done = finished_cells(p, spec.name)
+    done = tracking.finished_grid_runs(p.mlflow.experiment, spec.name, p.ablation.axes)
     todo = [c for c in spec.cells() if (c.label, c.seed) not in done]
     log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs (%s runner)",
              spec.name, len(spec.cells()) // len(spec.seeds), len(spec.seeds), len(spec.cells()) - len(todo),
              len(todo), spec.jobs, runner)
     if not todo:
         return []
+    if done and not allow_new_batch:
+        check_one_batch(spec.name, [r.data.tags for r in done.values()], tags_here(p, spec),
+                        machine_too=runner != "ray", skip=skipped_fields(p.ablation.axes))
     threads = threads_per_worker(p, spec.jobs)
     log.info("%d CPU thread(s) per worker%s", threads, f", train.device={spec.device}" if spec.device else "")
     if runner != "ray" and wants_cuda(p, spec):  # on Ray each GPU's memory is shared out per task

@@ -295,17 +295,22 @@ def batch_key(r: GridRun) -> tuple[str, ...]:
     """What the runs of a pair must share (BATCH_FIELDS): machine class (CPU design and class, or GPU),
     device, precision, training code (training_code of its commit), metrics code version and evaluator
     checksum. A field a run did not record (a converted pilot record) is its own value, `unrecorded`."""
-    device = r.tags.get("runtime.device") or UNRECORDED
+    return batch_key_of_tags(r.tags)
+
+
+def batch_key_of_tags(tags: Mapping[str, str]) -> tuple[str, ...]:
+    """batch_key from a run's tags alone (MLflow's, a record's, or those a run here would log)."""
+    device = tags.get("runtime.device") or UNRECORDED
     if device.startswith("cuda"):
-        machine = r.tags.get("machine.gpu") or UNRECORDED
+        machine = tags.get("machine.gpu") or UNRECORDED
     else:
-        machine = r.tags.get("machine.cpu_uarch") or r.tags.get("machine.cpu") or UNRECORDED
-        if r.tags.get("machine.cpu_class"):
-            machine += f", {r.tags['machine.cpu_class']}"
-    commit = r.tags.get("git.commit")
-    return (machine, device, r.tags.get("runtime.precision") or UNRECORDED,
-            training_code(commit) if commit else UNRECORDED, r.tags.get("metrics.version") or UNRECORDED,
-            (r.tags.get("evaluator.sha256") or UNRECORDED)[:12])
+        machine = tags.get("machine.cpu_uarch") or tags.get("machine.cpu") or UNRECORDED
+        if tags.get("machine.cpu_class"):
+            machine += f", {tags['machine.cpu_class']}"
+    commit = tags.get("git.commit")
+    return (machine, device, tags.get("runtime.precision") or UNRECORDED,
+            training_code(commit) if commit else UNRECORDED, tags.get("metrics.version") or UNRECORDED,
+            (tags.get("evaluator.sha256") or UNRECORDED)[:12])
 
 
 @dataclass
