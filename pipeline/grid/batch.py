@@ -5,6 +5,7 @@ share), and the report, which reads its verdict from one complete batch, would h
 the batches of the grid's finished runs, and refuses where it would be a new one."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from pipeline.config import Params
@@ -38,21 +39,6 @@ def tags_here(p: Params, spec: GridSpec) -> dict[str, str]:
     return tags
 
 
-def comparable(key: tuple[str, ...], machine_too: bool) -> tuple[str, ...]:
-    """The fields of a batch key the check compares: the device's type only (every local worker sees its
-    GPU as cuda:0), the machine's fields only where the runs run here."""
-    from pipeline.report.analysis import BATCH_FIELDS
-
-    out = []
-    for name, value in zip(BATCH_FIELDS, key):
-        if name in MACHINE_FIELDS and not machine_too:
-            value = "-"
-        elif name == "device":
-            value = value.split(":")[0]
-        out.append(value)
-    return tuple(out)
-
-
 def check_one_batch(grid: str, finished_tags: Iterable[Mapping[str, str]], here: Mapping[str, str],
                     machine_too: bool = True, skip: Iterable[str] = ()) -> None:
     """Raises UserError when runs started with the tags `here` would not join a batch of the grid's finished
@@ -60,20 +46,18 @@ def check_one_batch(grid: str, finished_tags: Iterable[Mapping[str, str]], here:
     evaluator only; `skip` names BATCH_FIELDS an axis of the grid varies, which differ by design."""
     from pipeline.report.analysis import BATCH_FIELDS, batch_key_of_tags
 
-    skipped = set(skip)
+    ignored = set(skip) | (set() if machine_too else set(MACHINE_FIELDS))
 
     def key(tags: Mapping[str, str]) -> tuple[str, ...]:
-        return tuple("-" if name in skipped else v
-                     for name, v in zip(BATCH_FIELDS, comparable(batch_key_of_tags(tags), machine_too)))
+        # the device's type only: every local worker sees its GPU as cuda:0
+        return tuple("-" if name in ignored else v.split(":")[0] if name == "device" else v
+                     for name, v in zip(BATCH_FIELDS, batch_key_of_tags(tags)))
 
-    finished: dict[tuple[str, ...], int] = {}
-    for tags in finished_tags:
-        k = key(tags)
-        finished[k] = finished.get(k, 0) + 1
+    finished = Counter(key(tags) for tags in finished_tags)
     mine = key(here)
     if not finished or mine in finished:
         return
-    theirs, n = max(finished.items(), key=lambda kv: kv[1])
+    theirs, n = finished.most_common(1)[0]
     differ = "; ".join(f"{name}: {a} there, {b} here" for name, a, b in zip(BATCH_FIELDS, theirs, mine) if a != b)
     raise UserError(
         f"grid {grid!r}: its {n} finished run(s) are one batch and a run started here would be another "
