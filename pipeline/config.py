@@ -171,17 +171,18 @@ class MarginParams:
 
 @dataclass(frozen=True)
 class AblationParams:
-    name: str = _f("default", "the grid's name")
+    name: str = _f("grid18k", "the grid's name (the published one; the 5,000-step grid of 2026-11 is `default`)")
     axes: dict[str, list] = _f({"attention.position": ["none", "pre", "post"], "loss.type": ["hinge", "bce"]},
                                "key -> values; the grid is the product. Any params key but the grid's own "
                                "(the seed is `seeds`; data, evaluator, threads, mlflow); an axis value wins over "
                                "`steps` / `n_samples` (a budget axis)")
-    seeds: list[int] = _f(list(range(10)), "seeds of every cell (the first 3: the pilot that planned the rest)")
-    steps: int = _f(5000, "`train.steps` of the grid's runs", **_range(1))
+    seeds: list[int] = _f(list(range(2, 12)), "seeds of every cell (grid18k: 2-11; the pilot, which set its budget, "
+                                                  "ran seeds 0 and 1)")
+    steps: int = _f(18000, "`train.steps` of the grid's runs", **_range(1))
     n_samples: int = _f(10000, "their `sample.n`, `evaluate.n_samples`", **_range(10))
     jobs: int = _f(2, "runs at a time", **_range(1, 64))
     margin: MarginParams = field(default_factory=MarginParams)
-    replicate_with: list[str] = _f(["default-h200"], "grids the report's Replication section compares this one with")
+    replicate_with: list[str] = _f(["pilot", "default", "default-h200"], "grids the report's Replication section compares this one with")
 
 
 @dataclass(frozen=True)

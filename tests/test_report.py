@@ -20,7 +20,9 @@ from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
 # axes none/pre/post x hinge/bce, position post and loss hinge chosen; the 3-seed design of the pilot
-P = with_override(Params(), {"ablation.seeds": [0, 1, 2]})
+# the grid these tests build is `default`, with the pilot's three seeds, replicated by `default-h200`
+P = with_override(Params(), {"ablation.name": "default", "ablation.seeds": [0, 1, 2], "ablation.steps": 5000,
+                             "ablation.replicate_with": ["default-h200"]})
 CELL = "attention.position={},loss.type={}"
 
 
