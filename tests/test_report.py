@@ -475,6 +475,10 @@ def test_settled_is_a_drift_test_on_full_size_checkpoints_not_a_ranking(tmp_path
     data = summary(analyze(P, "default", with_curves(True)))
     assert data["contrasts"][0]["settled"]["settled"] is False
     assert summary(analyze(P, "default", runs))["contrasts"][0]["settled"]["settled"] is None
+    # the Answer names each FID / classifier-score contrast as settled or still moving, with its drift
+    answer = render(P, "default", with_curves(True), tmp_path).split("## Setup")[0]
+    assert "over steps 3000-5000" in answer and "**still moving**: FID post − none (drift -3.9" in answer
+    assert "**settled**: FID post − none" in render(P, "default", with_curves(False), tmp_path).split("## Setup")[0]
 
 
 def test_batches_split_a_grid_and_a_second_batch_with_the_opposite_effect_is_heterogeneous(tmp_path):

@@ -121,8 +121,14 @@ def _primary_words(a: Analysis) -> str:
     others = len(a.batches) - 1
     return (f"the primary batch, {b.label} ({len(b.seeds)} seeds: {b.describe()})"
             + ("" if b.complete else ", **incomplete**")
-            + (f"; the grid's {others} other batch(es) and the `ablation.replicate_with` grids are replications, "
-               "not pooled into the verdicts" if others or a.replications else ""))
+            + (f"; {_others_words(others, bool(a.replications))}, not pooled into the verdicts"
+               if others or a.replications else ""))
+
+
+def _others_words(others: int, grids: bool) -> str:
+    batches = {0: "", 1: "the grid's other batch", 2: f"the grid's {others} other batches"}[min(others, 2)]
+    names = " and ".join(w for w in (batches, "the `ablation.replicate_with` grids" if grids else "") if w)
+    return f"{names} {'is a replication' if names == batches and others == 1 else 'are replications'}"
 
 
 def _answer(a: Analysis) -> list[str]:
@@ -150,8 +156,7 @@ def _answer(a: Analysis) -> list[str]:
                          f"{min(fids) / floor['fid']:.1f}-{max(fids) / floor['fid']:.1f}× the real-data floor's "
                          f"{_num(floor['fid'])}, and classifier score {_num(min(scores))}-{_num(max(scores))}, "
                          f"{min(scores) / floor['classifier_score']:.0%}-{max(scores) / floor['classifier_score']:.0%} "
-                         f"of the floor's {_num(floor['classifier_score'])}: the generators are far from trained, "
-                         "and the contrasts below are between undertrained generators.")
+                         f"of the floor's {_num(floor['classifier_score'])}: {_quality_words(max(fids) / floor['fid'])}.")
     for axis in a.axes:
         by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
         for metric, name in ANSWER_METRICS.items():
@@ -180,7 +185,40 @@ def _answer(a: Analysis) -> list[str]:
     if drifts and all(d is None or d.settled is None for d in drifts):
         lines.append(f"Whether the contrasts had settled when training stopped: {NOT_MEASURED}; the verdicts hold "
                      f"for this budget, not for trained generators.")
+    elif drifts:
+        lines.append(_settled_words(a))
     return lines
+
+
+# above this multiple of the floor's FID a generator is far from its data (the 5,000-step grid: 6-9x)
+FAR_FROM_TRAINED = 3.0
+
+
+def _quality_words(worst_fid_ratio: float) -> str:
+    if worst_fid_ratio >= FAR_FROM_TRAINED:
+        return "the generators are far from trained, and the contrasts below are between undertrained generators"
+    return ("no cell matches the real data (1× and 100%), so the contrasts below hold for generators of this "
+            "quality, not for ones trained to the floor")
+
+
+def _settled_words(a: Analysis) -> str:
+    """Per FID / classifier-score contrast: settled or still moving when training stopped, and by how much."""
+    groups: dict[str, list[str]] = {"settled": [], "still moving": [], "not measured": []}
+    window = ""
+    for metric, name in ANSWER_METRICS.items():
+        for e in a.effects[metric]:
+            d = e.drift
+            if d is None or d.settled is None or d.drift is None:
+                groups["not measured"].append(f"{name} {e.a} − {e.b}")
+                continue
+            window = window or f"steps {d.steps[0]}-{d.steps[-1]}"
+            groups["settled" if d.settled else "still moving"].append(
+                f"{name} {e.a} − {e.b} (drift {_signed(d.drift.mean)})")
+    said = "; ".join(f"**{k}**: {', '.join(v)}" for k, v in groups.items() if v)
+    return (f"Whether each contrast had settled when training stopped (its per-seed drift over {window or 'the last 40%'}"
+            f", TOST within ± margin/2; Main effects, settled): {said}. Still moving means not shown within ± "
+            f"margin/2: drifting, or too noisy to bound; its verdict is this budget's and may change with more "
+            f"training.")
 
 
 def _old_metrics_note(versions) -> str:
