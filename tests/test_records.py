@@ -25,7 +25,9 @@ from pipeline.report.runs import GridRun, load_records, merge_runs, run_of_recor
 from pipeline.run_import import main as run_import
 
 ROOT = Path(__file__).resolve().parent.parent
-P = with_override(Params(), {"ablation.seeds": [0, 1, 2]})  # the pilot's seeds (the published grids)
+# the grid these tests log is `default` with the pilot's seeds, replicated by `default-h200`
+P = with_override(Params(), {"ablation.name": "default", "ablation.seeds": [0, 1, 2], "ablation.steps": 5000,
+                             "ablation.replicate_with": ["default-h200"]})
 LONG_NOTE = "n" * 2000  # over the records' tag limit: left out, and named in `missing`
 # the 3-seed pilot (published in reports/ until the grid grew to 10 seeds) and its H200 replication
 PUBLISHED = {"default": "docs/results/2026-11-26-cpu/ablation.json",
