@@ -126,9 +126,9 @@ def _primary_words(a: Analysis) -> str:
 
 
 def _others_words(others: int, grids: bool) -> str:
-    batches = {0: "", 1: "the grid's other batch", 2: f"the grid's {others} other batches"}[min(others, 2)]
-    names = " and ".join(w for w in (batches, "the `ablation.replicate_with` grids" if grids else "") if w)
-    return f"{names} {'is a replication' if names == batches and others == 1 else 'are replications'}"
+    parts = ([f"the grid's {others} other batches" if others > 1 else "the grid's other batch"] if others else [])
+    parts += ["the `ablation.replicate_with` grids"] if grids else []
+    return " and ".join(parts) + (" is a replication" if parts == ["the grid's other batch"] else " are replications")
 
 
 def _answer(a: Analysis) -> list[str]:
