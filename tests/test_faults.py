@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 STAGES = ["prepare", "train_evaluator", "train_evaluator_b", "train", "sample", "evaluate", "report"]
 # a budget where every stage runs long enough to be killed in the middle
 SLOWER = {"train": {"steps": 30, "checkpoint_every": 5, "eval_every": 15, "ema_start": 5},
-          "sample": {"n": 300}, "evaluate": {"n_samples": 200}}
+          "sample": {"n": 400}, "evaluate": {"n_samples": 200}}
 
 
 def _outputs(repo: Path) -> dict[str, object]:

@@ -43,7 +43,14 @@ def test_a_sample_size_axis_wins_and_the_evaluation_follows_it():
     spec = GridSpec.from_params(p)
     for cell in spec.cells():
         run = with_override(p, spec.overrides(cell))
-        assert run.sample.n == dict(cell.values)["sample.n"] == run.evaluate.n_samples
+        assert run.sample.n == dict(cell.values)["sample.n"] == run.evaluate.n_samples * run.evaluate.draws
+
+
+def test_each_run_samples_every_draw_it_evaluates():
+    p = grid_params({"loss.type": ["hinge"]}, n_samples=500, steps=20)
+    spec = GridSpec.from_params(p)
+    run = with_override(p, spec.overrides(spec.cells()[0]))
+    assert run.evaluate.n_samples == 500 and run.sample.n == 500 * p.evaluate.draws == 500 * run.evaluate.draws
 
 
 @pytest.mark.parametrize("axes,words", [
@@ -69,6 +76,8 @@ def test_every_override_path_runs_the_rules_across_keys():
         with_override(Params(), {"train.steps": 100})  # ema_start 200 >= steps
     with pytest.raises(ParamsError, match="evaluate.n_samples"):
         with_override(Params(), {"sample.n": 100})  # evaluates 10,000 of 100 samples
+    with pytest.raises(ParamsError, match="evaluate.draws"):
+        with_override(Params(), {"sample.n": 100_000})  # 20 draws of 10,000 of 100,000 samples
 
 
 def test_a_finished_cell_logged_through_mlflows_strings_is_found(tmp_path, monkeypatch):
@@ -92,3 +101,30 @@ def test_a_finished_cell_logged_through_mlflows_strings_is_found(tmp_path, monke
     assert done == {(first.label, 3): run.info.run_id}
     assert (second.label, 3) not in done
     assert cell_label(p.ablation.axes, client.get_run(run.info.run_id).data.params) == first.label
+
+
+def test_a_grids_runs_carry_its_own_ablation_block(monkeypatch):
+    """A run's params (and so its record) say the grid it ran in: its name, budget, seeds and sample size as
+    the grid command got them, params.yaml's margins; not params.yaml's stale block (grid18k's records say
+    `default`, 5,000 steps, seeds 0-9)."""
+    import yaml
+
+    from pipeline.grid import cli
+    from pipeline.grid.cell import params_text
+
+    p = with_override(Params(), {"ablation.name": "default", "ablation.steps": 5000, "ablation.seeds": list(range(10)),
+                                 "ablation.margin.fid": 3.0})
+    spec = GridSpec.from_params(p, name="grid18k", steps=18000, seeds=[2, 3], n_samples=500, jobs=2)
+    for cell in spec.cells():
+        run = with_override(p, spec.overrides(cell))  # what every runner gives the run (DVC's as -S)
+        assert (run.ablation.name, run.ablation.steps, run.ablation.seeds, run.ablation.n_samples) == \
+            ("grid18k", 18000, [2, 3], 500)
+        assert run.ablation.margin == p.ablation.margin and run.flat()["ablation.margin.fid"] == 3.0
+    # the command line: the runners get the grid's params, the report params.yaml's (another grid: its own folder)
+    got = {}
+    monkeypatch.setattr(cli, "load_params", lambda: p)
+    monkeypatch.setattr(cli, "run_grid", lambda gp, sp, *a, **k: got.update(p=gp, spec=sp) or [])
+    assert cli.main(["run", "--name", "smoke", "--steps", "300", "--seeds", "4", "5", "--no-report"]) == 0
+    text = yaml.safe_load(params_text(got["p"], got["spec"], got["spec"].cells()[0], 1))
+    assert {k: text["ablation"][k] for k in ("name", "steps", "seeds")} == {"name": "smoke", "steps": 300, "seeds": [4, 5]}
+    assert got["p"].ablation.name == "smoke" and text["ablation"]["margin"]["fid"] == 3.0

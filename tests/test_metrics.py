@@ -1,11 +1,14 @@
 """Metrics against closed forms, brute force and what a user expects of them (no trained model here;
 the tests that need the evaluator are in test_evaluator.py)."""
+from importlib import import_module
+
 import numpy as np
 import pytest
 
-from pipeline.metrics import (RealReference, canonical_order, class_histogram, classes_covered,
-                              classifier_score, density_coverage, evaluate_features, fid, frechet_distance,
-                              knn_metrics, knn_radii, precision_recall, subsample)
+from pipeline.metrics import (SCALARS, RealReference, canonical_order, class_histogram, classes_covered,
+                              classifier_score, density_coverage, evaluate_features, fid, frechet_distance, kid,
+                              knn_metrics, knn_radii, precision_recall, real_floor, round_scalars, subsample)
+kid_module = import_module("pipeline.metrics.kid")  # `pipeline.metrics.kid` is the function
 
 # ---------------------------------------------------------------- FID
 
@@ -239,15 +242,17 @@ def test_metrics_do_not_depend_on_sample_order():
     assert a.keys() == b.keys()
     for key in ("precision", "recall", "density", "coverage", "class_histogram", "classes_covered", "n_knn"):
         assert a[key] == b[key], key  # exactly
-    for key in ("fid", "classifier_score", "classifier_score_std"):
+    for key in ("fid", "kid", "kid_se", "classifier_score", "classifier_score_std"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
 
 
 def test_evaluate_features_report():
     real, real_p, fake, fake_p = _report()
     m = evaluate_features(real, real_p, fake, fake_p, k=3, splits=10)
-    assert set(m) == {"fid", "classifier_score", "classifier_score_std", "precision", "recall", "density",
-                      "coverage", "classes_covered", "class_histogram", "n_knn"}
+    assert set(m) == {"fid", "fid_se", "kid", "kid_se", "classifier_score", "classifier_score_std", "precision", "recall",
+                      "density", "coverage", "classes_covered", "class_histogram", "n_knn"}
+    assert set(SCALARS) <= set(m) and {"kid", "kid_se"} <= set(SCALARS)
+    assert (m["kid"], m["kid_se"]) == kid(real, fake) and m["kid"] > 3 * m["kid_se"] > 0
     assert m["n_knn"] == 300 and sum(m["class_histogram"]) == 700 and len(m["class_histogram"]) == 10
     assert m["fid"] == pytest.approx(fid(real, fake))
     assert 1.0 <= m["classifier_score"] <= 10.0 and m["classifier_score_std"] > 0
@@ -264,3 +269,85 @@ def test_real_reference_matches_fid():
     ref = RealReference.from_features(real)
     assert frechet_distance(*RealReference.from_features(fake).__dict__.values(), ref.mu, ref.sigma) == \
         pytest.approx(fid(fake, real), rel=1e-12)
+
+
+# ---------------------------------------------------------------- KID
+
+
+def _mmd2_brute(x, y):
+    """Unbiased MMD^2 with the cubic polynomial kernel, straight from its definition."""
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    m, n = len(x), len(y)
+    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+            - 2 * kxy.mean())
+
+
+@pytest.mark.parametrize("tile", [7, 64, 4096])  # tiles across, inside and beyond the jackknife groups
+def test_kid_equals_brute_force_and_its_jackknife(monkeypatch, tile):
+    monkeypatch.setattr(kid_module, "TILE", tile)
+    rng = np.random.default_rng(20)
+    x, y = rng.normal(size=(300, 8)), rng.normal(0.1, 1.0, size=(230, 8))
+    estimate, se = kid(x, y, groups=7)
+    assert estimate == pytest.approx(_mmd2_brute(x, y), rel=1e-12)
+    # the delete-a-group jackknife, done the slow way: groups contiguous in canonical order
+    xs, ys = x[canonical_order(x)], y[canonical_order(y)]
+    gx, gy = np.array_split(np.arange(300), 7), np.array_split(np.arange(230), 7)
+    loo = np.array([_mmd2_brute(np.delete(xs, gx[g], 0), np.delete(ys, gy[g], 0)) for g in range(7)])
+    assert se == pytest.approx(np.sqrt(6 / 7 * np.sum((loo - loo.mean()) ** 2)), rel=1e-9)
+
+
+def test_kid_is_unbiased_and_its_se_covers_its_spread():
+    """Two samples of one distribution: KID averages ~0 (FID would not), and the SE matches the estimates'
+    spread (the jackknife is a little conservative at the null, Efron-Stein)."""
+    rng = np.random.default_rng(21)
+    est, ses = [], []
+    for _ in range(60):
+        e, s = kid(rng.normal(size=(200, 6)), rng.normal(size=(200, 6)))
+        est.append(e)
+        ses.append(s)
+    est, ses = np.array(est), np.array(ses)
+    assert abs(est.mean()) < 3 * est.std(ddof=1) / np.sqrt(len(est))
+    assert 0.7 < ses.mean() / est.std(ddof=1) < 2.0
+    shifted = kid(rng.normal(size=(200, 6)), rng.normal(0.5, 1.0, size=(200, 6)))
+    assert shifted[0] > 5 * shifted[1]
+
+
+def test_kid_does_not_depend_on_order_and_orders_by_its_keys():
+    rng = np.random.default_rng(22)
+    x, y = rng.normal(size=(120, 5)), rng.normal(size=(90, 5))
+    px, py = rng.permutation(120), rng.permutation(90)
+    assert kid(x[px], y[py]) == pytest.approx(kid(x, y), rel=1e-12)
+    # keys (the images) decide the groups: the same keys give the same SE, whatever the features' order
+    keys_x, keys_y = rng.integers(0, 256, (120, 4), dtype=np.uint8), rng.integers(0, 256, (90, 4), dtype=np.uint8)
+    assert (kid(x[px], y[py], keys_x[px], keys_y[py])[1] ==
+            pytest.approx(kid(x, y, keys_x, keys_y)[1], rel=1e-12))
+
+
+def test_kid_rejects_what_it_cannot_estimate():
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        kid(np.zeros((3, 2)), np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        kid(np.zeros((10, 2)), np.zeros((10, 3)))
+
+
+def test_kid_is_stored_with_its_own_decimals():
+    stored = round_scalars({"fid": 1.23456789, "kid": 1.23456789e-4, "kid_se": 2.5e-6, "classes_covered": 10},
+                           ("fid", "kid", "kid_se", "classes_covered"))
+    assert stored == {"fid": 1.23457, "kid": 0.00012346, "kid_se": 2.5e-6, "classes_covered": 10}
+
+
+def test_real_floor_halves_and_sizes():
+    rng = np.random.default_rng(23)
+    feats = rng.normal(size=(2000, 32))
+    probs = rng.dirichlet(np.ones(10), size=2000)
+    keys = rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8)
+    f = real_floor(feats, probs, keys, k=3, splits=10)
+    assert (f["n_real"], f["n_fake"], f["n_knn"], f["n_quarters"], f["n_extrapolated"]) == (1000, 1000, 1000, 500, 2000)
+    # one distribution: FID's bias is positive and shrinks with N, about as 1/N; KID's is ~0
+    assert f["fid_quarters"] > f["fid"] > f["fid_extrapolated"] > 0 and f["fid_extrapolated"] == pytest.approx(f["fid"] / 2)
+    assert f["fid_quarters"] / f["fid"] == pytest.approx(2.0, rel=0.3)
+    assert abs(f["kid"]) < 3 * f["kid_se"]
+    # the halves are disjoint and chosen by the keys, not by the rows' order
+    p = rng.permutation(2000)
+    assert real_floor(feats[p], probs[p], keys[p])["fid"] == pytest.approx(f["fid"], rel=1e-9)

@@ -80,12 +80,17 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     assert r.data.tags["evaluator_b.sha256"] == ev["evaluator_b"]["checksum"] != r.data.tags["evaluator.sha256"]
     assert len(client.get_metric_history(run_id, "d_loss")) == 6
     assert [m.step for m in client.get_metric_history(run_id, "fid_quick")] == [3, 6]
-    # full-size evaluations at 0.6, 0.8 and 1.0 of the budget (train.full_eval_at), the last one the
+    # full-size evaluations at 0.5, 0.6, ..., 1.0 of the budget (train.full_eval_at; of 6 steps: 3, 4, 5, 6),
+    # the last one the
     # evaluate stage's own figures (the same generator and latents; batches of another size)
+    # (evaluate's FID and classifier score are the means over evaluate.draws draws: the first is the checkpoint's)
+    first_draw = {**{k: v[0] for k, v in ev["per_draw"].items()}, "precision": ev["precision"], "recall": ev["recall"]}
+    assert ev["draws"] == 2 and len(ev["per_draw"]["fid"]) == 2 and ev["fid"] == pytest.approx(
+        sum(ev["per_draw"]["fid"]) / 2, abs=1e-4) and ev["fid_se"] > 0
     for metric in ("fid", "classifier_score", "precision", "recall"):
         full = client.get_metric_history(run_id, f"full.{metric}")
-        assert [m.step for m in full] == [4, 5, 6], metric
-        assert full[-1].value == pytest.approx(r.data.metrics[metric], rel=1e-3, abs=1e-3), metric
+        assert [m.step for m in full] == [3, 4, 5, 6], metric
+        assert full[-1].value == pytest.approx(first_draw[metric], rel=1e-3, abs=1e-3), metric
     tags = r.data.tags
     assert tags["data.source"] == "embedded" and len(tags["data.sha256"]) == 64
     assert tags["git.commit"] != "unknown"
@@ -229,7 +234,7 @@ BAD_OVERRIDES = [
     ("train.checkpoint_every=0", "train.checkpoint_every"),
     ("train.precision=fp16", "train.precision"), ("train.device=tpu", "train.device"),
     ("train.compile=maybe", "train.compile"), ("train.attention_kernel=fast", "train.attention_kernel"),
-    ("train.threads=-2", "train.threads"), ("evaluate.n_samples=20000", "evaluate.n_samples"),
+    ("train.threads=-2", "train.threads"), ("evaluate.n_samples=300000", "evaluate.n_samples"), ("evaluate.draws=21", "evaluate.draws"),
     ("evaluate.k=0", "evaluate.k"), ("evaluate.splits=0", "evaluate.splits"),
     ("evaluate.classifier.epochs=0", "evaluate.classifier.epochs"), ("evaluate.classifier.lr=nan", "evaluate.classifier.lr"),
     ("sample.n=0", "sample.n"), ("sample.grid_rows=0", "sample.grid_rows"), ("sample.grid_rows=20", "sample.grid_rows"),
@@ -300,7 +305,7 @@ def test_bad_overrides_through_dvc_exp_run_fail_in_seconds_and_touch_nothing(rep
     traceback, no MLflow run, every earlier output byte-identical (all 46 are checked in-process above)."""
     import time
 
-    wired = ["train.batch_size=abc", "train.steps=0", "evaluate.n_samples=20000", "train.lr_g=nan", "loss.typ=bce"]
+    wired = ["train.batch_size=abc", "train.steps=0", "evaluate.n_samples=300000", "train.lr_g=nan", "loss.typ=bce"]
     outputs = ("metrics/train.json", "plots/train_losses.csv", "models/generator.pt", "data/prepared/meta.json",
                "metrics/evaluate.json", "models/evaluator.pt", "samples/samples.npz")
     _, _, before = _runs(repo)
@@ -444,8 +449,8 @@ def test_run_names_say_what_a_run_is():
     assert default_run_name(with_override(Params(), {"attention.position": "pre", "seed": 3, "train.threads": 1,
                                                      "mlflow.experiment": "x"})) == "pre-hinge-s3"
     many = with_override(Params(), {"train.steps": 6, "train.ema_start": 2, "train.batch_size": 16, "train.lr_g": 0.001,
-                                    "sample.n": 200, "evaluate.n_samples": 100})
-    assert default_run_name(many) == "post-hinge-s0 train.steps=6 train.batch_size=16 train.lr_g=0.001 +3 more"
+                                    "sample.n": 200, "evaluate.n_samples": 100, "evaluate.draws": 2})
+    assert default_run_name(many) == "post-hinge-s0 train.steps=6 train.batch_size=16 train.lr_g=0.001 +4 more"
 
 
 def test_ui_links_go_to_the_runs():

@@ -21,8 +21,10 @@ AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
 # axes none/pre/post x hinge/bce, position post and loss hinge chosen; the 3-seed design of the pilot
 # the grid these tests build is `default`, with the pilot's three seeds, replicated by `default-h200`
+# and the absolute margins it was judged at (FID ±3, classifier score ±0.1)
 P = with_override(Params(), {"ablation.name": "default", "ablation.seeds": [0, 1, 2], "ablation.steps": 5000,
-                             "ablation.replicate_with": ["default-h200"]})
+                             "ablation.replicate_with": ["default-h200"], "ablation.margin.fid": 3.0,
+                             "ablation.margin.classifier_score": 0.1})
 CELL = "attention.position={},loss.type={}"
 
 
@@ -227,7 +229,12 @@ def test_render_without_a_store_has_every_section(tmp_path):
         assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
     assert "No images: no run of this cell has its samples in the MLflow store or an earlier render" in text
     answer = text.split("## Answer")[1].split("## Setup")[0]
-    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 6
+    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 8
+    # it leads with what holds at any margin, then the configured margins, then the verdicts at them
+    bullets = [ln for ln in answer.splitlines() if ln.startswith("- ")]
+    assert bullets[0].startswith("- **What holds at any margin**") and "post − pre +1.067 [" in bullets[0]
+    assert bullets[1].startswith("- **At the configured margins**") and "FID ±3.000 (absolute)" in bullets[1]
+    assert "](ablation_files/margins.png)" in text and (tmp_path / "margins.png").exists()
     assert ("**attention.position**: post − none: FID -8.883 (Holm interval [-10.862, -6.904] (98.33%), +14% of "
             "none's gap to the floor, **a difference that matters: post**)") in answer
     assert re.search(r"post − pre: FID \+1\.067 \(Holm interval \[-?\d\.\d{3}, \d\.\d{3}\] \(97\.50%\), -2% of pre's "
@@ -238,14 +245,21 @@ def test_render_without_a_store_has_every_section(tmp_path):
 
 def test_header_names_the_metrics_code_and_flags_machine_dependent_classifier_scores(tmp_path):
     """Runs evaluated before metrics.version existed (version 1) drew the classifier score's splits
-    from float bits that differ between CPU classes: the header says so; version 2 alone needs no note."""
+    from float bits that differ between CPU classes, version 2 scored against the 1,000 held-out digits:
+    the header says so; today's version alone needs no note."""
+    from pipeline.metrics.summary import METRICS_VERSION
+
     runs = _full_runs()
-    assert "| metrics code | version 2 |" in render(P, "default", runs, tmp_path)
+    for r in runs:
+        r.tags["metrics.version"] = str(METRICS_VERSION)
+    assert f"| metrics code | version {METRICS_VERSION} |" in render(P, "default", runs, tmp_path)
     for r in runs[:6]:
         del r.tags["metrics.version"]
+    for r in runs[6:9]:
+        r.tags["metrics.version"] = "2"
     text = render(P, "default", runs, tmp_path)
     row = next(ln for ln in text.splitlines() if ln.startswith("| metrics code |"))
-    assert "2 (12 runs), 1 (6 runs)" in row and "machine-dependent" in row and "FID is unaffected" in row
+    assert "machine-dependent" in row and "FID is unaffected" in row and "1,000 held-out digits" in row
 
 
 def test_missing_runs_are_listed(tmp_path):

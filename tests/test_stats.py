@@ -312,16 +312,36 @@ def _curves(final_drop, noise, seeds=6, rng=None):
 
 def test_drift_tost_tells_a_stopped_curve_from_a_moving_one():
     stopped = stats.drift_tost(_curves(0.0, 0.05), 10000, margin=3.0)
-    assert stopped.steps == (6000, 7000, 8000, 9000, 10000) and stopped.settled is True
+    assert stopped.steps == (5000, 6000, 7000, 8000, 9000, 10000) and stopped.settled is True
+    assert stopped.status == "settled" and stopped.power > 0.99
     moving = stats.drift_tost(_curves(-4.0, 0.05), 10000, margin=3.0)  # still falling by ~1.6 over the window
     assert moving.settled is False and moving.drift.mean < -1.5
+    assert moving.status == "still moving" and moving.power > 0.99  # tight drifts: the test could have said settled
     # by hand: one seed's drift is its least-squares slope x window length
     one = {0: {6000: 1.0, 8000: 2.0, 10000: 3.0}, 1: {6000: 1.0, 8000: 1.0, 10000: 1.0}}
     d = stats.drift_tost(one, 10000, margin=1.0)
     assert d.drift.mean == pytest.approx((2.0 + 0.0) / 2)
-    # fewer than three checkpoints in the last 40%: not measured
-    short = stats.drift_tost({s: {1000: 1.0, 5000: 1.0, 8000: 1.0, 10000: 1.0} for s in range(3)}, 10000, 3.0)
+    # fewer than three checkpoints in the last half: not measured
+    short = stats.drift_tost({s: {1000: 1.0, 4000: 1.0, 8000: 1.0, 10000: 1.0} for s in range(3)}, 10000, 3.0)
     assert short.settled is None and "fewer than 3" in short.reason
     # one seed: its drift is measured (a pilot's first seed shows it), the test is not
     single = stats.drift_tost({0: one[0]}, 10000, margin=1.0)
     assert single.drift.mean == pytest.approx(2.0) and single.settled is None and "two seeds" in single.reason
+
+
+def test_tost_power_is_the_rate_at_which_tost_calls_a_zero_drift_settled():
+    rng = np.random.default_rng(7)
+    for sd, n, margin in ((1.2, 10, 1.5), (2.4, 10, 1.5), (0.5, 4, 1.0)):
+        hits = np.mean([stats.tost_paired(rng.normal(0, sd, n), margin).p < 0.05 for _ in range(3000)])
+        assert stats.tost_power(margin, sd, n) == pytest.approx(hits, abs=0.03)
+    # the figure: drift SD 2.3-2.6 over 10 seeds against ±1.5 gives a test with ~15-26% power
+    assert 0.14 <= stats.tost_power(1.5, 2.6, 10) < stats.tost_power(1.5, 2.3, 10) <= 0.27
+    assert math.isnan(stats.tost_power(1.5, 0.0, 10)) and math.isnan(stats.tost_power(1.5, 1.0, 1))
+
+
+def test_a_noisy_drift_not_shown_settled_is_not_testable_rather_than_still_moving():
+    rng = np.random.default_rng(1)
+    steps = range(5000, 10001, 1000)
+    noisy = {s: {st: rng.normal(0, 3.0) for st in steps} for s in range(5)}  # no drift at all, much noise
+    d = stats.drift_tost(noisy, 10000, margin=1.5)
+    assert d.settled is False and d.power < 0.8 and d.status == "not testable at this noise"

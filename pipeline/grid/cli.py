@@ -67,17 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         p = load_params()
         spec = GridSpec.from_params(p, name=args.name, steps=args.steps, seeds=args.seeds,
                                     n_samples=args.n_samples, jobs=args.jobs, device=args.device)
-        # the spec itself is validated like params.yaml
-        with_override(p, {"ablation.name": spec.name, "ablation.steps": spec.steps,
-                          "ablation.seeds": spec.seeds, "ablation.n_samples": spec.n_samples,
-                          "ablation.jobs": spec.jobs})
+        # the spec itself is validated like params.yaml, and its runs carry it: their params (and records) say
+        # this grid's name, budget, seeds and margins, not params.yaml's (spec.overrides carries the same keys to
+        # every runner). The report reads params.yaml's own grid from `p` (another grid's goes to reports/<name>/)
+        grid_p = with_override(p, spec.ablation_block())
         if args.command == "status":
             done = finished_cells(p, spec.name)
             for cell in spec.cells():
                 print(f"{'done ' if (cell.label, cell.seed) in done else 'to do'}  {cell.label}  seed {cell.seed}")
             return 0
         options = {"address": args.address, "max_retries": args.max_retries} if args.runner == "ray" else {}
-        failed = run_grid(p, spec, args.runner, allow_new_batch=args.allow_new_batch, **options)
+        failed = run_grid(grid_p, spec, args.runner, allow_new_batch=args.allow_new_batch, **options)
         if not args.no_report:
             from pipeline.report import write_report
 

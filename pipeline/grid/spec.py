@@ -36,12 +36,14 @@ class GridSpec:
     device: str = ""  # train.device for every run ("": as params.yaml says)
     ema_start: int = 0  # train.ema_start of params.yaml: a budget below it moves it (a smoke grid)
     eval_n: int = 0  # train.eval_n of params.yaml: a quick FID never draws more images than the final one
+    draws: int = 1  # evaluate.draws of params.yaml: each run samples draws x n_samples images
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
         a = p.ablation
         spec = dict(name=a.name, axes=a.axes, seeds=list(a.seeds), steps=a.steps, n_samples=a.n_samples,
-                    jobs=a.jobs, ema_start=p.train.ema_start, eval_n=p.train.eval_n)
+                    jobs=a.jobs, ema_start=p.train.ema_start, eval_n=p.train.eval_n,
+                    draws=p.evaluate.draws)
         spec.update({k: v for k, v in over.items() if v is not None})
         return cls(**spec)
 
@@ -55,11 +57,13 @@ class GridSpec:
     def overrides(self, cell: Cell, threads: int = 0) -> dict[str, object]:
         """The params of one cell x seed: the grid's budget and tag, then the cell's axis values, which win
         over the budget where an axis turns one of its keys (a budget axis: `train.steps: [5000, 10000]`),
-        then what follows from the cell's own budget; the seed; the CPU threads of each worker (0:
+        then what follows from the cell's own budget; the grid's own ablation block (ablation_block); the seed; the
+        CPU threads of each worker (0:
         train.threads as it is). Axes on keys the grid must own (the seed, ...) are refused by params
         validation."""
-        over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples,
-                                   "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name}
+        over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples * self.draws,
+                                   "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name,
+                                   **self.ablation_block()}
         if self.device:
             over["train.device"] = self.device
         axes = dict(cell.values)
@@ -68,13 +72,20 @@ class GridSpec:
         if "train.eval_every" not in axes:
             over["train.eval_every"] = max(steps // 5, 1)
         if "evaluate.n_samples" not in axes:
-            over["evaluate.n_samples"] = min(self.n_samples, n)
+            over["evaluate.n_samples"] = min(self.n_samples, n // self.draws)
         if "train.ema_start" not in axes and self.ema_start >= steps:
             over["train.ema_start"] = steps // 2  # a budget below the EMA's start (smoke grids): start it halfway
         if "train.eval_n" not in axes and self.eval_n > int(over["evaluate.n_samples"]):
             over["train.eval_n"] = over["evaluate.n_samples"]  # a smoke grid's few samples: quick FIDs no larger
         over["seed"] = cell.seed
         return {**over, "train.threads": threads} if threads else over
+
+    def ablation_block(self) -> dict[str, object]:
+        """The grid's own `ablation.*` keys, which every run's params carry (and so its record: the report reads
+        the margins and budget a grid's runs started with from them); the rest of the block (axes, margins,
+        replicate_with) is params.yaml's, as the grid read it."""
+        return {"ablation.name": self.name, "ablation.steps": self.steps, "ablation.seeds": list(self.seeds),
+                "ablation.n_samples": self.n_samples, "ablation.jobs": self.jobs}
 
     def run_name(self, cell: Cell) -> str:
         return f"{self.name}-{cell.exp_name}"

@@ -16,8 +16,9 @@ import numpy as np
 
 from pipeline import stats
 from pipeline.config import Params, cell_label, label_value
-from pipeline.report.budget import (MIN_PLANNED_BUDGET, SCAN_METRICS, BudgetPoint, BudgetScan, ContrastScan,
+from pipeline.report.budget import (MIN_PLANNED_BUDGET, SCAN_METRICS, SCAN_SHARE, BudgetPoint, BudgetScan, ContrastScan,
                                     candidate_budgets, full_steps, runs_at, steps_of)
+from pipeline.report.margins import MarginBand, ResolvedMargin, judge_family, margin_bands, resolve_margins
 from pipeline.report.runs import GridRun
 
 METRICS = {"fid": "lower", "classifier_score": "higher", "precision": "higher", "recall": "higher"}
@@ -187,15 +188,10 @@ def main_effects(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[st
             seeds, values, contrast = _seed_contrast(xa - xb, [unit[-1] for unit, _ in units])
             # P(a better) per seed: a seed's value against 0 (sign of the mean of its pairs)
             poi = stats.probability_of_improvement(values, np.zeros(len(values)), lower, clusters=seeds)
-            out.append(Effect(axis, a, b, metric, contrast, pairs_per_seed,
-                              equivalence=stats.tost_paired(values, margin), improvement=poi,
+            out.append(Effect(axis, a, b, metric, contrast, pairs_per_seed, improvement=poi,
                               seeds=list(seeds), per_seed=[float(v) for v in values], n_pairs=len(units),
                               level_means=(float(xa.mean()), float(xb.mean()))))
-    intervals = stats.holm_intervals([e.contrast for e in out])
-    for e, p, p_eq, ci in zip(out, stats.holm([e.p_value for e in out]), stats.holm([e.p_tost for e in out]),
-                              intervals):
-        e.p_holm, e.p_tost_holm, e.family_size, e.holm_ci = p, p_eq, len(out), ci
-    return out
+    return judge_family(out, margin)
 
 
 @dataclass
@@ -408,8 +404,15 @@ class Analysis:
     budget_scan: "BudgetScan | None" = None  # the primary batch's effects per budget (pipeline.report.budget)
     read_at: int | None = None  # a replication grid's runs read at this checkpoint step (budget.runs_at_budget)
 
+    # metric -> the absolute margin the verdicts use (pipeline.report.margins.resolve_margins: `ablation.margin`
+    # resolved against the primary batch's reference cell, or a published grid's, given to analyze)
+    margins: dict[str, ResolvedMargin] = field(default_factory=dict)
+    # metric -> each contrast's verdict at every margin (pipeline.report.margins.margin_bands), effects' order
+    bands: dict[str, list[MarginBand]] = field(default_factory=dict)
+
     def margin(self, metric: str) -> float:
-        return getattr(self.p.ablation.margin, metric, math.nan)
+        m = self.margins.get(metric)
+        return m.value if m is not None else math.nan
 
     @property
     def primary_runs(self) -> list[GridRun]:
@@ -441,9 +444,22 @@ def chosen_levels(p: Params, axes: Mapping[str, Sequence]) -> dict[str, str]:
     return {a: label_value(a, flat[a]) for a in axes}
 
 
-def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence]) -> tuple[dict, dict]:
+def reference_cell(p: Params, axes: Mapping[str, Sequence]) -> str:
+    """The cell params.yaml itself sets (its own level of every axis): what a share margin is a share of."""
     chosen = chosen_levels(p, axes)
-    margins = {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS}
+    return _cell_label(axes, [chosen[a] for a in axes])
+
+
+def margins_of(p: Params, axes: Mapping[str, Sequence], runs: list[GridRun]) -> dict[str, ResolvedMargin]:
+    """`ablation.margin` of every metric as absolute margins, resolved against `runs` (the primary batch's):
+    their reference cell's means and their floor (pipeline.report.margins.resolve_margin)."""
+    return resolve_margins(p, list(METRICS), reference_cell(p, axes), runs, floor_metrics(runs))
+
+
+def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence],
+                margins: Mapping[str, float]) -> tuple[dict, dict]:
+    chosen = chosen_levels(p, axes)
+    margins = {m: margins.get(m, math.nan) for m in METRICS}
     effects = {m: main_effects(runs, axes, m, chosen, margins[m]) for m in METRICS}
     budget = budget_of(runs)
     for m, es in effects.items():
@@ -458,7 +474,8 @@ def budget_of(runs: list[GridRun]) -> int:
     return steps[0][0] if steps else 0
 
 
-def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect, budget: int) -> stats.Drift:
+def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect, budget: int,
+                   share: float = stats.DRIFT_SHARE) -> stats.Drift:
     """stats.drift_tost of an effect over its runs' full-size checkpoint evaluations (GridRun.metric_curves,
     not the quick FID): per seed and checkpoint, the mean of its pairs' a − b."""
     others = [x for x in axes if x != e.axis]
@@ -475,14 +492,14 @@ def contrast_drift(runs: list[GridRun], axes: Mapping[str, Sequence], e: Effect,
         for step in curve.keys() & other.keys():
             per_seed[key[-2]][step].append(curve[step] - other[step])
     return stats.drift_tost({s: {k: float(np.mean(v)) for k, v in c.items()} for s, c in per_seed.items()},
-                            budget, e.margin)
+                            budget, e.margin, share=share)
 
 
 def budget_scan(runs: Sequence[GridRun], axes: Mapping[str, Sequence[str]], chosen: Mapping[str, str],
                 margins: Mapping[str, float], floor: int, metrics: Sequence[str] = SCAN_METRICS) -> BudgetScan | None:
     """The main effects of `metrics` at every candidate budget of `runs` (one batch's), with their drift
     over each budget's window; None with fewer than two candidate budgets (nothing to scan)."""
-    budgets = candidate_budgets(full_steps(runs))
+    budgets = candidate_budgets(full_steps(runs), share=SCAN_SHARE)
     if len(budgets) < 2:
         return None
     scans: dict[tuple, ContrastScan] = {}
@@ -490,7 +507,7 @@ def budget_scan(runs: Sequence[GridRun], axes: Mapping[str, Sequence[str]], chos
         at = runs_at(runs, budget)
         for metric in metrics:
             for e in main_effects(at, axes, metric, chosen, margins.get(metric, math.nan)):
-                e.drift = contrast_drift(at, axes, e, budget)
+                e.drift = contrast_drift(at, axes, e, budget, share=SCAN_SHARE)
                 key = (metric, e.axis, e.a, e.b)
                 scan = scans.setdefault(key, ContrastScan(metric, e.axis, e.a, e.b, e.margin))
                 scan.points.append(BudgetPoint(budget, e))
@@ -500,10 +517,14 @@ def budget_scan(runs: Sequence[GridRun], axes: Mapping[str, Sequence[str]], chos
 NOT_MEASURED = "not measured (no full-size checkpoint evaluations in these records)"
 
 
-def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[int] | None = None) -> Analysis:
+def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[int] | None = None,
+            margins: Mapping[str, ResolvedMargin] | None = None) -> Analysis:
     """The report's numbers. Expected seeds: `expected_seeds`, else params `ablation.seeds` for the
     params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store.
-    The runs are split into batches (`batches`); the verdicts come from the primary one."""
+    The runs are split into batches (`batches`); the verdicts come from the primary one. The margins:
+    `margins` as given (a replication is judged at the published grid's), else `ablation.margin` resolved
+    against this grid's primary batch (margins_of)."""
+
     axes = {a: [label_value(a, v) for v in levels] for a, levels in p.ablation.axes.items()}
     # worded as a regeneration from the store alone (no expected_seeds) words it, whenever it can be
     in_store = sorted({r.seed for r in runs})
@@ -522,19 +543,21 @@ def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[
     curves = {c: [dict(r.fid_curve) for r in runs if r.cell == c and r.fid_curve] for c in cells}
     quick_fid, ranking = stats.rank_per_budget({c: v for c, v in curves.items() if v})
     found_batches = batches(runs, expected_cells)
-    for b in found_batches:
-        b.effects, b.interactions = _effects_of(p, b.runs, axes)
     primary = primary_batch(found_batches)
-    effects, inter = (primary.effects, primary.interactions) if primary else _effects_of(p, runs, axes)
-    scan = budget_scan(primary.runs if primary else runs, axes, chosen_levels(p, axes),
-                       {m: getattr(p.ablation.margin, m, math.nan) for m in METRICS},
+    resolved = dict(margins) if margins is not None else margins_of(p, axes, primary.runs if primary else runs)
+    absolute = {m: r.value for m, r in resolved.items()}
+    for b in found_batches:
+        b.effects, b.interactions = _effects_of(p, b.runs, axes, absolute)
+    effects, inter = (primary.effects, primary.interactions) if primary else _effects_of(p, runs, axes, absolute)
+    scan = budget_scan(primary.runs if primary else runs, axes, chosen_levels(p, axes), absolute,
                        floor=max(MIN_PLANNED_BUDGET, p.train.steps))
     return Analysis(
         p=p, grid=grid, runs=runs, axes=axes, cells=cells, seeds=seeds, seeds_source=source,
         missing=[k for k in expected if k not in found], extra=sorted(found - set(expected)),
         effects=effects, interactions=inter, quick_fid=quick_fid, ranking=ranking,
         gamma_layers=sorted({k for r in runs for k in r.gamma_curves}),
-        batches=found_batches, primary=primary, budget_scan=scan,
+        batches=found_batches, primary=primary, budget_scan=scan, margins=resolved,
+        bands={m: margin_bands(es) for m, es in effects.items()},
     )
 
 
@@ -670,6 +693,7 @@ class VarianceSplit:
     n_resampled: int  # runs with a second sampling seed (pipeline.resample)
     sampling_sd: float  # SD of the metric over latent seeds, one generator: sqrt(mean((x1 - x2)^2) / 2)
     seed_sd: float  # pooled SD within cells over training seeds (first draws; sampling noise included)
+    source: str = "resample"  # "resample": a second draw of each generator; "se": each run's own standard error
 
     @property
     def training_sd(self) -> float:
@@ -684,13 +708,20 @@ class VarianceSplit:
 
 
 def variance_split(runs: list[GridRun], metric: str) -> VarianceSplit:
+    """The sampling SD from a second draw of each generator (pipeline.resample) where runs have one, else from
+    the runs' own standard errors (metrics version 3: `<metric>_se` of the mean over evaluate.draws draws; their
+    root mean square), so that it is the noise of the metric as the runs report it."""
     pairs = [(r.metrics[metric], r.metrics[f"resample.{metric}"]) for r in runs
              if metric in r.metrics and f"resample.{metric}" in r.metrics]
     sampling = math.sqrt(sum((a - b) ** 2 for a, b in pairs) / (2 * len(pairs))) if pairs else math.nan
+    source = "resample"
+    ses = [r.metrics[f"{metric}_se"] for r in runs if math.isfinite(r.metrics.get(f"{metric}_se", math.nan))]
+    if not pairs and ses:
+        pairs, sampling, source = ses, math.sqrt(float(np.mean(np.square(ses)))), "se"
     by_cell: dict[str, list[float]] = defaultdict(list)
     for r in runs:
         if metric in r.metrics:
             by_cell[r.cell].append(r.metrics[metric])
     ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in by_cell.values() if len(v) > 1)
     dof = sum(len(v) - 1 for v in by_cell.values() if len(v) > 1)
-    return VarianceSplit(metric, len(pairs), sampling, math.sqrt(ss / dof) if dof else math.nan)
+    return VarianceSplit(metric, len(pairs), sampling, math.sqrt(ss / dof) if dof else math.nan, source)

@@ -1,6 +1,8 @@
 """ablation.json: the Analysis as plain, machine-readable numbers (its format: pipeline.report's docstring)."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections import Counter
 from typing import Any
@@ -10,6 +12,7 @@ import numpy as np
 from pipeline.report.analysis import (BATCH_FIELDS, CELL_METRICS, METRICS, NOT_MEASURED, Analysis, Batch, Effect,
                                       Replication, _final_gamma, _values, environment, floor_metrics, replicate,
                                       seeds_ran_on, variance_split, wall_times)
+from pipeline.report.margins import MarginBand, as_recorded
 from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
 from pipeline.stats import t_interval
 
@@ -44,8 +47,9 @@ def _drift(e: Effect) -> Any:
     d = e.drift
     if d is None or d.settled is None:
         return {"settled": None, "note": NOT_MEASURED if d is None or not d.steps or len(d.steps) < 3 else d.reason}
-    return {"settled": d.settled, "steps": list(d.steps), "mean_drift": d.drift.mean, "ci95": list(d.drift.ci95),
-            "margin": d.equivalence.margin, "p_tost": d.equivalence.p}
+    return {"settled": d.settled, "status": d.status, "power": d.power, "steps": list(d.steps),
+            "mean_drift": d.drift.mean, "ci95": list(d.drift.ci95), "margin": d.equivalence.margin,
+            "p_tost": d.equivalence.p}
 
 
 def _contrast(e: Effect, floor: dict[str, float]) -> dict[str, Any]:
@@ -61,6 +65,33 @@ def _contrast(e: Effect, floor: dict[str, float]) -> dict[str, Any]:
             "p_improvement": poi.p if poi else None, "p_improvement_ci95": [poi.lo, poi.hi] if poi else None,
             "level_means": list(e.level_means), "share_of_gap_to_floor": e.gap_share(floor.get(e.metric, float("nan"))),
             "settled": _drift(e)}
+
+
+def _band(b: MarginBand | None) -> Any:
+    """A contrast's verdict at every margin (pipeline.report.margins): its thresholds."""
+    if b is None:
+        return None
+    return {"testable": b.testable, "significant": b.significant,
+            "difference_up_to": b.near,  # the Holm interval's end nearest 0: a difference for margins <= it
+            "matters_up_to": b.matters_up_to,  # a difference that matters for margins <= |estimate|
+            "equivalent_from": b.equivalent_from,  # too small to matter / equivalent for margins >= it
+            "bands": [{"from": lo, "to": hi, "verdict": v} for lo, hi, v in b.bands(math.inf)]}
+
+
+def _margins(a: Analysis) -> dict[str, Any]:
+    """Each metric's margin: as configured, the absolute value it resolved to and from what; and the margins
+    the runs' own params recorded (their ablation block), against it."""
+    rec = as_recorded(a.p, a.primary_runs, list(METRICS))
+    out = {}
+    for m, r in a.margins.items():
+        out[m] = {"configured": dataclasses.asdict(r.spec) if r.relative else r.spec, "value": r.value,
+                  "how": r.how(), "reference_cell": r.reference_cell or None,
+                  "reference_value": r.reference_value if r.relative else None,
+                  "floor": r.floor if r.relative else None,
+                  "recorded_in_runs": dict(rec.margins.get(m, {})),
+                  "same_as_recorded": set(rec.margins.get(m, {})) == {rec.configured.get(m)}}
+    return {"metrics": out, "runs_carry_this_grids_ablation_block": rec.own_block(a.grid),
+            "recorded_ablation_blocks": dict(rec.blocks)}
 
 
 def _budget_scan(a: Analysis) -> Any:
@@ -88,7 +119,7 @@ def _batch(b: Batch, a: Analysis) -> dict[str, Any]:
     floor = floor_metrics(b.runs)
     return {"seeds": b.seeds, "runs": len(b.runs), "primary": b is a.primary, "complete": b.complete,
             "mixed": b.mixed, "key": dict(zip(BATCH_FIELDS, b.key)), "commits": b.commits, "floor": floor,
-            "variance": {m: {"n_resampled": v.n_resampled, "sampling_sd": v.sampling_sd, "seed_sd": v.seed_sd,
+            "variance": {m: {"n_resampled": v.n_resampled, "sampling_source": v.source, "sampling_sd": v.sampling_sd, "seed_sd": v.seed_sd,
                              "training_sd": v.training_sd, "margin": a.margin(m)}
                          for m in METRICS for v in [variance_split(b.runs, m)]}}
 
@@ -167,7 +198,9 @@ def summary(a: Analysis) -> dict[str, Any]:
         "cells": {c: {m: cell_stats([r.metrics[m] for r in a.primary_runs if r.cell == c and m in r.metrics])
                       for m in CELL_METRICS} for c in a.cells},
         "cells_vs_floor": _vs_floor(a),
-        "contrasts": [_contrast(e, floor_metrics(a.primary_runs)) for m in METRICS for e in a.effects[m]],
+        "margins": _margins(a),
+        "contrasts": [{**_contrast(e, floor_metrics(a.primary_runs)), "margin_band": _band(b)}
+                      for m in METRICS for e, b in itertools.zip_longest(a.effects[m], a.bands.get(m, []))],
         "interactions": [{"metric": i.metric, "axis": i.axis, "a": i.a, "b": i.b, "by_axis": i.by_axis,
                           "c": i.c, "d": i.d, "mean_diff_of_diffs": i.contrast.mean, "ci95": list(i.contrast.ci95),
                           "n": i.contrast.n, "p": i.contrast.p, "p_holm": i.p_holm, "significant": i.significant,

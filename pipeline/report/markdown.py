@@ -16,7 +16,8 @@ from pipeline.report.analysis import (ALPHA, BATCH_FIELDS, CELL_METRICS, METRICS
                                       Effect, _final_gamma, _param, _tag, _values, analyze, environment, floor_metrics,
                                       machine_of, replicate, seeds_ran_on, variance_split, wall_times)
 from pipeline.report.formatting import _ci, _duration, _fmt, _num, _p, _short, _shown, _signed, _slug
-from pipeline.report.plots import _plots
+from pipeline.report.margins import MarginBand, as_recorded
+from pipeline.report.plots import _plots, margin_plot
 from pipeline.report.runs import GridRun
 from pipeline.report.second_evaluator import CHECKED, NOT_MEASURED_B, Check, second_evaluator
 from pipeline.stats import t_interval
@@ -63,8 +64,9 @@ def _settled(e: Effect) -> str:
     d = e.drift
     if d is None or d.settled is None:
         return NOT_MEASURED if d is None or len(d.steps) < 3 else f"not measured ({d.reason})"
-    return (f"{'settled' if d.settled else 'still moving'}: drift {_signed(d.drift.mean)} over steps "
-            f"{d.steps[0]}-{d.steps[-1]} (TOST ±{_num(d.equivalence.margin)}, p {_p(d.equivalence.p)})")
+    return (f"{d.status}: drift {_signed(d.drift.mean)} over steps {d.steps[0]}-{d.steps[-1]} "
+            f"({len(d.steps)} checkpoints; TOST ±{_num(d.equivalence.margin)}, p {_p(d.equivalence.p)}, "
+            f"power {d.power:.0%})")
 
 
 def _scan_cell(point) -> str:
@@ -131,14 +133,69 @@ def _others_words(others: int, grids: bool) -> str:
     return " and ".join(parts) + (" is a replication" if parts == ["the grid's other batch"] else " are replications")
 
 
+def _any_margin(b: MarginBand, unit: str) -> str:
+    """What holds of one contrast at any margin, in words (its two thresholds)."""
+    est = f"{b.label} {_signed(b.estimate)} [{_signed(b.holm_ci[0])}, {_signed(b.holm_ci[1])}]"
+    if not b.testable:
+        return f"{b.label}: untestable at any margin"
+    eq = _num(b.equivalent_from) if math.isfinite(b.equivalent_from) else None
+    if b.significant:
+        return (f"{est}: **a difference for anyone who counts {_num(b.near)} {unit}**; " +
+                (f"too small to matter only from {eq}" if eq else "never shown too small to matter"))
+    return (f"{est}: no difference shown at any margin; " +
+            (f"**equivalent only from {eq}** (inconclusive below)" if eq else "never shown equivalent"))
+
+
+def _answer_at_any_margin(a: Analysis) -> list[str]:
+    """The Answer's lead: per metric, what each contrast is at any margin (section Verdict at every margin)."""
+    parts = []
+    for metric, name in ANSWER_METRICS.items():
+        bands = a.bands.get(metric) or []
+        if bands:
+            parts.append(f"{name}: " + "; ".join(_any_margin(b, name) for b in bands))
+    if not parts:
+        return []
+    return ["**What holds at any margin** (the Holm interval: a significant contrast is a difference for anyone whose "
+            "margin is at most its end nearest 0; equivalence, Holm over the metric's contrasts at that margin, is "
+            "shown from the threshold on; Verdict at every margin) — " + ". ".join(parts) + "."]
+
+
+def _margin_words(a: Analysis, metric: str) -> str:
+    r = a.margins.get(metric)
+    if r is None:
+        return "–"
+    how = "absolute" if not r.relative else f"`{r.configured}`: {r.how()}"
+    return f"±{_num(r.value)} ({how})"
+
+
+def _recorded_words(a: Analysis) -> str:
+    """Whether the margins used are the ones the runs started with (their params' ablation block)."""
+    rec = as_recorded(a.p, a.primary_runs, list(ANSWER_METRICS))
+    if not rec.runs:
+        return ""
+    theirs = ", ".join(f"{ANSWER_METRICS[m]} {_shown(c)}" for m, c in rec.margins.items())
+    if not rec.own_block(a.grid):
+        return (f"**Not recorded correctly**: the runs' params carry an ablation block that is not this grid's "
+                f"({_shown(rec.blocks)}): the params.yaml of their checkout, which the grid command did not replace "
+                f"with its own (pipeline/grid/cli.py, fixed since), so which margins the grid started with is not on "
+                f"record. The block they carry says {theirs}; this report uses the configured margins above.")
+    if rec.same_margins():
+        return "The runs started with these margins (their params' `ablation.margin`)."
+    return f"**The runs started with other margins** ({theirs}); this report uses the configured margins above."
+
+
 def _answer(a: Analysis) -> list[str]:
-    """Plain sentences: the batch, the budget, each axis' verdicts on FID and classifier score with their
-    Holm intervals and their size against the floor, interactions, what is not measured."""
+    """Plain sentences: what holds at any margin, then the margins, the batch, the budget, each axis' verdicts
+    on FID and classifier score with their Holm intervals and their size against the floor, interactions,
+    what is not measured."""
     runs = a.primary_runs
     steps = _shown(_values(runs, _param("train.steps")))
     n_expected = len(a.runs) + len(a.missing)
     floor = floor_metrics(runs)
-    lines = [f"The verdicts come from {_primary_words(a)}: a pair's two runs share the machine class, precision, "
+    lines = _answer_at_any_margin(a)
+    lines.append("**At the configured margins** (`ablation.margin`), the verdicts below: " + "; ".join(
+        f"{name} {_margin_words(a, m)}" for m, name in ANSWER_METRICS.items()) + ". " + _recorded_words(a))
+    lines += [f"The verdicts come from {_primary_words(a)}: a pair's two runs share the machine class, precision, "
              f"training code, metrics code and evaluator, and a seed is one unit (the mean of its pairs; n = "
              f"seeds, df = seeds − 1). At {steps} generator steps ({len(a.runs)} of {n_expected} runs in the grid"
              f"{', the grid is incomplete' if a.missing else ''}), each contrast gets one of Lakens' four outcomes, "
@@ -202,8 +259,10 @@ def _quality_words(worst_fid_ratio: float) -> str:
 
 
 def _settled_words(a: Analysis) -> str:
-    """Per FID / classifier-score contrast: settled or still moving when training stopped, and by how much."""
-    groups: dict[str, list[str]] = {"settled": [], "still moving": [], "not measured": []}
+    """Per FID / classifier-score contrast: settled, still moving or not testable when training stopped, by
+    how much, and with what power."""
+    groups: dict[str, list[str]] = {"settled": [], "still moving": [], "not testable at this noise": [],
+                                    "not measured": []}
     window = ""
     for metric, name in ANSWER_METRICS.items():
         for e in a.effects[metric]:
@@ -211,25 +270,33 @@ def _settled_words(a: Analysis) -> str:
             if d is None or d.settled is None or d.drift is None:
                 groups["not measured"].append(f"{name} {e.a} − {e.b}")
                 continue
-            window = window or f"steps {d.steps[0]}-{d.steps[-1]}"
-            groups["settled" if d.settled else "still moving"].append(
-                f"{name} {e.a} − {e.b} (drift {_signed(d.drift.mean)})")
+            window = window or f"steps {d.steps[0]}-{d.steps[-1]} ({len(d.steps)} checkpoints)"
+            groups[d.status].append(f"{name} {e.a} − {e.b} (drift {_signed(d.drift.mean)}, power {d.power:.0%})")
     said = "; ".join(f"**{k}**: {', '.join(v)}" for k, v in groups.items() if v)
-    return (f"Whether each contrast had settled when training stopped (its per-seed drift over {window or 'the last 40%'}"
-            f", TOST within ± margin/2; Main effects, settled): {said}. Still moving means not shown within ± "
-            f"margin/2: drifting, or too noisy to bound; its verdict is this budget's and may change with more "
-            f"training.")
+    return (f"Whether each contrast had settled when training stopped (its per-seed drift, the least-squares slope "
+            f"over {window or 'the last half'}, times the window's length, TOST within ± margin/2; Main effects, settled): "
+            f"{said}. Power is the chance the test had to call a contrast with no drift at all settled, at the "
+            f"seeds' drift SD: still moving means not shown within ± margin/2 by a test with power >= 80% (its "
+            f"verdict is this budget's and may change with more training); not testable means the drift is too "
+            f"noisy for this test to say either.")
+
+
+# what each older metrics version measured differently from today's (pipeline.metrics.summary.METRICS_VERSION)
+OLD_METRICS = {
+    "1": "**the classifier score of version 1 is machine-dependent**: its splits were drawn from the probabilities' "
+         "float bits, which differ between CPU classes, so on another machine it can move by up to its "
+         "split-to-split spread (FID is unaffected)",
+    "2": "version 2 scored one draw of `evaluate.n_samples` images against the 1,000 held-out digits (no KID): its "
+         "FIDs are not on today's scale (the 10,000-digit t10k reference, the mean over `evaluate.draws` draws)",
+}
 
 
 def _old_metrics_note(versions) -> str:
     from pipeline.metrics.summary import METRICS_VERSION  # here: pipeline.metrics imports torch (seconds)
 
-    if all(str(v) == str(METRICS_VERSION) for v in versions):
-        return ""
-    return (f" (**the classifier score of version 1 is machine-dependent**: its splits were drawn from the "
-            f"probabilities' float bits, which differ between CPU classes, so on another machine it can move by "
-            f"up to its split-to-split spread; version {METRICS_VERSION} draws them from the images. FID is "
-            f"unaffected)")
+    old = sorted({str(v) for v in versions} - {str(METRICS_VERSION)})
+    notes = [OLD_METRICS[v] for v in old if v in OLD_METRICS]
+    return f" ({'; '.join(notes)}; version {METRICS_VERSION} is today's)" if notes else ""
 
 
 def _header(a: Analysis) -> list[str]:
@@ -332,7 +399,7 @@ def _effects_section(a: Analysis) -> list[str]:
              "of unclear size**, never one that matters. P(a better) is the share of seeds whose value favours a "
              "(ties count one half), with a 95% bootstrap interval over seeds. Gap share: the effect as a share "
              "of b's distance to the real-data floor (+ closes it). Settled: the contrast's per-seed drift over "
-             "full-size checkpoint evaluations in the last 40% of training, TOST within ± margin/2.", "",
+             "full-size checkpoint evaluations in the last half of training, TOST within ± margin/2, with its power to call a drift of zero settled.", "",
              "| axis | comparison | metric | mean difference | Holm interval | seeds (pairs) | P(a better) [95% CI] "
              "| p-value | Holm p-value | margin: TOST Holm p | gap share | verdict | settled |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -346,6 +413,42 @@ def _effects_section(a: Analysis) -> list[str]:
     if not any(a.effects.values()):
         lines.append("| – | no axis has two levels with paired runs | – | – | – | – | – | – | – | – | – | – | – |")
     return lines + [""]
+
+
+def _margin_section(a: Analysis, out: Path) -> list[str]:
+    """Each contrast's verdict at every margin: its thresholds (table) and bands (figure)."""
+    lines = ["## Verdict at every margin (primary batch)", "",
+             "The verdict depends on the margin m only through two thresholds. Significance does not depend on m "
+             "(Holm over the metric's difference tests). Equivalence (TOST against ±m, Holm over the metric's "
+             "equivalence tests, all at the same m) is shown from a threshold m_eq on (found by bisection, the "
+             "family tested again at each m by the code behind the verdicts above). So a significant contrast is a "
+             "difference that matters for m ≤ |estimate|, of unclear size between |estimate| and m_eq, too small "
+             "to matter from m_eq; a non-significant one is inconclusive below m_eq and equivalent from it. A "
+             "significant contrast is also a difference for anyone whose margin is at most the end of its Holm "
+             "interval nearest 0 (the interval lies beyond it). Margins used above: " + "; ".join(
+                 f"{m} {_margin_words(a, m)}" for m in METRICS if m in a.margins) + ".", "",
+             "| metric | comparison | estimate | Holm interval | a difference for margins ≤ | matters for margins ≤ "
+             "| unclear size / inconclusive for margins in | too small to matter / equivalent from | at the "
+             "configured margin |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = 0
+    for m in METRICS:
+        for e, b in zip(a.effects.get(m, []), a.bands.get(m, [])):
+            rows += 1
+            eq = _num(b.equivalent_from) if math.isfinite(b.equivalent_from) else "never"
+            if not b.testable:
+                cells = ["–", "–", "untestable at any margin", "–"]
+            elif b.significant:
+                cells = [_num(b.near), _num(b.matters_up_to),
+                         f"unclear size: ({_num(abs(b.estimate))}, {eq})", f"too small to matter: {eq}"]
+            else:
+                cells = ["–", "–", f"inconclusive: (0, {eq})", f"equivalent: {eq}"]
+            lines.append(f"| {ANSWER_METRICS.get(m, m)} | {b.label} ({b.axis}) | {_signed(b.estimate)} | {_holm_ci(e)} | "
+                         + " | ".join(cells)
+                         + f" | ±{_num(e.margin)}: {_short_verdict(e)} |")
+    if not rows:
+        return lines[:2] + ["No contrast to show.", ""]
+    name = margin_plot(a, out)
+    return lines + ([""] + ([f"![{name}](ablation_files/{name})"] if name else []) + [""])
 
 
 def _interaction_section(a: Analysis) -> list[str]:
@@ -422,20 +525,23 @@ def _variance_section(a: Analysis) -> list[str]:
         return lines + ["No run has a second sampling seed yet (`python -m pipeline.resample --grid "
                         f"{a.grid}`): the spread between seeds cannot be split into training and sampling.", ""]
     lines += ["Per batch: both SDs come from the same runs (a batch without resampled runs has no split). " + "Each resampled generator drew its images again from a second latent seed "
-              "(`python -m pipeline.resample`), evaluated the same way. Sampling SD: one generator's spread over "
+              "(`python -m pipeline.resample`), evaluated the same way; runs of metrics version 3 carry their own "
+              "standard error instead (the mean over `evaluate.draws` draws: FID's by the delta method, the "
+              "classifier score's over the draws; source `se`), the sampling SD is then their root mean square. "
+              "Sampling SD: one generator's spread over "
               "latent seeds; seed SD: the spread between a cell's training seeds (first draws, pooled over "
               "cells), which includes the sampling part. A paired difference carries sampling noise of √2 × the "
               "sampling SD; the equivalence margin should sit well above it (a margin inside the sampling noise "
               "could never be shown) and below the effects that matter.", "",
-              "| batch | metric | runs resampled | sampling SD | seed SD | training part | seed SD / sampling SD "
-              "| margin | margin / sampling SD of a difference |",
+              "| batch | metric | runs resampled (or with an SE) | sampling SD | seed SD | training part | "
+              "seed SD / sampling SD | margin | margin / sampling SD of a difference |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b, v in splits:
         if not v.n_resampled:
             continue
         margin = a.margin(v.metric)
         noise = math.sqrt(2) * v.sampling_sd
-        lines.append(f"| {b.label} | {v.metric} | {v.n_resampled} | {_num(v.sampling_sd)} | {_num(v.seed_sd)} | "
+        lines.append(f"| {b.label} | {v.metric} | {v.n_resampled}{' (SE)' if v.source == 'se' else ''} | {_num(v.sampling_sd)} | {_num(v.seed_sd)} | "
                      f"{_num(v.training_sd)} | {_num(v.ratio)} | ±{_num(margin)} | "
                      f"{_num(margin / noise) if noise > 0 else '–'} |")
     return lines + [""]
@@ -714,6 +820,7 @@ def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None =
     lines += _seeds_section(a)
     lines += _cell_table(a)
     lines += _effects_section(a)
+    lines += _margin_section(a, out)
     lines += _budget_section(a)
     lines += _interaction_section(a)
     lines += _replication_section(a)

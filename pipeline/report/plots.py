@@ -90,3 +90,59 @@ def _plots(a: Analysis, out: Path) -> list[str]:
         plt.close(fig)
         names.append("gamma_over_training.png")
     return names
+
+
+BAND_COLORS = {"matters": "#d62728", "unclear size": "#ff9f40", "too small to matter": "#8fb9de",
+               "equivalent": "#2ca02c", "inconclusive": "#c7c7c7", "untestable": "#ffffff"}
+
+
+def margin_axis_end(bands, margin: float) -> float:
+    """Where a margin figure's x axis ends: past every finite threshold and the configured margin."""
+    ends = [x for b in bands for x in (b.equivalent_from, abs(b.estimate)) if math.isfinite(x)]
+    ends += [margin] if math.isfinite(margin) else []
+    return 1.25 * max(ends) if ends and max(ends) > 0 else 1.0
+
+
+def margin_plot(a: Analysis, out: Path, metrics=None, name: str = "margins.png") -> str | None:
+    """One panel per metric, one row per contrast: its verdict at every margin (x) as coloured bands, the
+    configured margin a vertical line, the near end of a significant contrast's Holm interval a tick."""
+    metrics = [m for m in (metrics or METRICS) if a.bands.get(m)]
+    if not metrics:
+        return None
+    plt = _plt()
+    from matplotlib.patches import Patch
+
+    cols = min(2, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    height = max(len(a.bands[m]) for m in metrics)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, (0.45 * height + 1.3) * rows), squeeze=False)
+    seen: dict[str, str] = {}
+    for ax, metric in zip(axes.flat, metrics):
+        bands, margin = a.bands[metric], a.margin(metric)
+        end = margin_axis_end(bands, margin)
+        for row, band in enumerate(bands):
+            y = len(bands) - 1 - row
+            for lo, hi, verdict in band.bands(end):
+                ax.barh(y, hi - lo, left=lo, height=0.7, color=BAND_COLORS[verdict], edgecolor="none")
+                seen.setdefault(verdict, BAND_COLORS[verdict])
+            if math.isfinite(band.near):
+                ax.plot([band.near], [y], marker="|", color="black", markersize=14, mew=1.5)
+        if math.isfinite(margin):
+            ax.axvline(margin, color="black", ls="--", lw=1.2)
+            ax.text(margin, len(bands) - 0.45, f" configured ±{margin:.3g}", fontsize=7, va="bottom")
+        ax.set_yticks(range(len(bands)))
+        ax.set_yticklabels([f"{b.label} ({b.estimate:+.3g})" for b in reversed(bands)], fontsize=8)
+        ax.set_xlim(0, end)
+        ax.set_ylim(-0.6, len(bands) - 0.1)
+        ax.set_xlabel(f"margin (± {metric})", fontsize=8)
+        ax.set_title(f"{metric}: the verdict at every margin", fontsize=9)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles = [Patch(color=c, label=v) for v, c in BAND_COLORS.items() if v in seen]
+    handles.append(plt.Line2D([], [], color="black", marker="|", ls="none", markersize=10,
+                              label="Holm interval's near end: a difference for margins up to it"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 1, 1))
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return name

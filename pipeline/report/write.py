@@ -87,7 +87,8 @@ def write_report(p: Params, grid: str | None = None, out_dir: Path = REPORT_DIR,
                 # a longer grid (the pilot) is compared at the primary's budget, from its checkpoints
                 other_runs = _grid_runs(p, other, chosen, available, results)[2]
                 shorter = runs_at_budget(other_runs, budget)
-                analysis.replications[other] = analyze(p, other, shorter or other_runs)
+                # judged at the published grid's margins (a share resolves against its reference cell)
+                analysis.replications[other] = analyze(p, other, shorter or other_runs, margins=analysis.margins)
                 analysis.replications[other].read_at = budget if shorter else None
     client = mlflow.MlflowClient(tracking.tracking_uri()) if available else None
     target.mkdir(parents=True, exist_ok=True)
