@@ -134,7 +134,7 @@ def main() -> None:
 
     prepared = load_prepared()
     evaluator = load_evaluator()
-    real_feats, real_probs = embed(evaluator, prepared.x_test)
+    real_feats, real_probs = embed(evaluator, prepared.x_ref)
     base = load_params("params.yaml")
     overrides = {"train.precision": args.precision, "train.device": args.device, "train.compile": args.compile}
     overrides.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})

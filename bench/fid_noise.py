@@ -2,14 +2,14 @@
 
     python bench/fid_noise.py --generators g0.pt g1.pt g2.pt               # 10 draws of 10,000, each
     python bench/fid_noise.py --generators g0.pt --draws 10 --n 10000 --latents iid sobol
-    python bench/fid_noise.py --generators g0.pt --n 10000 --draws 10 --blocks 4   # the primary metric:
-                                            # FID of 4 x 10,000 images pooled, 10 times over
+    python bench/fid_noise.py --generators g0.pt --n 10000 --draws 10 --blocks 4   # each draw the mean
+                                            # FID of 4 draws of 10,000 (as evaluate.draws averages them)
 
 Each draw is `--n` images from fresh latents (draw k: sampling seed sample.seed + 1000·(k+1); `--latents
 sobol`: a scrambled Sobol sequence through the normal quantile, scrambled by the draw's seed), scored
 against the evaluation's real reference (the evaluate stage's reference images) in evaluator A's
 features (`--latents antithetic`: z and −z in pairs). Per generator it prints the SD of FID over the draws, its split into the mean term
-||mu_g - mu_r||² and the covariance term, the SD of KID, and the cause:
+||mu_g - mu_r||² and the covariance term, the SD of KID (`--kid`), and the cause:
 
 - the delta-method SD (from one draw): FID's first-order noise is the mean of its influence function
   phi(x) = 2 (mu_g - mu_r)·(x - mu_g) + (x - mu_g)ᵀ A (x - mu_g), A = I - Σr^½ (Σr^½ Σg Σr^½)^-½ Σr^½,
@@ -18,7 +18,8 @@ features (`--latents antithetic`: z and −z in pairs). Per generator it prints 
   Var(phi) = 4 Δμᵀ Σg Δμ + 2 Tr((A Σg)²): what a Gaussian model predicts;
 - the share of Var(phi) that lies between the evaluator's classes (the class mix of the draw) and within.
 
-`--blocks B` pools B draws into one FID (B·n images): the primary metric's noise at that size.
+`--blocks B` makes each draw's FID the mean over B draws of n, as the evaluate stage averages
+`evaluate.draws` of them: the primary metric's noise, measured (it should be the single draw's / √B).
 Writes `--json` with every per-draw figure. Needs the evaluate stage's inputs (data/prepared, the
 evaluator) and generator files as the train stage writes them (models/generator.pt).
 """
@@ -111,7 +112,9 @@ def main() -> None:
     ap.add_argument("--generators", type=Path, nargs="+", required=True, help="generator files (train stage's)")
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--n", type=int, default=10000, help="images a draw")
-    ap.add_argument("--blocks", type=int, default=1, help="draws pooled into one FID (the primary metric's size)")
+    ap.add_argument("--blocks", type=int, default=1, help="draws of n averaged into one FID (evaluate.draws: the "
+                    "primary metric is the mean of 20)")
+    ap.add_argument("--kid", action="store_true", help="also KID (an N x N pass a draw)")
     ap.add_argument("--latents", nargs="+", default=["iid"], choices=["iid", "sobol", "antithetic"])
     ap.add_argument("--seed", type=int, default=1234, help="sample.seed: draw k uses seed + 1000·(k+1)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -135,18 +138,22 @@ def main() -> None:
             rows = []
             t0 = time.perf_counter()
             for k in range(args.draws):
-                feats, probs = [], []
+                parts = []
                 for b in range(args.blocks):
                     z = latents(args.n, g.cfg.z_dim, args.seed + 1000 * (k * args.blocks + b + 1), kind)
                     f, p = embed(evaluator, draw_images(g, z))
-                    feats.append(f)
-                    probs.append(p)
-                f, p = np.concatenate(feats), np.concatenate(probs)
-                row = split_terms(real_stats, f) | influence(real_stats, f, p) | {"kid": kid_of(real_feats, f)}
-                row["class_mix"] = np.bincount(p.argmax(1), minlength=10).tolist()
+                    part = split_terms(real_stats, f) | influence(real_stats, f, p)
+                    part["kid"] = kid_of(real_feats, f) if args.kid else float("nan")
+                    part["class_mix"] = np.bincount(p.argmax(1), minlength=10)
+                    parts.append(part)
+                # a draw of the primary metric: the mean over `blocks` draws of n (evaluate.draws)
+                row = {key: float(np.mean([q[key] for q in parts])) for key in parts[0] if key != "class_mix"}
+                row["sd_delta"] = float(np.sqrt(np.mean([q["sd_delta"] ** 2 for q in parts]) / args.blocks))
+                row["sd_gaussian"] = float(np.sqrt(np.mean([q["sd_gaussian"] ** 2 for q in parts]) / args.blocks))
+                row["class_mix"] = np.sum([q["class_mix"] for q in parts], axis=0).tolist()
                 rows.append(row)
                 print(f"  {path} {kind} draw {k}: FID {row['fid']:.3f} (mean term {row['mean_term']:.3f}, cov term "
-                      f"{row['cov_term']:.3f}), KID {row['kid'] * 1e3:.3f}e-3", flush=True)
+                      f"{row['cov_term']:.3f}), KID {row['kid']:.3f}", flush=True)
             col = {key: np.array([r[key] for r in rows]) for key in rows[0] if key != "class_mix"}
             summary = {"fid_mean": col["fid"].mean(), "fid_sd": col["fid"].std(ddof=1),
                        "mean_term_sd": col["mean_term"].std(ddof=1), "cov_term_sd": col["cov_term"].std(ddof=1),
@@ -160,7 +167,7 @@ def main() -> None:
                   f"draws {summary['fid_sd']:.3f} (mean term {summary['mean_term_sd']:.3f}, cov term "
                   f"{summary['cov_term_sd']:.3f}); delta-method SD {summary['sd_delta']:.3f}, a Gaussian model's "
                   f"{summary['sd_gaussian']:.3f}; {summary['between_class_share']:.0%} of the noise between classes; "
-                  f"KID SD {summary['kid_sd'] * 1e3:.3f}e-3; {summary['seconds']:.0f} s", flush=True)
+                  f"KID SD {summary['kid_sd']:.3f}; {summary['seconds']:.0f} s", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

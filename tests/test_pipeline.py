@@ -3,6 +3,7 @@ store read back with the MLflow client (the DVC queue: tests/test_grid.py and te
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlflow
@@ -43,8 +44,12 @@ def test_repro_writes_every_output(repo):
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["steps"] == 6 and "gamma.g28" in train and train["images_per_s"] > 0
     ev = json.loads((repo / "metrics/evaluate.json").read_text())
-    for key in ("fid", "classifier_score", "precision", "recall"):
-        assert isinstance(ev[key], float)
+    for key in ("fid", "fid_se", "kid", "kid_se", "classifier_score", "classifier_score_se", "precision", "recall"):
+        assert isinstance(ev[key], float) and math.isfinite(ev[key]), key
+    assert ev["fid"] > 0 and 0 < ev["classifier_score"] <= 10 and 0 <= ev["precision"] <= 1 and ev["kid_se"] > 0
+    # against the 10,000 t10k digits, whose checksum prepare records; the floor is the estimators' bias there
+    assert ev["n_real"] == 10000 and meta["reference"]["n"] == 10000
+    assert math.isfinite(ev["floor"]["kid"]) and 0 < ev["floor"]["fid"] < ev["fid"]
     # the same samples under evaluator B (its own network, floor and checksum), after every key of A's
     b, floor_b = ev["evaluator_b"], json.loads((repo / "metrics/evaluator_b.json").read_text())
     assert list(ev)[-1] == "evaluator_b" and b["arch"] == floor_b["arch"] == "lenet" and floor_b["features"] == 256
