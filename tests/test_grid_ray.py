@@ -162,8 +162,11 @@ def test_the_local_runner_runs_the_same_grid_without_dvc_or_ray(ray_grid, server
         twin = on_ray[r.data.tags["grid.cell"]]
         for metric in ("fid", "classifier_score", "precision", "recall", "density", "coverage"):
             assert r.data.metrics[metric] == twin.data.metrics[metric], (r.info.run_name, metric)
-        assert {k: v for k, v in r.data.params.items() if k != "mlflow.grid"} == \
-            {k: v for k, v in twin.data.params.items() if k != "mlflow.grid"}
+        # the same params but the grid's own: its name and its ablation block (each run carries its grid's)
+        def own(params):
+            return {k: v for k, v in params.items() if k != "mlflow.grid" and not k.startswith("ablation.")}
+        assert own(r.data.params) == own(twin.data.params)
+        assert (r.data.params["ablation.name"], twin.data.params["ablation.name"]) == ("loc", "rg")
         assert set(r.data.tags) == set(twin.data.tags)
     # each run's record, in git's tree: what outlives this store
     records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}

@@ -211,12 +211,14 @@ def test_exp_run_with_override_is_its_own_run(repo):
     # the shared stages came from the cache: still one evaluator, trained once
     shown = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "pre-exp" in shown
-    # what a user reads in an 80-column terminal: the experiment, then fid and classifier_score (precision
-    # and recall next), not the evaluator's floor, the data's description or the run's runtime facts
+    # what a user reads in an 80-column terminal: the experiment, then fid and classifier_score, each with its
+    # standard error (precision and recall next), not the evaluator's floor, the data's description or the
+    # run's runtime facts
     header, *rows = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()
     columns = header.split(",")
     metrics = [c for c in columns if c not in ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")]
-    assert metrics[:4] == ["fid", "classifier_score", "precision", "recall"], columns[:12]
+    assert metrics[:6] == ["fid", "fid_se", "classifier_score", "classifier_score_se", "precision", "recall"], \
+        columns[:12]
     assert not any(c.startswith(("floor", "metrics/evaluator.json", "runtime", "accuracy", "d_loss")) for c in
                    columns[:columns.index("recall") + 1])
     assert any(row.startswith("pre-exp,") for row in rows)
