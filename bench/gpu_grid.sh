@@ -5,17 +5,17 @@
 #   bash bench/gpu_grid.sh OUT_DIR [extra `pipeline.grid run` options, e.g. --jobs 9]
 #
 # Environment: DEVICE (cuda), JOBS (9), GRID_LIMIT_S (the grid is stopped after this many seconds and
-# what finished is packed; 480), ROOT (/work/main). MLflow records artifact locations as absolute
+# what finished is packed; 480), ROOT (this checkout). MLflow records artifact locations as absolute
 # paths, so the grid runs at ROOT, the path the store is read from afterwards. Unpack the result there:
-#   cat store.tgz.part-* | tar xzf - -C /work/main
-#   MLFLOW_TRACKING_URI=sqlite:////work/main/stores/default-gpu/mlflow.db python -m pipeline.report --grid default
+#   cat store.tgz.part-* | tar xzf - -C "$ROOT"
+#   MLFLOW_TRACKING_URI=sqlite:///$ROOT/stores/default-gpu/mlflow.db python -m pipeline.report --grid default
 # The run folders come back too (runs.tgz, small): where the store cannot (the device tool returns files
 # of at most 16 MiB; 24 runs' per-step metrics made a larger store on 2026-11-26), rebuild it from them:
 #   tar xzf runs.tgz && python -m pipeline.run_import .grid/default --tag machine.gpu=...
 set -euo pipefail
 out=$(realpath "${1:?usage: bash bench/gpu_grid.sh OUT_DIR [grid options]}")
 shift
-root=${ROOT:-/work/main}
+root=${ROOT:-$(git rev-parse --show-toplevel)}
 device=${DEVICE:-cuda}
 jobs=${JOBS:-9}
 if [ "$(pwd -P)" != "$root" ]; then

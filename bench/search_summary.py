@@ -3,8 +3,8 @@ seed as the unit. Each (candidate, sampler variant, step) gets the mean over see
 precision and recall with a 95% t-interval, and the paired difference from the reference (same seeds) with
 its own interval: a candidate beats the reference only where that interval excludes 0.
 
-    python bench/search_summary.py /work/search/*.json --reference default:sampler:10000
-    python bench/search_summary.py /work/search/*.json --reference default:sampler   # paired at each step
+    python bench/search_summary.py ../search/*.json --reference default:sampler:10000
+    python bench/search_summary.py ../search/*.json --reference default:sampler   # paired at each step
     python bench/search_summary.py results/search/*.json --markdown     # the table docs/experiments.md shows
 
 A file's candidate is its name without `.s<seed>.json` (`lecam0.3.s1.json` -> `lecam0.3`).

@@ -8,8 +8,8 @@
 # MLflow store is gone); a killed run continues from its checkpoint in the worktree's .grid/.
 set -euo pipefail
 COMMIT=${1:-HEAD}
-WT=/work/wt-g18k
 MAIN=$(git rev-parse --show-toplevel)
+WT=${WT:-$MAIN/../wt-g18k}  # the pinned worktree, beside the checkout
 if [ ! -d "$WT" ]; then
   git worktree add --detach "$WT" "$COMMIT"
   mkdir -p "$WT/data" "$WT/models" "$WT/metrics" "$WT/results/grid18k"

@@ -7,8 +7,8 @@
 # results/pilot` on a machine whose MLflow store is gone).
 set -euo pipefail
 COMMIT=${1:-HEAD}
-WT=/work/wt-grid
 MAIN=$(git rev-parse --show-toplevel)
+WT=${WT:-$MAIN/../wt-grid}  # the pinned worktree, beside the checkout
 if [ ! -d "$WT" ]; then
   git worktree add --detach "$WT" "$COMMIT"
   mkdir -p "$WT/data" "$WT/models" "$WT/metrics"
