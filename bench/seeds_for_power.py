@@ -38,7 +38,8 @@ def tost_seeds(margin: float, sd: float, alpha: float, power: float = stats.POWE
     return n
 
 
-def pairs(arg: list[str], cast=float) -> dict[str, str]:
+def pairs(arg: list[str]) -> dict[str, str]:
+    """METRIC=VALUE arguments -> {metric: value}."""
     return {k: v for k, v in (a.split("=", 1) for a in arg)}
 
 
