@@ -48,7 +48,9 @@ def ray_cluster(tmp_path_factory):
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
         "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 5,
-                           "health_check_initial_delay_ms": 0}})
+                           "health_check_initial_delay_ms": 0,
+                           # Ray's default (15) starves the cells beside the other tests on two cores
+                           "worker_niceness": 0}})
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     try:
         yield cluster

@@ -123,9 +123,11 @@ def connect(address: str | None, num_cpus: int):
     if address or os.environ.get("RAY_ADDRESS"):
         info = ray.init(address=address, **common)
     else:
-        system = json.loads(os.environ.get("SAGAN_RAY_SYSTEM_CONFIG") or "{}")  # Ray's _system_config, to tune it
+        # Ray starts its workers at niceness 15: the grid's training would then yield to anything else on the
+        # machine (on two busy cores a cell got ~3% of a core). The grid is the job: workers run at 0.
+        system = {"worker_niceness": 0, **json.loads(os.environ.get("SAGAN_RAY_SYSTEM_CONFIG") or "{}")}
         info = ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", object_store_memory=512 * 2**20,
-                        **({"_system_config": system} if system else {}), **common)
+                        _system_config=system, **common)
     return info
 
 
