@@ -4,6 +4,8 @@
     python bench/ab_step.py BEFORE AFTER --rounds 15 --steps 5 -S train.precision=fp32
     # an AVX-512 machine acting as an AVX2 one: the variables reach both workers
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 SAGAN_KERNEL_TARGET=x86-64-v3 python bench/ab_step.py A B
+    # one checkout, two settings: an attention cell's step against a `none` cell's (issue 42's ratio)
+    python bench/ab_step.py . . -A attention.position=none
 
 Each checkout runs in a worker process of its own (its `pipeline` package first on the path) that
 builds the default model's Trainer on the same random data and warms it up; then the workers take
@@ -63,11 +65,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="steps a block")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("-A", dest="after_overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for the `after` side only")
     args = ap.parse_args()
     overrides = dict(o.split("=", 1) for o in args.overrides)
+    after = {**overrides, **dict(o.split("=", 1) for o in args.after_overrides)}
     sides = {}
     for name, tree in (("before", args.before), ("after", args.after)):
-        sides[name] = start(tree.resolve(), args.threads, overrides)
+        sides[name] = start(tree.resolve(), args.threads, after if name == "after" else overrides)
     info = sides["before"][1]
     print(f"{info['cpu']}, {info['uarch']} ({info['effective_class']}; ATen {info['aten_isa']}, oneDNN "
           f"{info['onednn_isa']}), {args.threads} threads, {info['precision']}, batch {info['batch']}")

@@ -165,6 +165,8 @@ class MlflowParams:
     grid: str = _f("", "set by the grid (run tags)")
     connect_timeout_s: float = _f(10.0, "a stage stops if the tracking store does not answer within this",
                                   **_range(0.0, 600.0, lo_open=True))
+    register_model: str = _f("", "registers each trained generator under this name in MLflow's model "
+                             "registry (a new version a run); \"\" off")
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,10 @@ def _check_semantics(p: Params) -> None:
     if not name.strip() or name != name.strip() or len(name) > 256:
         _fail("mlflow.experiment", name, "a non-empty name of at most 256 characters, without leading or "
               "trailing spaces")
+    reg = p.mlflow.register_model
+    if reg != reg.strip() or len(reg) > 256 or any(c in reg for c in "/:%"):
+        _fail("mlflow.register_model", reg, "\"\" (off) or a model name of at most 256 characters, without "
+              "leading or trailing spaces, '/', ':' or '%'")
     if p.train.device == "cuda":
         import torch  # only here: checking params must take well under a second otherwise
 

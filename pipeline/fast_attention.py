@@ -22,6 +22,19 @@ or `portable` (the compiler's baseline: SSE2 on x86-64). $SAGAN_KERNEL_CFLAGS ad
 (positions, head size, batch, threads) is seen, both paths are timed on it, forward and backward,
 and the choice is cached beside the build (`<build>.choices.json`), so it is made once per
 machine, build and shape, and runs on one machine stay on one path.
+
+bf16 (issue 42): under bf16 autocast the model passes the fused f/g/h conv's bf16 output, (B, N, 3d),
+straight to the kernel's bf16 entry points (`attention_bf16`), which read q, k, v as its column
+slices, compute in float32, and write bf16 output and a bf16 (B, N, 3d) gradient (rounded as torch's
+`.to(torch.bfloat16)`): no fp32 casts, permute copies or concatenation around the kernel. Inside,
+the bf16 path differs from the float32 one only in a cheaper exp (relative error 8e-5, 25x below
+bf16's rounding); `SAGAN_KERNEL_CFLAGS=-DSAGAN_BF16_ROUND=1` (or 2) also rounds P (and dS) to bf16
+as the products' inputs, the numerics of AVX512-BF16/AMX dot products (off: 8-18% slower on AVX2,
+and rounded dS makes dq's error 2-2.5x the current path's; see attention.cpp).
+tests/test_attention_bf16.py bounds its error against float64. It follows the float32 shape's
+choice (`path_for`): it does the float32 kernel's work without its casts, so where the float32
+kernel beats SDPA it beats SDPA plus the casts too; no separate timing. The float32 path is
+unchanged, bit for bit.
 """
 from __future__ import annotations
 
@@ -110,11 +123,28 @@ class Kernel:
         b, n, d = q.shape
         self._call(self.lib.sagan_attention_backward, n, d, b, q, k, v, out, grad_out, lse, dq, dk, dv)
 
+    # bf16: qkv is one contiguous (B, N, 3d) bf16 tensor; q, k, v are its thirds (rows 3d apart)
+    def run_forward_bf16(self, qkv, out, out32, lse) -> None:
+        b, n, d3 = qkv.shape
+        d, (q, k, v) = d3 // 3, self._thirds(qkv)
+        self._call(self.lib.sagan_attention_forward_bf16, n, d, b, d3, q, k, v, out, out32, lse)
+
+    def run_backward_bf16(self, qkv, out32, grad_out, lse, dqkv) -> None:
+        b, n, d3 = qkv.shape
+        d = d3 // 3
+        self._call(self.lib.sagan_attention_backward_bf16, n, d, b, d3, *self._thirds(qkv), out32, grad_out, lse,
+                   *self._thirds(dqkv))
+
     @staticmethod
-    def _call(fn, n: int, d: int, batch: int, *tensors: torch.Tensor) -> None:
+    def _thirds(t: torch.Tensor) -> list[int]:
+        d = t.shape[-1] // 3
+        return [t.data_ptr() + i * d * t.element_size() for i in range(3)]
+
+    @staticmethod
+    def _call(fn, n: int, d: int, batch: int, *args) -> None:
         """Calls fn on the whole batch; it splits the batch over PyTorch's threads (its OpenMP pool)."""
         threads = max(1, min(torch.get_num_threads(), batch))
-        if fn(n, d, batch, threads, *[t.data_ptr() for t in tensors]) != 0:
+        if fn(n, d, batch, threads, *[a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]) != 0:
             raise RuntimeError(f"CPU attention kernel does not support head size {d}")
 
 
@@ -134,7 +164,11 @@ def build(target_name: str = "native", extra: list[str] | tuple[str, ...] = ()) 
         try:
             log.info("building the CPU attention kernel (%s, target %s, once per machine) into %s",
                      cxx, target_name, lib_path)
-            res = subprocess.run([cxx, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+            # two units of the one source: the float32 code alone (its machine code as before the bf16
+            # path existed), and the bf16 path, SAGAN_BF16_TU defined (read from stdin)
+            bf16_unit = f'#define SAGAN_BF16_TU\n#include "{SOURCE.resolve()}"\n'
+            res = subprocess.run([cxx, *flags, "-o", tmp, str(SOURCE), "-x", "c++", "-"], input=bf16_unit,
+                                 capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-500:]}")
             os.replace(tmp, lib_path)  # atomic: concurrent builders (DVC queue, torchrun) are safe
@@ -146,6 +180,9 @@ def build(target_name: str = "native", extra: list[str] | tuple[str, ...] = ()) 
     lib.sagan_attention_forward.argtypes = [i, i, i, i] + [ptr] * 5
     lib.sagan_attention_backward.argtypes = [i, i, i, i] + [ptr] * 9
     lib.sagan_attention_forward.restype = lib.sagan_attention_backward.restype = i
+    lib.sagan_attention_forward_bf16.argtypes = [i, i, i, i, i] + [ptr] * 6
+    lib.sagan_attention_backward_bf16.argtypes = [i, i, i, i, i] + [ptr] * 9
+    lib.sagan_attention_forward_bf16.restype = lib.sagan_attention_backward_bf16.restype = i
     lib.sagan_attention_vector_width.restype = i
     kernel = Kernel(target_name, flags, lib_path, lib, lib.sagan_attention_vector_width())
     try:
@@ -314,6 +351,48 @@ class _Attention(torch.autograd.Function):
         return None, dq, dk, dv
 
 
+class _AttentionBF16(torch.autograd.Function):
+    """The bf16 path: (B, N, 3d) bf16 q|k|v in, (B, N, d) bf16 out; the gradient is (B, N, 3d) bf16."""
+
+    @staticmethod
+    def forward(ctx, kern: Kernel, qkv):
+        qkv = qkv.contiguous()
+        b, n, d3 = qkv.shape
+        out = qkv.new_empty(b, n, d3 // 3)
+        # the float32 output, for the backward's sum dO.O (from the bf16 output, dq's error was 2-5x)
+        out32 = torch.empty(b, n, d3 // 3, dtype=torch.float32)
+        lse = torch.empty(b, n, dtype=torch.float32)
+        kern.run_forward_bf16(qkv, out, out32, lse)
+        ctx.kern = kern
+        ctx.save_for_backward(qkv, out32, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, out32, lse = ctx.saved_tensors
+        dqkv = torch.empty_like(qkv)
+        ctx.kern.run_backward_bf16(qkv, out32, grad_out.to(torch.bfloat16).contiguous(), lse, dqkv)
+        return None, dqkv
+
+
+def supports_bf16(qkv: torch.Tensor) -> bool:
+    """Whether `attention_bf16` should run this fused (B, N, 3d) bf16 tensor: a CPU shape whose
+    float32 choice is the kernel (see the module docstring)."""
+    return (qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and qkv.dim() == 3
+            and qkv.shape[-1] % 3 == 0 and path_for(qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3) == "native")
+
+
+def attention_bf16(qkv: torch.Tensor, kern: Kernel | None = None) -> torch.Tensor:
+    """softmax(q k^T) v in bf16 for q, k, v = the thirds of the last dimension of a bf16 CPU tensor
+    (B, N, 3d), d in HEAD_SIZES; float32 inside, bf16 output (B, N, d)."""
+    kern = kern or kernel()
+    if kern is None:
+        raise RuntimeError("the CPU attention kernel is unavailable: see `supports_bf16`")
+    if qkv.dtype != torch.bfloat16 or qkv.dim() != 3 or qkv.shape[-1] % 3 or qkv.shape[-1] // 3 not in HEAD_SIZES:
+        raise ValueError(f"need a bf16 (B, N, 3d) tensor with d in {HEAD_SIZES}, got {qkv.dtype} {tuple(qkv.shape)}")
+    return _AttentionBF16.apply(kern, qkv)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kern: Kernel | None = None) -> torch.Tensor:
     """softmax(q k^T) v for float32 CPU tensors (B, N, d) with d in HEAD_SIZES, on `kern` (default:
     this process's build)."""
@@ -330,7 +409,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kern: Kernel | 
 
 # The same kernel as an operator torch.compile can keep in its graph (train.compile=true): Dynamo
 # cannot trace through ctypes, so without it a compiled model falls back to SDPA (2.2x slower a
-# step on a Zen 5). The forward returns the log-sum-exp the backward needs.
+# step on a Zen 5). The forward returns the log-sum-exp the backward needs. float32 only: a compiled
+# bf16 model casts q, k, v to float32 around it (the bf16 entry points are for eager mode).
 @torch.library.custom_op("sagan::attention_forward", mutates_args=())
 def _op_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     kern = kernel()

@@ -52,7 +52,9 @@ class SelfAttention(nn.Module):
     convs with stacked weights). On the CPU the attention itself runs in fp32 (bf16 scores are
     inaccurate without the scaling) on the project's kernel (`pipeline/fast_attention.py`), or
     through scaled_dot_product_attention with scale=1 and contiguous q/k/v where that kernel is
-    unavailable (SDPA otherwise falls back to a slow path). CUDA uses SDPA's flash kernel.
+    unavailable (SDPA otherwise falls back to a slow path). Under bf16 autocast the kernel takes the
+    fused conv's bf16 output as it is and returns bf16 (float32 inside, no casts around it; issue 42).
+    CUDA uses SDPA's flash kernel.
     """
 
     def __init__(self, channels: int, gamma_init: float = 0.0, value_bias: bool = False, sn: bool = False):
@@ -63,12 +65,19 @@ class SelfAttention(nn.Module):
         self.v = _sn(nn.Conv2d(self.inner, channels, 1, bias=value_bias), sn)
         self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def fused_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """f|g|h as one (B, N, 3d) tensor, in the conv's dtype."""
         b, _, hgt, wid = x.shape
         # (B, 3d, H, W) -> (B, N, 3d): free when x is channels_last
-        fgh = self.fgh(x).permute(0, 2, 3, 1).reshape(b, hgt * wid, 3 * self.inner)
+        return self.fgh(x).permute(0, 2, 3, 1).reshape(b, hgt * wid, 3 * self.inner)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.split_qkv(self.fused_qkv(x))
+
+    def split_qkv(self, fgh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if fgh.device.type != "cuda":
-            # CPU: fp32 attention (the CPU flash kernel is slower and inaccurate in bf16);
+            # CPU: fp32 attention (the CPU flash kernel is slower and inaccurate in bf16; the
+            # project's kernel takes bf16 through its own path, see forward);
             # CUDA: q/k/v stay in the autocast dtype so SDPA takes the flash kernel
             fgh = fgh.float()
         f, g, h = fgh.split(self.inner, dim=-1)
@@ -81,14 +90,20 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
-        f, g, h = self.qkv(x)
-        if torch.compiler.is_compiling() and fast_attention.compilable(f):
-            ctx = fast_attention.attention_op(f, g, h)
-        elif not torch.compiler.is_compiling() and fast_attention.supports(f):
-            ctx = fast_attention.attention(f, g, h)
+        fgh = self.fused_qkv(x)
+        if not torch.compiler.is_compiling() and fast_attention.supports_bf16(fgh):
+            # bf16 autocast on the CPU: the kernel reads the bf16 conv output as it is and returns
+            # bf16 (the .to below is then a no-op)
+            ctx = fast_attention.attention_bf16(fgh)
         else:
-            with torch.autocast(x.device.type, enabled=False):
-                ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
+            f, g, h = self.split_qkv(fgh)
+            if torch.compiler.is_compiling() and fast_attention.compilable(f):
+                ctx = fast_attention.attention_op(f, g, h)
+            elif not torch.compiler.is_compiling() and fast_attention.supports(f):
+                ctx = fast_attention.attention(f, g, h)
+            else:
+                with torch.autocast(x.device.type, enabled=False):
+                    ctx = F.scaled_dot_product_attention(f[:, None], g[:, None], h[:, None], scale=1.0)[:, 0]
         ctx = ctx.reshape(b, hgt, wid, self.inner).permute(0, 3, 1, 2).to(x.dtype)
         return torch.addcmul(x, self.gamma, self.v(ctx))
 

@@ -59,9 +59,12 @@ def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None
     itself, or for a local store where the README's `mlflow ui` serves it."""
     uri = uri or tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    # workflowType: MLflow 3's UI opens in its GenAI mode unless the link (or the browser's last choice) says
+    # otherwise; the experiment's kind tag (EXPERIMENT_TAGS) does not switch it
     if run_id:
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{base}/#/experiments/{experiment_id}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return (f"{base}/#/experiments/{experiment_id}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+            f"&workflowType=machine_learning")
 
 
 # MLflow retries an unreachable server for minutes by default (7 retries, exponential backoff: 4 min 18 s
@@ -116,6 +119,11 @@ def _is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI mode (Traces, Judges, Prompts): this one
+# trains models, so its runs table, charts and model pages come first
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def setup(experiment: str) -> str:
     """Points MLflow at the store and returns the experiment id, creating it once under a lock."""
     import mlflow
@@ -129,10 +137,13 @@ def setup(experiment: str) -> str:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             location = artifact_root(uri) if _is_local_sqlite(uri) else None
-            return client.create_experiment(experiment, artifact_location=location)
+            return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it "
                             f"(`mlflow experiments restore`) or set mlflow.experiment to another name")
+        for k, v in EXPERIMENT_TAGS.items():  # an experiment made before the tag
+            if exp.tags.get(k) != v:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
 
 
@@ -339,6 +350,18 @@ def current_run_id(run_file: Path = RUN_FILE) -> str:
         raise UserError(f"{run_file} is missing: run the train stage first (`dvc repro train`)")
 
 
+def logged_model_id(run_id: str, name: str, client=None) -> str | None:
+    """The id of the run's logged model `name` (None when the run has none)."""
+    import mlflow
+
+    client = client or mlflow.MlflowClient(tracking_uri())
+    run = client.get_run(run_id)
+    for output in (run.outputs.model_outputs if run.outputs else []):
+        if client.get_logged_model(output.model_id).name == name:
+            return output.model_id
+    return None
+
+
 def log_dataset(run_id: str, x: Any, y: Any, meta: dict[str, Any], context: str = "training") -> None:
     """The prepared data as an MLflow dataset input of the run (the UI's Datasets column): its name
     names the source, its digest is the data's checksum, its profile the shape."""
@@ -401,11 +424,12 @@ class RunLogger:
             with contextlib.suppress(Exception):
                 sync_pending(only=run_id)
 
-    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+    def metrics(self, values: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """`model_id`: a logged model the values describe (its page in the UI shows them)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self._buf.extend(Metric(k, float(v), ts, step or 0) for k, v in values.items())
+        self._buf.extend(Metric(k, float(v), ts, step or 0, model_id=model_id) for k, v in values.items())
         if len(self._buf) >= self.BATCH or time.monotonic() - self._sent_at >= self.SECONDS:
             self._send()
 

@@ -132,6 +132,20 @@ def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> 
     return block, metrics
 
 
+def _model_id(logger: tracking.RunLogger) -> str | None:
+    """The run's logged generator (None: none was logged, or the server is away)."""
+    if logger.offline:
+        return None
+    try:
+        # the name pipeline.generator_model.NAME logs it under (importing that module would make the
+        # attention kernel a dependency of this stage)
+        return tracking.logged_model_id(logger.run_id, "generator", logger.client)
+    except Exception as e:  # noqa: BLE001 - the scores matter more than their link to the model
+        log.warning("could not find run %s's logged model (%s): its scores are logged to the run only",
+                    logger.run_id, str(e).splitlines()[0][:200])
+        return None
+
+
 def main(p: Params) -> None:
     n = p.evaluate.n_samples
     images = load_samples(SAMPLES_FILE, n * p.evaluate.draws)
@@ -166,7 +180,8 @@ def main(p: Params) -> None:
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
     run_id = tracking.current_run_id()
     with tracking.run_logger(run_id, end_status="FINISHED") as logger:
-        logger.metrics({**scalars, "n_samples": n, **floor_metrics, **b_metrics})
+        # the scores also describe the run's logged generator: its page in the MLflow UI shows them
+        logger.metrics({**scalars, "n_samples": n, **floor_metrics, **b_metrics}, model_id=_model_id(logger))
         # FID is only comparable under one evaluator: the report checks that every run shares this
         logger.tags({"evaluator.sha256": weights_sha256(EVALUATOR_FILE), "metrics.version": str(METRICS_VERSION),
                      "reference.sha256": reference_sha256(data), "evaluator_b.sha256": b["checksum"],

@@ -30,6 +30,8 @@ SNAPSHOTS_FILE = Path("models/snapshots.npz")
 METRICS_FILE = Path("metrics/train.json")
 LOSSES_PLOT = Path("plots/train_losses.csv")
 FID_PLOT = Path("plots/train_fid.csv")
+FULL_EVAL_PLOT = Path("plots/train_full_eval.csv")  # the train.full_eval_at checkpoints' scores
+FULL_EVAL_COLUMNS = ("fid", "kid", "classifier_score", "precision", "recall")
 
 
 def _init_distributed(rt) -> None:
@@ -143,6 +145,8 @@ def main(p: Params) -> None:
         def on_full_eval(t: Trainer) -> dict[str, float]:
             vals = full_hook(t)
             logger.metrics(vals, step=t.step)
+            # kept with the checkpoint, so a resumed run's plot has every evaluation
+            t.extra_state.setdefault("full_evals", []).append({"step": t.step, **vals})
             log.info("step %d: FID %.3f, KID %.3f ± %.3f, classifier score %.3f, precision %.3f, recall %.3f "
                      "(N=%d)", t.step, vals["full.fid"], vals["full.kid"], vals["full.kid_se"],
                      vals["full.classifier_score"], vals["full.precision"], vals["full.recall"], p.evaluate.n_samples)
@@ -183,6 +187,9 @@ def _write_outputs(trainer: Trainer, result, rt, logger: tracking.RunLogger) -> 
                 for i in range(len(hist["d_loss"]))))
     evals = trainer.extra_state.get("evals", [])
     _write_csv(FID_PLOT, ["step", "fid_quick"], ([e["step"], round(e["fid_quick"], 4)] for e in evals))
+    _write_csv(FULL_EVAL_PLOT, ["step", *FULL_EVAL_COLUMNS],
+               ([e["step"], *(round(e[f"full.{k}"], 4) for k in FULL_EVAL_COLUMNS)]
+                for e in trainer.extra_state.get("full_evals", [])))
     metrics = {
         **{k: round(v, 6) for k, v in result.final.items()},
         **{k: round(v, 6) for k, v in gammas(trainer.G, trainer.D).items()},
@@ -203,8 +210,29 @@ def _write_outputs(trainer: Trainer, result, rt, logger: tracking.RunLogger) -> 
     logger.artifact(MODEL_FILE, "model")
     # what the samples come from (the EMA where there is one), loadable with mlflow.pytorch.load_state_dict
     logger.state_dict(trainer.sampler.state_dict(), "generator_state_dict")
+    _log_model(trainer, logger)
     logger.artifact(METRICS_FILE, "metrics")
     logger.artifact(LOSSES_PLOT, "plots")
+    logger.artifact(FULL_EVAL_PLOT, "plots")
+
+def _log_model(trainer: Trainer, logger: tracking.RunLogger) -> None:
+    """The generator as the run's MLflow model `generator` (pipeline/generator_model.py), registered when
+    mlflow.register_model names a model. It needs the tracking server: while it is away the run keeps
+    the state dict and models/generator.pt, without a logged model."""
+    import time
+
+    from pipeline import generator_model
+
+    if logger.offline:
+        log.warning("MLflow server away: this run gets no logged model (its state dict is kept and sent later)")
+        return
+    t0 = time.perf_counter()
+    name = trainer.p.mlflow.register_model
+    info = generator_model.log_generator(logger.run_id, trainer.sampler, register_as=name)
+    log.info("MLflow model %s (%s)%s in %.1f s", info.model_uri, f"runs:/{logger.run_id}/{generator_model.NAME}",
+             f", registered as {name!r} version {info.registered_model_version}" if name else "",
+             time.perf_counter() - t0)
+
 
 if __name__ == "__main__":
     run_stage("train", main, tracked=True)

@@ -53,6 +53,12 @@ def test_each_run_samples_every_draw_it_evaluates():
     assert run.evaluate.n_samples == 500 and run.sample.n == 500 * p.evaluate.draws == 500 * run.evaluate.draws
 
 
+def test_a_grid_registers_no_model_even_where_params_yaml_asks_for_it():
+    p = with_override(grid_params({"loss.type": ["hinge", "bce"]}, steps=20), {"mlflow.register_model": "mine"})
+    spec = GridSpec.from_params(p)
+    assert {with_override(p, spec.overrides(c)).mlflow.register_model for c in spec.cells()} == {""}
+
+
 @pytest.mark.parametrize("axes,words", [
     ({"seed": [1, 2]}, "ablation.seeds"),
     ({"mlflow.grid": ["a", "b"]}, "ablation.name"),

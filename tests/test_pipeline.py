@@ -15,10 +15,20 @@ from e2e import BROWSER_ARGS, CHROMIUM, ROOT, TINY, deep_update, env, make_repo,
 pytestmark = pytest.mark.slow
 
 
+# the first `dvc repro`'s run and generator, kept: later tests move the workspace on (`dvc exp run`, a
+# tracking server's runs)
+FIRST: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, prepared):
+    import shutil
+
     path = make_repo(tmp_path_factory.mktemp("proj") / "repo", template=prepared)
     run(["dvc", "repro"], path, timeout=900)
+    kept = tmp_path_factory.mktemp("first-run")
+    for name in ("run.json", "generator.pt"):
+        FIRST[name] = Path(shutil.copy2(path / "models" / name, kept / name))
     return path
 
 
@@ -70,7 +80,8 @@ def test_mlflow_run_has_params_metrics_artifacts_and_tags(repo):
     assert r.info.status == "FINISHED"
     # the README's link to the runs names experiment 1: what a fresh store gives the project's experiment
     readme = (ROOT / "README.md").read_text()
-    assert f"/#/experiments/{exp.experiment_id}/runs?orderByKey=metrics.%60fid%60" in readme
+    assert f"/#/experiments/{exp.experiment_id}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true" \
+           "&workflowType=machine_learning" in readme
     assert r.data.params["attention.position"] == "post"
     assert r.data.params["loss.type"] == "hinge"
     assert r.data.params["train.steps"] == "6"
@@ -359,12 +370,20 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
             # drawn = a chart element with a non-zero size (vega leaves a 0x0 canvas when it cannot draw)
             drawn = """() => [...document.querySelectorAll('svg.marks, canvas.marks')]
                              .filter(e => e.getBoundingClientRect().width > 0).length"""
-            page.wait_for_function(f"({drawn})() >= 4", timeout=30_000)
+            page.wait_for_function(f"({drawn})() >= 6", timeout=30_000)
             titles = page.locator("div[id]").evaluate_all("els => els.map(e => e.id)")
+            page.screenshot(path=str(_screenshot_dir(tmp_path) / "dvc-plots.png"), full_page=True)
         finally:
             browser.close()
-    for plot in ("losses", "discriminator_outputs", "quick_FID_during_training", "class_histogram_of_generated_digits"):
+    for plot in ("losses", "discriminator_outputs", "quick_FID_during_training", "FID_at_the_checkpoints",
+                 "classifier_score_at_the_checkpoints", "class_histogram_of_generated_digits"):
         assert plot in titles
+    # the FID plots on a log axis: the last half of training, where cells differ, is not a flat line
+    for plot in ("quick_FID_during_training", "FID_at_the_checkpoints"):
+        spec = html.split(f'<div id = "{plot}">', 1)[1].split("<div id", 1)[0]
+        assert '"type": "log"' in spec, plot
+    assert (repo / "plots/train_full_eval.csv").read_text().splitlines()[0] == \
+        "step,fid,kid,classifier_score,precision,recall"
 
 
 def test_every_failure_after_training_ends_the_run_failed(tmp_path, prepared):
@@ -464,5 +483,129 @@ def test_ui_links_go_to_the_runs():
     from pipeline.tracking import ui_url
 
     assert ui_url("1", uri="sqlite:///x/mlflow.db") == \
-        "http://127.0.0.1:5000/#/experiments/1/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
-    assert ui_url("3", "abc", uri="https://mlflow.internal/") == "https://mlflow.internal/#/experiments/3/runs/abc"
+        "http://127.0.0.1:5000/#/experiments/1/runs?orderByKey=metrics.%60fid%60&orderByAsc=true" \
+        "&workflowType=machine_learning"
+    assert ui_url("3", "abc", uri="https://mlflow.internal/") == \
+        "https://mlflow.internal/#/experiments/3/runs/abc?workflowType=machine_learning"
+
+
+# ---------------------------------------------------------------- the generator as an MLflow model
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """Where browser tests keep their screenshots: $SAGAN_TEST_ARTIFACTS (CI keeps it), else test-artifacts/."""
+    import os
+
+    folder = Path(os.environ.get("SAGAN_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_generator_is_an_mlflow_model_a_user_loads_samples_and_serves(repo, tmp_path):
+    """runs:/<id>/generator: loaded in a fresh process it gives the same images as models/generator.pt (SDPA
+    attention, as exported) bit for bit; pyfunc and `mlflow models predict` give (n, 1, 28, 28) in [0, 1];
+    its page carries the run's scores and params; `python -m pipeline.generate` writes digits."""
+    import sys
+
+    import numpy as np
+    import torch
+
+    from pipeline import fast_attention
+    from pipeline.draws import fixed_latent
+    from pipeline.generator_model import ImagesFromLatents
+    from pipeline.sampling import load_generator
+    from pipeline.tracking import logged_model_id
+
+    client, exp, _ = _runs(repo)
+    run_id = json.loads(FIRST["run.json"].read_text())["run_id"]
+    uri = f"runs:/{run_id}/generator"
+    store = {**env(), "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    loaded = tmp_path / "loaded.npy"
+    script = ("import sys, mlflow.pytorch, numpy as np, torch\n"
+              "from pipeline.draws import fixed_latent\n"
+              f"m = mlflow.pytorch.load_model({uri!r})\n"
+              "with torch.no_grad():\n"
+              f"    np.save({str(loaded)!r}, m(fixed_latent(8, 100, 0)).numpy())\n")
+    run([sys.executable, "-c", script], repo, env=store)
+    old = fast_attention.mode()
+    fast_attention.set_mode("sdpa")
+    try:
+        with torch.no_grad():
+            expected = ImagesFromLatents(load_generator(FIRST["generator.pt"]))(fixed_latent(8, 100, 0)).numpy()
+    finally:
+        fast_attention.set_mode(old)
+    assert np.array_equal(np.load(loaded), expected)
+
+    mlflow.set_tracking_uri(store["MLFLOW_TRACKING_URI"])
+    z = fixed_latent(5, 100, 1).numpy()
+    images = mlflow.pyfunc.load_model(uri).predict(z)
+    assert images.shape == (5, 1, 28, 28) and images.dtype == np.float32 and 0 <= images.min() <= images.max() <= 1
+    (tmp_path / "z.json").write_text(json.dumps({"inputs": z[:2].tolist()}))
+    run(["mlflow", "models", "predict", "-m", uri, "-i", str(tmp_path / "z.json"), "-o", str(tmp_path / "out.json"),
+         "--env-manager", "local"], repo, env=store)
+    predicted = np.array(json.loads((tmp_path / "out.json").read_text())["predictions"], dtype=np.float32)
+    assert predicted.shape == (2, 1, 28, 28) and np.allclose(predicted, images[:2], atol=1e-6)
+
+    model = client.get_logged_model(logged_model_id(run_id, "generator", client))
+    scores = {m.key: m.value for m in model.metrics}
+    run_metrics = client.get_run(run_id).data.metrics
+    assert scores["fid"] == run_metrics["fid"] and scores["classifier_score"] == run_metrics["classifier_score"]
+    assert model.params["attention.position"] == "post" and model.name == "generator"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    out = tmp_path / "digits.png"
+    run([sys.executable, "-m", "pipeline.generate", "--model", uri, "-n", "16", "-o", str(out),
+         "--npy", str(tmp_path / "digits.npy")], repo, env=store)
+    digits = np.load(tmp_path / "digits.npy")
+    assert out.stat().st_size > 0 and digits.shape == (16, 28, 28) and digits.dtype == np.uint8
+    bad = run([sys.executable, "-m", "pipeline.generate", "--model", "runs:/0123abcd/generator"], repo,
+              env=store, check=False)
+    assert bad.returncode == 2 and "runs:/<run id>/generator" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_register_model_makes_a_version_a_run(tmp_path, prepared):
+    """mlflow.register_model (off by default) registers each trained generator: version 1, then 2."""
+    import sys
+
+    path = make_repo(tmp_path / "repo", {"mlflow": {"register_model": "sagan-test"}}, template=prepared)
+    for _ in range(2):
+        run([sys.executable, "-m", "stages.train"], path)
+    client, _, runs = _runs(path)
+    versions = sorted(client.search_model_versions("name = 'sagan-test'"), key=lambda v: int(v.version))
+    assert [str(v.version) for v in versions] == ["1", "2"]
+    assert [v.run_id for v in versions] == [r.info.run_id for r in runs]
+    mlflow.set_tracking_uri(f"sqlite:///{path / 'mlflow.db'}")
+    assert mlflow.pytorch.load_model("models:/sagan-test/2") is not None
+
+
+def test_mlflow_ui_shows_the_logged_model_in_model_training_mode(repo, tmp_path):
+    """The links the stages print open MLflow 3's "Model training" mode (not GenAI's Traces, Judges, Prompts);
+    the run's page lists its logged model `generator` beside the scores it carries."""
+    from playwright.sync_api import sync_playwright
+
+    from pipeline.tracking import ui_url
+
+    client, exp, _ = _runs(repo)
+    run_id = json.loads(FIRST["run.json"].read_text())["run_id"]
+    shots = _screenshot_dir(tmp_path)
+    with mlflow_server(f"sqlite:///{repo / 'mlflow.db'}", repo) as url:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.goto(ui_url(exp.experiment_id, run_id, uri=url))
+                page.get_by_text("Model registry").first.wait_for(timeout=60_000)
+                page.get_by_text("classifier_score_se").first.wait_for(timeout=60_000)
+                page.screenshot(path=str(shots / "mlflow-run-page.png"), full_page=True)
+                run_page = page.inner_text("body")
+                page.goto(ui_url(exp.experiment_id, uri=url))
+                page.get_by_text("matching run").first.wait_for(timeout=60_000)
+                page.screenshot(path=str(shots / "mlflow-runs.png"), full_page=True)
+                runs_page = page.inner_text("body")
+            finally:
+                browser.close()
+    for genai_only in ("Judges", "Prompts", "Agent versions"):
+        assert genai_only not in run_page and genai_only not in runs_page, genai_only
+    lines = run_page.splitlines()
+    i = lines.index("fid")
+    assert lines[i + 2] == "generator"  # metric, value, the model it describes
+    assert "Model registry" in runs_page and "Sort: fid" in runs_page

@@ -4,6 +4,18 @@
 // to end, so results do not depend on the thread count and every sum has a fixed order.
 //
 // Layout: q, k, v, o and their gradients are (B, N, D) float32, contiguous; lse is (B, N).
+// The bf16 entry points (`*_bf16`, for training under bf16 autocast) take q, k, v as column slices
+// of one (B, N, ld) bf16 tensor (the fused f/g/h conv's output), write o (B, N, D) bf16 (and float32,
+// kept for the backward: its sum dO.O from bf16 O made dq's error 2-5x larger), and dq, dk, dv into
+// one (B, N, ld) bf16 tensor; inside, everything is float32 as in the float32 path, except a cheaper
+// exp. -DSAGAN_BF16_ROUND=1 rounds P to bf16 as the input of P.V and P^T.dO, =2 also dS for dS.K
+// and dS^T.Q (what a bf16 dot-product unit, VDPBF16PS or AMX, would take; fp32 accumulation).
+// Off by default: on AVX2 rounding P made the kernel 8-13% slower, and rounded dS makes dq's error
+// 2-2.5x the float32 kernel's (tests/test_attention_bf16.py; figures in docs/speed.md).
+// The bf16 path is compiled as a second translation unit of this file (SAGAN_BF16_TU defined, see
+// pipeline/fast_attention.py), so the float32 unit is the float32 code alone and its machine code,
+// hence its bits, cannot move with the bf16 code (GCC's FMA contraction in the float32 backward
+// changed when both paths shared one unit).
 // Per image, keys and values are transposed to (D, Np) (Np: N rounded up to the vector width) so
 // the inner loops run over key positions, one hardware vector at a time (W below), for two query
 // rows at once (each key vector loaded is used twice). Built by pipeline/fast_attention.py with -O3
@@ -283,10 +295,206 @@ void over_batch(int batch, int threads, F&& range) {
     }
 }
 
+#ifdef SAGAN_BF16_TU
+// ------------------------------------------------------------------ the bf16 path (its own unit)
+typedef uint32_t vu __attribute__((vector_size(W * 4)));
+
+// exp(x) for x <= 0 on the bf16 path: 2^n times a degree-3 polynomial of 2^f, f in [-1/2, 1/2]
+// (relative error below 8e-5, 25x below bf16's 2e-3), zero below -80 like vexp.
+inline vf vexp_bf16(vf x) {
+    const vf keep = (vf)(x >= splat(-80.0f));
+    const vf y = x * splat(1.44269504088896341f);
+    const vf magic = splat(12582912.0f);  // as in vexp: rounds y to an integer n held in t's low bits
+    const vf t = y + magic;
+    const vf f = y - (t - magic);
+    vi ti;
+    std::memcpy(&ti, &t, sizeof ti);
+    vf p = splat(5.51716685e-2f);
+    p = p * f + splat(2.42611140e-1f);
+    p = p * f + splat(6.93260968e-1f);
+    p = p * f + splat(9.99928057e-1f);
+    const vi bits = (ti - (0x4B400000 - 127)) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const vf e = p * scale;
+    vi out;
+    std::memcpy(&out, &e, sizeof out);
+    out &= (vi)keep;
+    vf res;
+    std::memcpy(&res, &out, sizeof res);
+    return res;
+}
+
+#ifndef SAGAN_BF16_ROUND
+#define SAGAN_BF16_ROUND 0
+#endif
+constexpr int BF16_ROUND = SAGAN_BF16_ROUND;
+
+// Rounds float32 lanes to the nearest bf16 value (ties to even), kept as float32: the operand a
+// bf16 dot-product unit would see. Only for finite values (P and dS).
+inline vf round_bf16(vf x) {
+    vu u;
+    std::memcpy(&u, &x, sizeof u);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    vf r;
+    std::memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+// bf16 storage: the high half of a float32, so widening is exact.
+typedef uint16_t bf16;
+inline float get(const bf16* p) { uint32_t u = (uint32_t)*p << 16; float f; std::memcpy(&f, &u, 4); return f; }
+// as torch's .to(torch.bfloat16) on the CPU: round to nearest even, NaN -> 0xFFFF
+inline void put(bf16* p, float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    *p = x != x ? (bf16)0xFFFF : (bf16)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// One image's keys and values from the bf16 path's (N, ld) rows.
+template <int D>
+void load_keys(Keys<D>& K, const bf16* k, const bf16* v, long ld) {
+    for (int j = 0; j < K.n; ++j)
+        for (int c = 0; c < D; ++c) {
+            K.kt[c * K.np + j] = get(&k[j * ld + c]);
+            K.vt[c * K.np + j] = get(&v[j * ld + c]);
+        }
+}
+
+// The float32 path's loops with bf16 loads and stores, vexp_bf16, and (with BF16_ROUND) P and dS
+// rounded to bf16 as the products' inputs. q (and dq) rows are ld elements apart.
+template <int D, int R>
+inline void forward_rows_bf16(const Keys<D>& K, std::vector<float>& s, int i, const bf16* q, long ld, float* o,
+                              float* lse) {
+    const int np = K.np;
+    vf qi[R][D];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < D; ++c) qi[r][c] = splat(get(&q[(i + r) * ld + c]));
+    vf mx[R];
+    for (int r = 0; r < R; ++r) mx[r] = splat(-INFINITY);
+    for (int j = 0; j < np; j += W) {
+        vf sj[R];
+        K.template scores<R>(qi, j, sj);
+        for (int r = 0; r < R; ++r) { store(&s[r * np + j], sj[r]); mx[r] = vmax(mx[r], sj[r]); }
+    }
+    vf m[R], sum[R], acc[R][D];
+    for (int r = 0; r < R; ++r) {
+        m[r] = splat(hmax(mx[r]));
+        sum[r] = splat(0.0f);
+        for (int c = 0; c < D; ++c) acc[r][c] = splat(0.0f);
+    }
+    for (int j = 0; j < np; j += W) {
+        vf vc[D];
+        for (int c = 0; c < D; ++c) vc[c] = load(&K.vt[c * np + j]);
+        for (int r = 0; r < R; ++r) {
+            const vf p = vexp_bf16(load(&s[r * np + j]) - m[r]);
+            sum[r] += p;  // the row sum stays float32, as in a flash kernel
+            const vf pb = BF16_ROUND >= 1 ? round_bf16(p) : p;
+            for (int c = 0; c < D; ++c) acc[r][c] += pb * vc[c];
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const float l = hsum(sum[r]);
+        for (int c = 0; c < D; ++c) o[(i + r) * D + c] = hsum(acc[r][c]) / l;
+        lse[i + r] = m[r][0] + std::log(l);
+    }
+}
+
+template <int D, int R>
+inline void backward_rows_bf16(const Keys<D>& K, float* dkt, float* dvt, int i, const bf16* q, long ld,
+                               const float* o, const bf16* dout, const float* lse, bf16* dq) {
+    const int np = K.np;
+    vf qi[R][D], doi[R][D], dqi[R][D], li[R], di[R];
+    for (int r = 0; r < R; ++r) {
+        float delta = 0.0f;  // sum_c dO_ic O_ic, from the float32 O
+        for (int c = 0; c < D; ++c) {
+            qi[r][c] = splat(get(&q[(i + r) * ld + c]));
+            doi[r][c] = splat(get(&dout[(i + r) * D + c]));
+            dqi[r][c] = splat(0.0f);
+            delta += get(&dout[(i + r) * D + c]) * o[(i + r) * D + c];
+        }
+        li[r] = splat(lse[i + r]);
+        di[r] = splat(delta);
+    }
+    for (int j = 0; j < np; j += W) {
+        vf sj[R];
+        K.template scores<R>(qi, j, sj);
+        vf vc[D];
+        for (int c = 0; c < D; ++c) vc[c] = load(&K.vt[c * np + j]);
+        vf p[R], ds[R];
+        for (int r = 0; r < R; ++r) {
+            vf dp = doi[r][0] * vc[0];
+            for (int c = 1; c < D; ++c) dp += doi[r][c] * vc[c];
+            const vf pf = vexp_bf16(sj[r] - li[r]);
+            ds[r] = pf * (dp - di[r]);  // from float32 P; then rounded, with BF16_ROUND
+            if (BF16_ROUND >= 2) ds[r] = round_bf16(ds[r]);
+            p[r] = BF16_ROUND >= 1 ? round_bf16(pf) : pf;
+        }
+        for (int c = 0; c < D; ++c) {
+            const vf kc = load(&K.kt[c * np + j]);
+            vf dk = load(&dkt[c * np + j]), dv = load(&dvt[c * np + j]);
+            for (int r = 0; r < R; ++r) {
+                dqi[r][c] += ds[r] * kc;
+                dk += ds[r] * qi[r][c];
+                dv += p[r] * doi[r][c];
+            }
+            store(&dkt[c * np + j], dk);
+            store(&dvt[c * np + j], dv);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < D; ++c) put(&dq[(i + r) * ld + c], hsum(dqi[r][c]));
+}
+
+// Writes the output in float32 (o, for the backward) and bf16 (ob).
+template <int D>
+void forward_range_bf16(int n, long ld, int b0, int b1, const bf16* q, const bf16* k, const bf16* v, bf16* ob,
+                        float* o, float* lse) {
+    constexpr int ROWS = D <= 4 ? ROWS_SMALL : ROWS_BIG;
+    FlushDenormals ftz;
+    Keys<D> K(n);
+    for (int b = b0; b < b1; ++b) {
+        const long in = (long)b * n * ld, off = (long)b * n * D;
+        load_keys(K, k + in, v + in, ld);
+        int i = 0;
+        for (; i + ROWS <= n; i += ROWS) forward_rows_bf16<D, ROWS>(K, K.s, i, q + in, ld, o + off, lse + (long)b * n);
+        for (; i < n; ++i) forward_rows_bf16<D, 1>(K, K.s, i, q + in, ld, o + off, lse + (long)b * n);
+        for (long x = off; x < off + (long)n * D; ++x) put(&ob[x], o[x]);
+    }
+}
+
+template <int D>
+void backward_range_bf16(int n, long ld, int b0, int b1, const bf16* q, const bf16* k, const bf16* v,
+                         const float* o, const bf16* dout, const float* lse, bf16* dq, bf16* dk, bf16* dv) {
+    constexpr int ROWS = D <= 4 ? ROWS_SMALL : ROWS_BIG;
+    FlushDenormals ftz;
+    Keys<D> K(n);
+    std::vector<float> dkt(D * K.np), dvt(D * K.np);
+    for (int b = b0; b < b1; ++b) {
+        const long in = (long)b * n * ld, off = (long)b * n * D;
+        load_keys(K, k + in, v + in, ld);
+        std::fill(dkt.begin(), dkt.end(), 0.0f);
+        std::fill(dvt.begin(), dvt.end(), 0.0f);
+        const float* lse_b = lse + (long)b * n;
+        int i = 0;
+        for (; i + ROWS <= n; i += ROWS)
+            backward_rows_bf16<D, ROWS>(K, dkt.data(), dvt.data(), i, q + in, ld, o + off, dout + off, lse_b, dq + in);
+        for (; i < n; ++i)
+            backward_rows_bf16<D, 1>(K, dkt.data(), dvt.data(), i, q + in, ld, o + off, dout + off, lse_b, dq + in);
+        for (int j = 0; j < n; ++j)
+            for (int c = 0; c < D; ++c) {
+                put(&dk[in + j * ld + c], dkt[c * K.np + j]);
+                put(&dv[in + j * ld + c], dvt[c * K.np + j]);
+            }
+    }
+}
+#endif  // SAGAN_BF16_TU
+
 }  // namespace
 
 extern "C" {
 
+#ifndef SAGAN_BF16_TU
 // The vector width this build was compiled for (recorded with benchmarks).
 int sagan_attention_vector_width() { return W; }
 
@@ -311,5 +519,31 @@ int sagan_attention_backward(int n, int d, int batch, int threads, const float* 
         default: return -1;
     }
 }
+
+#else
+// The bf16 path: q, k, v, dq, dk, dv are bf16 (uint16) with rows ld elements apart (batch: n * ld
+// apart; the fused conv's (B, N, 3d) output and its gradient), ob and dout bf16 (B, N, d); o (the
+// output in float32, for the backward) and lse float32.
+int sagan_attention_forward_bf16(int n, int d, int batch, int threads, int ld, const bf16* q, const bf16* k,
+                                 const bf16* v, bf16* ob, float* o, float* lse) {
+    switch (d) {
+#define CASE(D) case D: over_batch(batch, threads, [&](int b0, int b1) { forward_range_bf16<D>(n, ld, b0, b1, q, k, v, ob, o, lse); }); return 0;
+        CASE(1) CASE(2) CASE(4) CASE(8) CASE(16)
+#undef CASE
+        default: return -1;
+    }
+}
+
+int sagan_attention_backward_bf16(int n, int d, int batch, int threads, int ld, const bf16* q, const bf16* k,
+                                  const bf16* v, const float* o, const bf16* dout, const float* lse, bf16* dq,
+                                  bf16* dk, bf16* dv) {
+    switch (d) {
+#define CASE(D) case D: over_batch(batch, threads, [&](int b0, int b1) { backward_range_bf16<D>(n, ld, b0, b1, q, k, v, o, dout, lse, dq, dk, dv); }); return 0;
+        CASE(1) CASE(2) CASE(4) CASE(8) CASE(16)
+#undef CASE
+        default: return -1;
+    }
+}
+#endif  // SAGAN_BF16_TU
 
 }  // extern "C"

@@ -63,6 +63,8 @@ class GridSpec:
         validation."""
         over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples * self.draws,
                                    "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name,
+                                   # a grid's runs are compared, not published one by one: none is registered
+                                   "mlflow.register_model": "",
                                    **self.ablation_block()}
         if self.device:
             over["train.device"] = self.device
