@@ -1,5 +1,6 @@
 """Draw digits from a logged generator, by its MLflow model URI, without opening the code:
 
+    python -m pipeline.generate --model best -n 64 -o digits.png      # the finished run of lowest FID
     python -m pipeline.generate --model runs:/<run id>/generator -n 64 -o digits.png
     python -m pipeline.generate --model models:/sagan-generator/1 -n 16 --seed 7 -o digits.png --npy digits.npy
 
@@ -19,6 +20,24 @@ import numpy as np
 import torch
 
 log = logging.getLogger("generate")
+
+
+def best_model_uri(experiment: str) -> str:
+    """runs:/<id>/generator of the experiment's finished run of lowest FID that has a logged generator."""
+    import mlflow
+
+    from pipeline.tracking import logged_model_id
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}: run `dvc repro` first")
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED' and metrics.fid > 0",
+                                  order_by=["metrics.fid ASC"], max_results=50):
+        if logged_model_id(run.info.run_id, "generator", client):
+            return f"runs:/{run.info.run_id}/generator"
+    raise LookupError(f"no finished run of {experiment!r} has a logged generator (runs trained before the "
+                      f"logged model existed have only their state dict): run `dvc repro`")
 
 
 def generate(model_uri: str, n: int, seed: int) -> np.ndarray:
@@ -44,7 +63,9 @@ def _z_dim(model: torch.nn.Module) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="runs:/<run id>/generator, models:/<name>/<version> or models:/<model id>")
+    ap.add_argument("--model", required=True, help="`best` (the experiment's finished run of lowest FID), "
+                    "runs:/<run id>/generator, models:/<name>/<version> or models:/<model id>")
+    ap.add_argument("--experiment", default="sagan-mnist", help="the experiment `best` searches (default sagan-mnist)")
     ap.add_argument("-n", type=int, default=64, help="how many digits (default 64)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     ap.add_argument("-o", "--output", type=Path, default=Path("digits.png"), help="a PNG grid of the digits")
@@ -62,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
+        if args.model == "best":
+            args.model = best_model_uri(args.experiment)
         images = generate(args.model, args.n, args.seed)
+    except LookupError as e:
+        print(f"generate: {e}", file=sys.stderr)
+        return 2
     except (MlflowException, OSError) as e:
         print(f"generate: cannot load {args.model} from {tracking.tracking_uri()}: {str(e).splitlines()[0]}\n"
               f"A run's generator is runs:/<run id>/generator (the run ids: `mlflow runs list --experiment-id 1`, or "

@@ -557,6 +557,11 @@ def test_the_generator_is_an_mlflow_model_a_user_loads_samples_and_serves(repo, 
          "--npy", str(tmp_path / "digits.npy")], repo, env=store)
     digits = np.load(tmp_path / "digits.npy")
     assert out.stat().st_size > 0 and digits.shape == (16, 28, 28) and digits.dtype == np.uint8
+    best = run([sys.executable, "-m", "pipeline.generate", "--model", "best", "-n", "4", "-o", str(tmp_path / "b.png")],
+               repo, env=store)
+    fids = {r.info.run_id: r.data.metrics["fid"] for r in client.search_runs([exp.experiment_id])
+            if logged_model_id(r.info.run_id, "generator", client) and "fid" in r.data.metrics}
+    assert f"runs:/{min(fids, key=fids.get)}/generator" in best.stderr + best.stdout
     bad = run([sys.executable, "-m", "pipeline.generate", "--model", "runs:/0123abcd/generator"], repo,
               env=store, check=False)
     assert bad.returncode == 2 and "runs:/<run id>/generator" in bad.stderr and "Traceback" not in bad.stderr
