@@ -29,11 +29,42 @@ def _describe(env: dict[str, str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _proc_cpuinfo() -> tuple[str, set[str], int]:
+    """The first processor's model name and flags, and how many processors /proc/cpuinfo lists: read here,
+    not through pipeline/cpu.py, so the test checks describe() against the machine itself."""
+    blocks = [b for b in Path("/proc/cpuinfo").read_text().split("\n\n") if b.strip()]
+    fields = dict(line.split(":", 1) for line in blocks[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return fields.get("model name", ""), set(fields.get("flags", "").split()), sum("processor" in b for b in blocks)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's /proc/cpuinfo")
 def test_this_machine_is_described():
+    """What a user checks against `lscpu`: the model name, the core count this process may use, and the class
+    its flags give (AMX tiles -> amx; else AVX-512 foundation -> avx512; else AVX2 with FMA -> avx2); with no
+    variable holding PyTorch down, the class it runs as is the hardware's."""
+    model, flags, processors = _proc_cpuinfo()
     d = cpu.describe()
-    assert d["cpu"] and int(d["cores"]) >= 1
-    assert d["class"] in ("amx", "avx512", "avx2", "baseline")
-    assert d["effective_class"] == cpu.effective_class()
+    assert d["cpu"] == model
+    assert int(d["cores"]) in (os.cpu_count(), len(os.sched_getaffinity(0)), processors)
+    if "amx_tile" in flags:
+        expected = "amx"
+    elif "avx512f" in flags:
+        expected = "avx512"
+    elif {"avx2", "fma"} <= flags:
+        expected = "avx2"
+    else:
+        expected = "baseline"
+    assert d["class"] == expected, (d["class"], sorted(f for f in flags if f.startswith(("avx", "amx"))))
+    held = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA") if k in os.environ}
+    if not held:
+        # ATen's own kernels take AVX-512 only with its VL/BW/DQ parts (a VM may hide some): else AVX2
+        aten = ("AVX512" if expected in ("amx", "avx512") and {"avx512vl", "avx512bw", "avx512dq"} <= flags
+                else "AVX2" if expected != "baseline" else None)
+        assert d["aten_isa"] == (aten or d["aten_isa"])
+        assert d["effective_class"] == (expected if aten != "AVX2" else "avx2")
+    elif held.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2" and expected in ("amx", "avx512"):
+        assert d["effective_class"] == "avx2"  # a CI run held to AVX2 (tests/test_cpu.py's AS_AVX2)
 
 
 @pytest.mark.slow
