@@ -136,11 +136,11 @@ def test_readme_parameter_table_is_generated_from_the_help_texts():
 
 
 def test_readme_stays_a_reference():
-    """Measurements and recipe history live in docs/, not in the README (at most 12 KB)."""
+    """Measurements and recipe history live in docs/, not in the README (at most 8 KB)."""
     from pathlib import Path
 
     size = len((Path(__file__).resolve().parent.parent / "README.md").read_bytes())
-    assert size <= 12 * 1024, f"README.md is {size} bytes: move detail to docs/"
+    assert size <= 8 * 1024, f"README.md is {size} bytes: move detail to docs/"
 
 
 def test_the_tutorial_recipe_of_the_docs_is_valid_and_is_the_tutorials():
