@@ -192,7 +192,57 @@ def test_auto_times_both_paths_on_the_shape(tmp_path, monkeypatch):
     assert torch.equal(torch.get_rng_state(), rng_before)  # the training's random stream is untouched
 
 
-def test_runtime_records_each_layers_path():
+def _layers_path_under_auto(p) -> tuple[str, dict[str, str]]:
+    """What `auto` must give each attention layer of a training step of `p` on this machine, worked out here
+    from its inputs: the layer's shapes (G: one batch; D: reals and fakes together, then the fakes alone;
+    head size = channels / 8; G has 64 channels at 14x14 and 32 at 28x28, D `model.d_channels` at 14x14),
+    keyed as the choice is cached (batches above 64 timed at 64, the thread count, training), and the choice
+    `auto` made for that key, read from the file beside the build (made once per machine and build)."""
+    b, dc = p.train.batch_size, p.model.d_channels
+    shapes = {"g14": [(b, 14 * 14, 64 // 8)], "g28": [(b, 28 * 28, 32 // 8)],
+              "d14": [(2 * b, 14 * 14, dc // 8), (b, 14 * 14, dc // 8)]}
+    on_disk = json.loads(fast_attention.kernel().choices_path.read_text())
+    t = torch.get_num_threads()
+    paths = {name: "+".join(sorted({"native" if on_disk[f"n{n}_d{d}_b{min(bb, 64)}_t{t}_train"] == "kernel" else "sdpa"
+                                    for bb, n, d in shape}))
+             for name, shape in shapes.items()}
+    used = set("+".join(paths.values()).split("+"))
+    return (used.pop() if len(used) == 1 else "mixed"), paths
+
+
+def _paths_the_layers_take(p, monkeypatch) -> dict[str, set[str]]:
+    """Which attention each layer of G and D actually runs in a training step's forward passes."""
+    import torch.nn.functional as F
+
+    from pipeline.models import Discriminator, Generator, ModelConfig
+
+    current, taken = [None], {}
+    real_kernel, real_sdpa = fast_attention.attention, F.scaled_dot_product_attention
+
+    def spy(path, fn):
+        def call(*a, **k):
+            taken.setdefault(current[0], set()).add(path)
+            return fn(*a, **k)
+        return call
+
+    monkeypatch.setattr(fast_attention, "attention", spy("native", real_kernel))
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy("sdpa", real_sdpa))
+    cfg = ModelConfig.from_params(p)
+    g, d = Generator(cfg), Discriminator(cfg)
+    for net in (g, d):
+        for name, layer in net.attention_layers().items():
+            layer.register_forward_pre_hook(lambda _m, _a, name=name: current.__setitem__(0, name))
+    b = p.train.batch_size
+    fake = g(torch.randn(b, cfg.z_dim))
+    d(torch.cat([torch.rand(b, 1, 28, 28), fake.detach()]).contiguous(memory_format=torch.channels_last))
+    d(fake)
+    return taken
+
+
+def test_runtime_records_each_layers_path(monkeypatch):
+    """`train.attention_kernel=kernel` puts every layer on the kernel; the default `auto` records, per layer,
+    the path worked out from the shapes and the choice cached for this machine (bf16 follows the float32
+    choice, so the precision changes nothing), and that is the path each layer then runs."""
     from pipeline.config import Params, with_override
     from pipeline.runtime import resolve_runtime
 
@@ -200,9 +250,17 @@ def test_runtime_records_each_layers_path():
         rt = resolve_runtime(with_override(Params(), {"train.device": "cpu", "train.attention_kernel": "kernel"}))
         assert rt.attention_kernel == "native"
         assert rt.attention_paths == "d14=native g14=native g28=native"
-        rt = resolve_runtime(with_override(Params(), {"train.device": "cpu"}))
-        assert rt.attention_kernel in ("native", "sdpa", "mixed")
-        assert {p.split("=")[0] for p in rt.attention_paths.split()} == {"d14", "g14", "g28"}
+        p = with_override(Params(), {"train.device": "cpu"})
+        assert p.train.attention_kernel == "auto"  # the shipped default
+        rt = resolve_runtime(p)
+        summary, paths = _layers_path_under_auto(p)
+        assert rt.attention_paths == " ".join(f"{k}={v}" for k, v in sorted(paths.items()))
+        assert rt.attention_kernel == summary
+        for precision in ("fp32", "bf16"):
+            again = resolve_runtime(with_override(p, {"train.precision": precision}))
+            assert (again.attention_kernel, again.attention_paths) == (rt.attention_kernel, rt.attention_paths)
+        taken = _paths_the_layers_take(p, monkeypatch)
+        assert {k: "+".join(sorted(v)) for k, v in taken.items()} == paths
     finally:
         fast_attention.set_mode("auto")
 
