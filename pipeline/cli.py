@@ -20,16 +20,16 @@ def parse_stage_args(name: str, argv: list[str] | None = None) -> None:
                "DVC runs it as part of `dvc repro`.").parse_args(argv)
 
 
-def run_stage(name: str, main: Callable[[Params], None], tracked: bool = False) -> None:
-    """`tracked`: the stage talks to MLflow, so the tracking store must answer before it starts."""
+def run_stage(name: str, main: Callable[[Params], None],
+              preflight: Callable[[Params], None] | None = None) -> None:
+    """`preflight`: what must hold before any work (a stage that talks to MLflow passes
+    pipeline.store.preflight: the store answers)."""
     parse_stage_args(name)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params()  # validated before any work starts
-        if tracked:
-            from pipeline import tracking
-
-            tracking.check_reachable(params.mlflow.connect_timeout_s)
+        if preflight:
+            preflight(params)
         main(params)
     except USER_ERRORS as e:
         print(f"error ({name}): {e}", file=sys.stderr)

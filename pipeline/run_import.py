@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import tracking
+from pipeline import grid_runs, tracking
 from pipeline.config import parse_params
 from pipeline.errors import USER_ERRORS, UserError
 from pipeline.records.format import read_record
@@ -171,7 +171,7 @@ def import_record(path: Path, extra_tags: dict[str, str]) -> str | None:
     tags = {k: v for k, v in record["tags"].items() if k not in (MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME)}
     tags |= {"grid.name": record["grid"], "grid.cell": record["cell"], "grid.seed": str(record["seed"]),
              "imported.from": str(path), "imported.run_id": original, **extra_tags}
-    parent = tracking.grid_parent_run(experiment, record["grid"])
+    parent = grid_runs.grid_parent_run(experiment, record["grid"])
     if parent:
         tags[MLFLOW_PARENT_RUN_ID] = parent
     run = client.create_run(exp_id, start_time=record.get("start_ms"), run_name=record.get("run_name"), tags=tags)

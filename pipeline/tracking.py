@@ -1,16 +1,7 @@
-"""MLflow: where the store lives, one run per pipeline execution, and the tags every run carries.
-
-The store is `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlruns`. `root` is DVC_ROOT when
-DVC runs the stage (queued and --temp experiments run in a temporary copy that DVC deletes, but DVC_ROOT
-still names the real repository) and the git top level otherwise. MLFLOW_TRACKING_URI overrides it.
-
-MLflow traps handled here: several processes creating the database or the same experiment at once can
-crash or file runs under "Default", so creation is guarded by a file lock and the experiment id is passed
-explicitly; an experiment needs an absolute artifact location or artifacts land in the temporary copy.
-"""
+"""MLflow runs: one run per pipeline execution, the tags every run carries, and the logger that sends a
+run's values without making training wait (the store itself: pipeline/store.py)."""
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -18,133 +9,20 @@ import os
 import platform
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
-
-from filelock import FileLock
+from typing import Any, Iterator
 
 from pipeline import cpu
-from pipeline.config import Params, ParamsError, cell_label
+from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.fileio import write_json
+from pipeline.store import check_reachable, project_root, setup, tracking_uri, ui_url  # noqa: F401 - tracking.X callers
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = Path("models/run.json")
 # JSON object of tags a grid runner adds to each run it starts (which runner, which node)
 RUN_TAGS_ENV = "SAGAN_RUN_TAGS"  # the DVC output that lets sample and evaluate add to train's run
-
-
-def project_root() -> Path:
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
-        return Path(top.stdout.strip()).resolve()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return Path.cwd().resolve()
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where the README's `mlflow ui --backend-store-uri sqlite:///mlflow.db` serves
-
-
-def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None) -> str:
-    """The MLflow UI's page of a run, or of the experiment's runs (best FID first): on the tracking server
-    itself, or for a local store where the README's `mlflow ui` serves it."""
-    uri = uri or tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
-    # workflowType: MLflow 3's UI opens in its GenAI mode unless the link (or the browser's last choice) says
-    # otherwise; the experiment's kind tag (EXPERIMENT_TAGS) does not switch it
-    if run_id:
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-    return (f"{base}/#/experiments/{experiment_id}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
-            f"&workflowType=machine_learning")
-
-
-# MLflow retries an unreachable server for minutes by default (7 retries, exponential backoff: 4 min 18 s
-# measured); the reachability check below answers first, and these bound a call during a run
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-
-
-def check_reachable(timeout_s: float = 10.0, uri: str | None = None) -> None:
-    """Stops with one line naming the URI and the fix when the tracking store cannot be reached in
-    `timeout_s` (`mlflow.connect_timeout_s`): before any work, not after an hour of training."""
-    uri = uri or tracking_uri()
-    fix = ("start the server, correct MLFLOW_TRACKING_URI, or unset it to log to the project's local store "
-           f"(sqlite:///{project_root() / 'mlflow.db'})")
-    if uri.startswith(("http://", "https://")):
-        t0 = time.monotonic()
-        # one cheap API call with the credentials MLflow will use: reachable, and letting us in
-        req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
-        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-        if user and password:
-            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-        elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
-            req.add_header("Authorization", "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"])
-        try:
-            urllib.request.urlopen(req, timeout=timeout_s).close()
-        except urllib.error.HTTPError as e:
-            if e.code in (401, 403):
-                raise UserError(f"MLflow tracking server {uri} refused the request (HTTP {e.code}): set "
-                                f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of "
-                                f"that server") from None
-            raise UserError(f"MLflow tracking server {uri} answered HTTP {e.code}: {fix}") from None
-        except (OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}; "
-                            f"{time.monotonic() - t0:.1f} s): {fix}") from None
-    elif _is_local_sqlite(uri):
-        folder = Path(uri[len("sqlite:///"):]).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"MLflow store {uri}: folder {folder} is missing or not writable: {fix}")
-
-
-def artifact_root(uri: str | None = None) -> str:
-    """Artifacts of a local SQLite store live beside its database (<folder>/mlruns), so the store is one
-    folder that can be moved or archived whole."""
-    uri = uri or tracking_uri()
-    if _is_local_sqlite(uri):
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
-    return (project_root() / "mlruns").as_uri()
-
-
-def _is_local_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:///")
-
-
-# MLflow 3's UI opens an experiment without this tag in its GenAI mode (Traces, Judges, Prompts): this one
-# trains models, so its runs table, charts and model pages come first
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def setup(experiment: str) -> str:
-    """Points MLflow at the store and returns the experiment id, creating it once under a lock."""
-    import mlflow
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    lock_path = project_root() / ".mlflow.lock"
-    lock = FileLock(str(lock_path)) if _is_local_sqlite(uri) else contextlib.nullcontext()
-    with lock:
-        client = mlflow.MlflowClient(uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = artifact_root(uri) if _is_local_sqlite(uri) else None
-            return client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
-        if exp.lifecycle_stage == "deleted":
-            raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it "
-                            f"(`mlflow experiments restore`) or set mlflow.experiment to another name")
-        for k, v in EXPERIMENT_TAGS.items():  # an experiment made before the tag
-            if exp.tags.get(k) != v:
-                client.set_experiment_tag(exp.experiment_id, k, v)
-        return exp.experiment_id
 
 
 def git_commit() -> str:
@@ -194,51 +72,6 @@ def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
     return tags
 
 
-def run_cell(axes: Iterable[str], params: Mapping[str, str], tags: Mapping[str, str]) -> str:
-    """A logged run's grid cell, from its params (MLflow's strings) by `cell_label`, so it matches the grid's
-    label however its values were spelled; the `grid.cell` tag only where a param is missing."""
-    try:
-        return cell_label(axes, params)
-    except (KeyError, ParamsError):
-        return tags.get("grid.cell", "")
-
-
-def finished_grid_runs(experiment: str, grid: str, axes: Iterable[str]) -> dict[tuple[str, int], Any]:
-    """(cell label, seed) -> the latest FINISHED and evaluated (has `fid`) MLflow run of `grid`, whose
-    axes are `axes`."""
-    import mlflow
-
-    exp_id = setup(experiment)
-    client = mlflow.MlflowClient(tracking_uri())
-    found = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status = 'FINISHED'",
-                               max_results=5000, order_by=["attributes.start_time DESC"])
-    runs: dict[tuple[str, int], Any] = {}
-    for r in found:
-        if "fid" in r.data.metrics:
-            cell = run_cell(axes, r.data.params, r.data.tags)
-            runs.setdefault((cell, int(r.data.tags.get("grid.seed", -1))), r)
-    return runs
-
-
-def end_lost_runs(experiment: str, grid: str) -> list[str]:
-    """Marks KILLED the grid's unfinished runs once its runner has nothing in flight: still RUNNING, or
-    FINISHED by the train stage but never evaluated (no `fid`). Their process ended before the run did (a
-    node lost, a driver killed); the cell ran again, or will on the next invocation. Returns their ids."""
-    import mlflow
-
-    exp_id = setup(experiment)
-    client = mlflow.MlflowClient(tracking_uri())
-    found = client.search_runs([exp_id], f"tags.`grid.name` = '{grid}' and attributes.status != 'FAILED' and "
-                                         f"attributes.status != 'KILLED'", max_results=5000)
-    lost = [r for r in found if r.data.tags.get(GRID_PARENT_TAG) != "true"
-            and (r.info.status == "RUNNING" or "fid" not in r.data.metrics)]
-    for r in lost:
-        client.set_tag(r.info.run_id, "grid.lost", "its process ended without ending the run (node lost or "
-                                                   "process killed); the cell runs again")
-        client.set_terminated(r.info.run_id, "KILLED")
-    return [r.info.run_id for r in lost]
-
-
 def standard_tags(source_name: str) -> dict[str, str]:
     """The tags MLflow's fluent API sets by itself (the UI shows them as Source, User, Git commit)."""
     import getpass
@@ -256,25 +89,16 @@ def standard_tags(source_name: str) -> dict[str, str]:
 GRID_PARENT_TAG = "grid.parent"
 
 
-def grid_parent_run(experiment: str, grid: str, create: bool = False) -> str | None:
-    """The run that groups a grid's runs in the MLflow UI (its runs nest under it): found by its tags,
-    created by the grid runner before any of its runs start."""
+def grid_parent(experiment: str, grid: str) -> str | None:
+    """The id of the run a grid's runs nest under in the MLflow UI (made by the grid runner,
+    pipeline.grid_runs.grid_parent_run), or None."""
     import mlflow
 
     exp_id = setup(experiment)
-    client = mlflow.MlflowClient(tracking_uri())
-    found = client.search_runs([exp_id], filter_string=f"tags.`{GRID_PARENT_TAG}` = 'true' and tags.`grid.name` = '{grid}'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
-    if found:
-        if create:  # the grid runs (again): its parent is running as long as it does
-            client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    if not create:
-        return None
-    run = client.create_run(exp_id, run_name=f"grid {grid}",
-                            tags={**run_tags({GRID_PARENT_TAG: "true", "grid.name": grid}),
-                                  **standard_tags("pipeline.grid")})
-    return run.info.run_id
+    found = mlflow.MlflowClient(tracking_uri()).search_runs(
+        [exp_id], filter_string=f"tags.`{GRID_PARENT_TAG}` = 'true' and tags.`grid.name` = '{grid}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else None
 
 
 # keys that do not change what a run is (where and how fast it ran, what it is called): left out of its name
@@ -316,7 +140,7 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
     if params.mlflow.grid:
         tags.update({"grid.name": params.mlflow.grid, "grid.cell": params.grid_cell(),
                      "grid.seed": params.seed})
-        parent = grid_parent_run(params.mlflow.experiment, params.mlflow.grid)
+        parent = grid_parent(params.mlflow.experiment, params.mlflow.grid)
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
     run = client.create_run(exp_id, run_name=name, tags={**run_tags(tags), **standard_tags(source_name)})

@@ -6,10 +6,11 @@ fails first and nothing else is touched. Its output never changes, so a valid ed
 the stages whose own params changed."""
 from pathlib import Path
 
+from pipeline import store
 from pipeline.cli import run_stage
 from pipeline.fileio import write_text
 
 MARKER = Path("data/params.ok")
 
 if __name__ == "__main__":
-    run_stage("check_params", lambda params: write_text(MARKER, "params.yaml is valid\n"), tracked=True)
+    run_stage("check_params", lambda params: write_text(MARKER, "params.yaml is valid\n"), preflight=store.preflight)

@@ -1,6 +1,7 @@
 """DVC stage `report`: reports/ablation.md from the MLflow runs of the grid `ablation.name`."""
+from pipeline import store
 from pipeline.cli import run_stage
 from pipeline.report import write_report
 
 if __name__ == "__main__":
-    run_stage("report", lambda params: write_report(params), tracked=True)
+    run_stage("report", lambda params: write_report(params), preflight=store.preflight)

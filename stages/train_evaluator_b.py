@@ -6,21 +6,8 @@ Writes models/evaluator_b.pt and metrics/evaluator_b.json (evaluator.json's fiel
 `features`, the feature size its FID is computed in)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.cli import run_stage
-from pipeline.config import Params
-from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE
-from stages.train_evaluator import train_with_floor
-
-MODEL_FILE = EVALUATOR_B_FILE
-METRICS_FILE = Path("metrics/evaluator_b.json")
-
-
-def main(p: Params) -> None:
-    cfg = p.evaluate.classifier_b
-    train_with_floor(cfg, p, MODEL_FILE, METRICS_FILE, name="evaluator B",
-                     extra={"arch": cfg.arch, "features": ARCHITECTURES[cfg.arch].features_dim})
+from pipeline.steps.train_evaluator_b import main
 
 
 if __name__ == "__main__":

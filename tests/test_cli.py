@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow  # a fresh interpreter importing torch per entry p
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__")
-MODULES = [f"stages.{s}" for s in STAGES] + ["pipeline.grid", "pipeline.report", "pipeline.run_import", "pipeline.config"]
+MODULES = [f"stages.{s}" for s in STAGES] + ["pipeline.grid", "pipeline.report", "pipeline.run_import", "pipeline.params_doc"]
 SCRIPTS = sorted(str(p) for p in (ROOT / "bench").glob("*.py") if p.stem != "naive_sagan")  # naive_sagan: a module
 
 

@@ -119,15 +119,16 @@ def test_params_are_frozen():
 
 def test_readme_parameter_table_is_generated_from_the_help_texts():
     """One source for what each key means: the help text beside it in pipeline/config.py. The table
-    (docs/params.md, linked from the README) must be exactly what `python -m pipeline.config --readme`
+    (docs/params.md, linked from the README) must be exactly what `python -m pipeline.params_doc --readme`
     writes, and cover every key."""
     from pathlib import Path
 
-    from pipeline.config import PARAMS_DOC, Params, flatten, param_docs, params_table, readme_with_table
+    from pipeline.config import Params, flatten
+    from pipeline.params_doc import PARAMS_DOC, param_docs, params_table, readme_with_table
 
     root = Path(__file__).resolve().parent.parent
     readme = (root / PARAMS_DOC).read_text()
-    assert readme_with_table(readme) == readme, "docs/params.md is stale: run python -m pipeline.config --readme"
+    assert readme_with_table(readme) == readme, "docs/params.md is stale: run python -m pipeline.params_doc --readme"
     assert str(PARAMS_DOC) in (root / "README.md").read_text()
     assert params_table() in readme
     keys = [k for k, *_ in param_docs()]

@@ -149,9 +149,9 @@ def test_a_resume_as_another_batch_is_refused_and_one_as_the_same_runs(grid_repo
     1, naming the machines and the way out, and starts nothing."""
     repo, _, _ = grid_repo
     same = ("import mlflow; from pipeline.config import load_params; from pipeline.grid.spec import GridSpec;"
-            "from pipeline.grid.batch import check_one_batch, tags_here; from pipeline import tracking;"
+            "from pipeline.grid.batch import check_one_batch, tags_here; from pipeline import grid_runs;"
             "p = load_params(); spec = GridSpec.from_params(p, name='t', steps=4, n_samples=100, seeds=[0, 1]);"
-            "done = tracking.finished_grid_runs(p.mlflow.experiment, 't', p.ablation.axes);"
+            "done = grid_runs.finished_grid_runs(p.mlflow.experiment, 't', p.ablation.axes);"
             "assert len(done) == 2; check_one_batch('t', [r.data.tags for r in done.values()], tags_here(p, spec));"
             "print('one batch')")
     e = env()
@@ -320,7 +320,7 @@ def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
     from pipeline.data import PREPARED_DIR
     from pipeline.evaluator import EVALUATOR_B_FILE, EVALUATOR_FILE
     from pipeline.grid import SHARED_OUTPUTS
-    from stages.evaluate import FLOOR_B_FILE, FLOOR_FILE
+    from pipeline.steps.evaluate import FLOOR_B_FILE, FLOOR_FILE
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = {Path(next(iter(o)) if isinstance(o, dict) else o)

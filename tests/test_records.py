@@ -19,7 +19,8 @@ from pipeline.config import Params, with_override
 from pipeline.errors import UserError
 from pipeline.records import MAX_CURVE_POINTS, read_record, read_records, thin, to_text
 from pipeline.records.__main__ import main as records_cli
-from pipeline.records.export import export_grid, save_run_record
+from pipeline.records.__main__ import export_grid
+from pipeline.records.export import save_run_record
 from pipeline.report import analyze, load_runs, summary, write_report
 from pipeline.report.runs import GridRun, load_records, merge_runs, run_of_record
 from pipeline.run_import import main as run_import

@@ -45,3 +45,30 @@ def test_the_stage_deps_tool_prints_every_stage():
     out = subprocess.run([sys.executable, str(ROOT / "tests/stage_deps.py")], capture_output=True, text=True,
                          check=True).stdout
     assert all(f"{stage}:" in out for stage in STAGES) and "      - pipeline/trainer.py" in out
+
+
+# what only the grid, the report and the tools use: editing it must leave every stage's outputs up to date
+NOT_A_STAGES_CODE = ("pipeline/report/", "pipeline/grid/", "pipeline/grid_runs.py", "pipeline/provenance.py",
+                     "pipeline/params_doc.py", "pipeline/run_import.py", "pipeline/resample.py", "pipeline/stats.py",
+                     "pipeline/generate.py", "pipeline/records/__main__.py", "pipeline/records/convert.py")
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "report"])
+def test_the_report_grid_and_tools_are_no_code_of_the_run_stages(stage):
+    """A change to the report, the grid's runners and store look-ups, the batch identity or the params
+    docs leaves `dvc status` clean for every stage but report (which never lists them as deps)."""
+    listed = dvc_code_deps(STAGES[stage].get("deps", []))
+    assert all(path.startswith(("pipeline/", "stages/")) for path in listed)
+    assert not [p for p in listed if p.startswith(NOT_A_STAGES_CODE)], stage
+    # each named path exists: a rename would otherwise empty this test
+    assert all((ROOT / p).exists() for p in NOT_A_STAGES_CODE)
+
+
+def test_the_library_never_imports_an_entry_point():
+    """stages/ are thin entry points over pipeline/ (pipeline.steps holds their work): no pipeline module
+    imports a stages module, so running a stage's work in-process (the grid's cell) needs no entry point."""
+    graph = import_graph()
+    crossing = {m: sorted(d for d in deps if d.split(".")[0] == "stages")
+                for m, deps in graph.items() if m.split(".")[0] == "pipeline"}
+    assert {m: d for m, d in crossing.items() if d} == {}
+    assert "pipeline.steps.train" in imports_of("stages.train")

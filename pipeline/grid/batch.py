@@ -1,5 +1,5 @@
 """One grid, one batch. A grid resumed on another machine class, precision, training code, metrics code or
-evaluator would leave its runs in two batches (report.analysis.batch_key: what the runs of a pair must
+evaluator would leave its runs in two batches (pipeline.provenance: what the runs of a pair must
 share), and the report, which reads its verdict from one complete batch, would have none. run_grid asks
 `check_one_batch` before it starts anything: it compares the batch a run started here would belong to with
 the batches of the grid's finished runs, and refuses where it would be a new one."""
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.grid.spec import GridSpec
+from pipeline.provenance import BATCH_FIELDS, batch_key_of_tags
 
 # batch fields that the machine running a run decides (the rest: the code and evaluator the run is given)
 MACHINE_FIELDS = ("machine", "device", "precision")
@@ -18,7 +19,7 @@ MACHINE_FIELDS = ("machine", "device", "precision")
 
 def tags_here(p: Params, spec: GridSpec) -> dict[str, str]:
     """The tags a run of this grid started on this machine, from this checkout, would log, as far as
-    batch_key reads them (stages/train.py and stages/evaluate.py write the real ones)."""
+    batch_key_of_tags reads them (pipeline/steps/train.py and evaluate.py write the real ones)."""
     import torch
 
     from pipeline import cpu, tracking
@@ -44,8 +45,6 @@ def check_one_batch(grid: str, finished_tags: Iterable[Mapping[str, str]], here:
     """Raises UserError when runs started with the tags `here` would not join a batch of the grid's finished
     runs. `machine_too=False` (the Ray runner: the cluster's machines run the runs) compares the code and the
     evaluator only; `skip` names BATCH_FIELDS an axis of the grid varies, which differ by design."""
-    from pipeline.report.analysis import BATCH_FIELDS, batch_key_of_tags
-
     ignored = set(skip) | (set() if machine_too else set(MACHINE_FIELDS))
 
     def key(tags: Mapping[str, str]) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ def run_cell() -> None:
     _die_with_parent()
     import torch
 
-    from stages import evaluate, sample, train
+    from pipeline.steps import evaluate, sample, train
 
     p = load_params()
     if p.train.threads:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from pipeline import tracking
+from pipeline import grid_runs, tracking
 from pipeline.config import Params, with_override
 from pipeline.grid.batch import check_one_batch, skipped_fields, tags_here
 from pipeline.grid.gpu import check_gpu_room, wants_cuda
@@ -20,7 +20,7 @@ RUNNERS = {"dvc": "pipeline.grid.dvc_queue", "local": "pipeline.grid.local", "ra
 
 def finished_cells(p: Params, grid: str) -> dict[tuple[str, int], str]:
     """(cell label, seed) -> run id of the grid's finished, evaluated runs in MLflow."""
-    found = tracking.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
+    found = grid_runs.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
     return {key: r.info.run_id for key, r in found.items()}
 
 
@@ -33,7 +33,7 @@ def run_grid(p: Params, spec: GridSpec, runner: str = "dvc", allow_new_batch: bo
     for cell in spec.cells():
         with_override(p, spec.overrides(cell))
     tracking.check_reachable(p.mlflow.connect_timeout_s)
-    done = tracking.finished_grid_runs(p.mlflow.experiment, spec.name, p.ablation.axes)
+    done = grid_runs.finished_grid_runs(p.mlflow.experiment, spec.name, p.ablation.axes)
     todo = [c for c in spec.cells() if (c.label, c.seed) not in done]
     log.info("grid %r: %d cells x %d seeds, %d finished, %d to run with %d jobs (%s runner)",
              spec.name, len(spec.cells()) // len(spec.seeds), len(spec.seeds), len(spec.cells()) - len(todo),
@@ -51,12 +51,12 @@ def run_grid(p: Params, spec: GridSpec, runner: str = "dvc", allow_new_batch: bo
     if hasattr(module, "preflight"):  # what the runner must refuse, before anything is written
         module.preflight(p, spec, threads, **options)
     # the grid's parent run, before any of its runs: they nest under it in the MLflow UI
-    parent = tracking.grid_parent_run(p.mlflow.experiment, spec.name, create=True)
+    parent = grid_runs.grid_parent_run(p.mlflow.experiment, spec.name, create=True)
     failed: list[Cell] = []
     try:
         failed = module.run(p, spec, todo, threads, **options)
         if runner != "dvc":  # nothing of this grid is in flight now: a run still RUNNING was lost
-            lost = tracking.end_lost_runs(p.mlflow.experiment, spec.name)
+            lost = grid_runs.end_lost_runs(p.mlflow.experiment, spec.name)
             if lost:
                 log.warning("%d run(s) left RUNNING by lost attempts marked KILLED: %s", len(lost), ", ".join(lost))
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import tracking
+from pipeline import grid_runs
 from pipeline.config import Params
 from pipeline.errors import UserError
 from pipeline.grid.cell import SHARED_STAGES
@@ -132,7 +132,7 @@ def run(p: Params, spec: GridSpec, todo: list[Cell], threads: int, **_options) -
             if starter.poll():
                 raise UserError(f"`dvc queue start -j {spec.jobs}` failed (exit {starter.returncode}):\n"
                                 f"{start_log.read_text().strip()}")
-            in_store = tracking.finished_grid_runs(experiment, spec.name, spec.axes)
+            in_store = grid_runs.finished_grid_runs(experiment, spec.name, spec.axes)
             done_in_store = {n for n, c in names.items() if (c.label, c.seed) in in_store and n not in finished}
             if not done_in_store and time.monotonic() - asked_dvc < DVC_POLL_S:
                 time.sleep(5)

@@ -19,6 +19,21 @@ def _label(path: Path) -> str:
         return str(path)
 
 
+def export_grid(experiment: str, grid: str, results: Path, axes) -> list[Path]:
+    """The records of `grid`'s finished runs in the store (the latest of each cell x seed, as the report
+    picks them), written to results/<grid>/."""
+    import mlflow
+
+    from pipeline import grid_runs, tracking
+    from pipeline.records.export import record_of
+    from pipeline.records.format import grid_folder, write_record
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    folder = grid_folder(grid, results)
+    return [write_record(record_of(run, client), folder)
+            for _, run in sorted(grid_runs.finished_grid_runs(experiment, grid, axes).items())]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s records: %(message)s", datefmt="%H:%M:%S")
     ap = argparse.ArgumentParser(
@@ -47,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         results = args.results or tracking.project_root() / RESULTS_DIR
         if args.command == "export":
             from pipeline.config import load_params
-            from pipeline.records.export import export_grid
 
             p = load_params()
             grid = args.grid or p.ablation.name

@@ -1,13 +1,12 @@
 """MLflow runs -> run records: the record of one finished grid run (written by the evaluate stage at the
-end of every grid run, whichever runner ran it) and of every finished run of a grid (`python -m
-pipeline.records export`, for runs made before records existed or whose end reached the store late)."""
+end of every grid run, whichever runner ran it); a grid's whole export is `python -m pipeline.records export`."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline import tracking
+from pipeline import store
 from pipeline.records.format import RESULTS_DIR, SCHEMA_VERSION, grid_folder, thin, write_record
 
 log = logging.getLogger("records")
@@ -19,7 +18,7 @@ MAX_TAG_CHARS = 1000
 
 
 def is_finished_grid_run(run) -> bool:
-    """What the report counts (tracking.finished_grid_runs): a grid's run, FINISHED, with a final FID."""
+    """What the report counts (pipeline.grid_runs.finished_grid_runs): a grid's run, FINISHED, with a final FID."""
     return (run.info.status == "FINISHED" and "fid" in run.data.metrics
             and bool(run.data.tags.get("grid.name")) and "grid.seed" in run.data.tags)
 
@@ -63,28 +62,17 @@ def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
     import mlflow
 
     try:
-        client = mlflow.MlflowClient(tracking.tracking_uri())
+        client = mlflow.MlflowClient(store.tracking_uri())
         run = client.get_run(run_id)
         if not is_finished_grid_run(run):
             log.warning("run %s is not a finished, evaluated grid run in the store (%s): no record written",
                         run_id, run.info.status)
             return None
         path = write_record(record_of(run, client),
-                            grid_folder(run.data.tags["grid.name"], (root or tracking.project_root()) / RESULTS_DIR))
+                            grid_folder(run.data.tags["grid.name"], (root or store.project_root()) / RESULTS_DIR))
     except Exception as e:  # noqa: BLE001 - the run itself is done; its record can be written later
         log.warning("no record written for run %s (%s): once the store has it, write it with "
                     "`python -m pipeline.records export --grid NAME`", run_id, str(e).splitlines()[0][:200])
         return None
     log.info("run record: %s", path)
     return path
-
-
-def export_grid(experiment: str, grid: str, results: Path, axes) -> list[Path]:
-    """The records of `grid`'s finished runs in the store (the latest of each cell x seed, as the report
-    picks them), written to results/<grid>/."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    folder = grid_folder(grid, results)
-    return [write_record(record_of(run, client), folder)
-            for _, run in sorted(tracking.finished_grid_runs(experiment, grid, axes).items())]

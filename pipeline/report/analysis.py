@@ -2,20 +2,17 @@
 grid computed once, and the environment, wall-time and real-data-floor facts of its runs."""
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 import math
-import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from pipeline import stats
 from pipeline.config import Params, cell_label, label_value
+from pipeline.provenance import BATCH_FIELDS, UNRECORDED, batch_key_of_tags
 from pipeline.report.budget import (MIN_PLANNED_BUDGET, SCAN_METRICS, SCAN_SHARE, BudgetPoint, BudgetScan, ContrastScan,
                                     candidate_budgets, full_steps, runs_at, steps_of)
 from pipeline.report.margins import MarginBand, ResolvedMargin, judge_family, margin_bands, resolve_margins
@@ -262,51 +259,11 @@ def interactions(runs: list[GridRun], axes: Mapping[str, Sequence] | Sequence[st
 # ---------------------------------------------------------------- batches
 
 
-BATCH_FIELDS = ("machine", "device", "precision", "training code", "metrics code", "evaluator")
-UNRECORDED = "unrecorded"
-# paths whose content is not training or evaluation code: commits that differ only there train alike
-NOT_TRAINING_CODE = ("pipeline/report/", "pipeline/records/", "pipeline/grid/", "pipeline/tracking.py",
-                     "pipeline/run_import.py", "pipeline/visualize.py")
-
-
-@functools.lru_cache(maxsize=None)
-def training_code(commit: str) -> str:
-    """A commit's training and evaluation code, as a short hash of the git blobs under pipeline/ and
-    stages/ other than NOT_TRAINING_CODE (report, records, grid orchestration, tracking): two commits that
-    differ only in those train and evaluate alike, so they are one batch. The commit itself when git
-    cannot tell (not a repository, or a commit it does not have)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        listing = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", commit, "--", "pipeline", "stages"],
-                                 capture_output=True, text=True, check=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return commit[:12]
-    kept = [ln for ln in listing.splitlines() if not ln.split("\t", 1)[-1].startswith(NOT_TRAINING_CODE)]
-    if not kept:
-        return commit[:12]
-    return "tree " + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:8]
-
-
 def batch_key(r: GridRun) -> tuple[str, ...]:
     """What the runs of a pair must share (BATCH_FIELDS): machine class (CPU design and class, or GPU),
     device, precision, training code (training_code of its commit), metrics code version and evaluator
-    checksum. A field a run did not record (a converted pilot record) is its own value, `unrecorded`."""
+    checksum (pipeline.provenance)."""
     return batch_key_of_tags(r.tags)
-
-
-def batch_key_of_tags(tags: Mapping[str, str]) -> tuple[str, ...]:
-    """batch_key from a run's tags alone (MLflow's, a record's, or those a run here would log)."""
-    device = tags.get("runtime.device") or UNRECORDED
-    if device.startswith("cuda"):
-        machine = tags.get("machine.gpu") or UNRECORDED
-    else:
-        machine = tags.get("machine.cpu_uarch") or tags.get("machine.cpu") or UNRECORDED
-        if tags.get("machine.cpu_class"):
-            machine += f", {tags['machine.cpu_class']}"
-    commit = tags.get("git.commit")
-    return (machine, device, tags.get("runtime.precision") or UNRECORDED,
-            training_code(commit) if commit else UNRECORDED, tags.get("metrics.version") or UNRECORDED,
-            (tags.get("evaluator.sha256") or UNRECORDED)[:12])
 
 
 @dataclass

@@ -501,8 +501,8 @@ def _batches_section(a: Analysis) -> list[str]:
     """The batches: what their pairs share, their seeds, their floor; which is primary."""
     lines = ["## Batches", "",
              "A batch is the seeds whose runs share what a pair must share: " + ", ".join(BATCH_FIELDS) + " (the "
-             "training code of a commit is its files under pipeline/ and stages/ outside the report, records, "
-             "grid and tracking code; a field a run did not record is its own value, `unrecorded`). The verdicts "
+             "training code of a commit is the code its train, sample and evaluate stages import, less what only logs, "
+             "records or draws (pipeline/provenance.py); a field a run did not record is its own value, `unrecorded`). The verdicts "
              "come from the newest complete batch; the others are replications (next section), never pooled "
              "unchecked. Each batch's real-data floor is its own (its evaluator's).", "",
              "| batch | runs | role | complete | " + " | ".join(BATCH_FIELDS) + " | floor FID | floor classifier score |",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipeline import tracking
+from pipeline import grid_runs, tracking
 from pipeline.config import Params, ParamsError, label_value
 from pipeline.errors import UserError
 from pipeline.records.format import grid_folder, read_records, thin
@@ -51,7 +51,7 @@ def load_runs(p: Params, grid: str) -> list[GridRun]:
     histories (thinned as the run records are, so both sources give the report the same curves)."""
     import mlflow
 
-    found = tracking.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
+    found = grid_runs.finished_grid_runs(p.mlflow.experiment, grid, p.ablation.axes)
     client = mlflow.MlflowClient(tracking.tracking_uri())
     runs: dict[tuple[str, int], GridRun] = {}
     def history(run_id: str, metric: str) -> list[tuple[int, float]]:
@@ -73,7 +73,7 @@ def run_of_record(record: dict[str, Any], axes: Iterable[str] = ()) -> GridRun:
         return [(int(step), float(value)) for step, value in points]
 
     curves = record["curves"]
-    cell = tracking.run_cell(axes, record["params"], {"grid.cell": record["cell"]}) if axes else record["cell"]
+    cell = grid_runs.run_cell(axes, record["params"], {"grid.cell": record["cell"]}) if axes else record["cell"]
     return GridRun(record["run_id"], cell, int(record["seed"]), dict(record["metrics"]),
                    dict(record["params"]), dict(record["tags"]), curve(curves.get("fid_quick", [])),
                    {k: curve(v) for k, v in sorted(curves.items()) if k.startswith("gamma.")},
