@@ -45,19 +45,42 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
             w.writerows(rows)
 
 
-def _quick_fid_hook(p: Params, prepared):
+class _Reference:
+    """The evaluator and the t10k reference's features, loaded and embedded once, when a hook first asks
+    (both hooks score against the same reference: one embedding of 10,000 digits, not two)."""
+
+    def __init__(self, prepared):
+        self.prepared, self._evaluator, self._embedded = prepared, None, None
+
+    def evaluator(self):
+        from pipeline.evaluator import EVALUATOR_FILE, load_evaluator
+
+        if self._evaluator is None:
+            self._evaluator = load_evaluator(EVALUATOR_FILE)
+        return self._evaluator
+
+    def features(self):
+        """(features, class probabilities) of the reference, as pipeline.evaluator.embed gives them."""
+        from pipeline.evaluator import embed
+
+        if self._embedded is None:
+            self._embedded = embed(self.evaluator(), self.prepared.x_ref)
+        return self._embedded
+
+
+def _quick_fid_hook(p: Params, reference: _Reference):
     """FID of a small fixed N (train.eval_n) every train.eval_every steps, when the evaluator exists, against
     the whole t10k reference: its Gaussian statistics are computed once, so the reference's size costs
     one embedding at the start and nothing per evaluation."""
-    from pipeline.evaluator import EVALUATOR_FILE, load_evaluator
+    from pipeline.evaluator import EVALUATOR_FILE
 
     if not p.train.eval_every or not EVALUATOR_FILE.exists():
         return None
     from pipeline.metrics import RealReference, quick_fid
     from pipeline.draws import fixed_latent
 
-    evaluator = load_evaluator(EVALUATOR_FILE)
-    reference = RealReference.from_images(evaluator, prepared.x_ref)
+    evaluator = reference.evaluator()
+    real = RealReference.from_features(reference.features()[0])
     z = fixed_latent(p.train.eval_n, p.model.z_dim, p.sample.seed + 1)
 
     def hook(trainer: Trainer) -> dict[str, float]:
@@ -65,23 +88,24 @@ def _quick_fid_hook(p: Params, prepared):
         if not torch.isfinite(images).all():  # the losses are checked in batches; the images now
             raise NonFiniteLoss(f"the generator's images are not finite at step {trainer.step}: training "
                                 f"diverged; lower the learning rates or check the params")
-        return {"fid_quick": float(quick_fid(evaluator, reference, images))}
+        return {"fid_quick": float(quick_fid(evaluator, real, images))}
 
     return hook
 
 
-def _full_eval_hook(p: Params, prepared, rt):
+def _full_eval_hook(p: Params, reference: _Reference, rt):
     """Every metric of evaluate.n_samples samples at train.full_eval_at, as the evaluate stage computes
     them (the same latents, evaluator, t10k reference and ordering keys): the curves the report's drift
     test reads."""
-    from pipeline.evaluator import EVALUATOR_FILE, embed, load_evaluator
+    from pipeline.evaluator import EVALUATOR_FILE, embed
     from pipeline.metrics import SCALARS, evaluate_features
     from pipeline.sampling import generate_images, in_eval_mode
 
     if not p.train.full_eval_at or not EVALUATOR_FILE.exists():
         return None
-    evaluator = load_evaluator(EVALUATOR_FILE)
-    real_f, real_p = embed(evaluator, prepared.x_ref)
+    evaluator = reference.evaluator()
+    real_f, real_p = reference.features()
+    prepared = reference.prepared
 
     def hook(trainer: Trainer) -> dict[str, float]:
         with in_eval_mode(trainer.sampler) as net:
@@ -134,8 +158,9 @@ def main(p: Params) -> None:
         return vals
 
     try:
-        fid_hook = _quick_fid_hook(p, prepared) if rt.is_main else None
-        full_hook = _full_eval_hook(p, prepared, rt) if rt.is_main else None
+        reference = _Reference(prepared)
+        fid_hook = _quick_fid_hook(p, reference) if rt.is_main else None
+        full_hook = _full_eval_hook(p, reference, rt) if rt.is_main else None
 
         def on_full_eval(t: Trainer) -> dict[str, float]:
             vals = full_hook(t)
