@@ -148,6 +148,7 @@ def mirror(tmp_path):
         server.server_close()
 
 
+@pytest.mark.slow  # an HTTP server (the mirror)
 def test_torchvision_source_downloads_and_checks(tmp_path, mirror):
     url, sums, _ = mirror
     p = params(**{"data.source": "torchvision"})
@@ -159,6 +160,7 @@ def test_torchvision_source_downloads_and_checks(tmp_path, mirror):
     assert data.y_test.tolist() == (np.arange(20) % 10).tolist()
 
 
+@pytest.mark.slow  # an HTTP server (the mirror)
 def test_torchvision_source_rejects_bad_checksum(tmp_path, mirror):
     url, sums, _ = mirror
     bad = dict(sums, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})

@@ -15,7 +15,8 @@ import pytest
 
 from e2e import BROWSER_ARGS, CHROMIUM, env, make_repo, mlflow_server, run
 
-pytestmark = pytest.mark.slow
+# the tests that run a grid, DVC, a server or processes are `slow` (each marked); the pure ones run in
+# `make test-fast`
 ROOT_DIR = Path(__file__).resolve().parent
 ROOT = ROOT_DIR.parent
 
@@ -42,6 +43,7 @@ def _grid_runs(repo, parent: bool = False):
     return client, exp, [r for r in runs if (r.data.tags.get("grid.parent") == "true") == parent]
 
 
+@pytest.mark.slow
 def test_the_grids_runs_nest_under_one_parent_run(grid_repo):
     repo, _, _ = grid_repo
     _, _, (parent,) = _grid_runs(repo, parent=True)
@@ -51,6 +53,7 @@ def test_the_grids_runs_nest_under_one_parent_run(grid_repo):
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
 
 
+@pytest.mark.slow
 def test_one_finished_run_per_cell_and_seed(grid_repo):
     repo, _, _ = grid_repo
     client, exp, runs = _grid_runs(repo)
@@ -76,6 +79,7 @@ def test_one_finished_run_per_cell_and_seed(grid_repo):
     assert default is None or not client.search_runs([default.experiment_id])
 
 
+@pytest.mark.slow
 def test_report_has_every_cell_and_images(grid_repo):
     repo, _, _ = grid_repo
     text = (repo / "reports/t/ablation.md").read_text()
@@ -89,6 +93,7 @@ def test_report_has_every_cell_and_images(grid_repo):
         assert (repo / "reports/t" / i).exists(), i
 
 
+@pytest.mark.slow
 def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
     repo, _, _ = grid_repo
     before = (repo / "reports/t/ablation.md").read_text()
@@ -107,19 +112,32 @@ def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
     assert strip(again) == strip(before)
 
 
+@pytest.mark.slow
 def test_every_finished_run_leaves_its_record_in_the_project(grid_repo):
     """Queued experiments run in a temporary copy: their records land in the real project's results/."""
     from pipeline.records import read_records
+    from pipeline.records.export import record_of
 
     repo, _, _ = grid_repo
     _, _, runs = _grid_runs(repo)
     records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/t")}
     assert set(records) == {r.info.run_id for r in runs}
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     for r in runs:
-        assert records[r.info.run_id]["metrics"] == r.data.metrics
-        assert records[r.info.run_id]["cell"] == r.data.tags["grid.cell"]
+        mine = records[r.info.run_id]
+        assert mine["metrics"] == r.data.metrics
+        assert mine["cell"] == r.data.tags["grid.cell"]
+        # written by the run from its journal, not read back: yet what the store holds, field by field
+        stored = record_of(client.get_run(r.info.run_id), client)
+        assert mine["source"] == "run" and stored["source"] == "mlflow run"
+        for field in ("grid", "cell", "seed", "run_id", "run_name", "experiment", "params", "metrics", "curves",
+                      "tags", "missing"):
+            assert mine[field] == stored[field], field
+        assert mine["curves"]["fid_quick"] and any(k.startswith("gamma.") for k in mine["curves"])
+        assert abs(mine["start_ms"] - stored["start_ms"]) < 1000 and mine["end_ms"] <= stored["end_ms"] + 1000
 
 
+@pytest.mark.slow
 def test_report_regenerates_from_the_records_alone(grid_repo, tmp_path):
     """A fresh clone has no MLflow store: the records in results/ give the same report's numbers."""
     repo, _, _ = grid_repo
@@ -133,6 +151,7 @@ def test_report_regenerates_from_the_records_alone(grid_repo, tmp_path):
     assert not (tmp_path / "none/mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_second_invocation_skips_finished_cells(grid_repo):
     repo, first, _ = grid_repo
     t0 = time.time()
@@ -143,6 +162,7 @@ def test_second_invocation_skips_finished_cells(grid_repo):
     assert len(runs) == 2
 
 
+@pytest.mark.slow
 def test_a_resume_as_another_batch_is_refused_and_one_as_the_same_runs(grid_repo):
     """The finished runs' own tags and those a run here would log are one batch (so resuming here runs the
     rest); held to another CPU class (ATEN_CPU_CAPABILITY=default: baseline), `grid run` refuses to add seed
@@ -166,6 +186,7 @@ def test_a_resume_as_another_batch_is_refused_and_one_as_the_same_runs(grid_repo
     assert len(runs) == 2 and {r.data.tags["grid.seed"] for r in runs} == {"0"}
 
 
+@pytest.mark.slow
 def test_dvc_exp_show_lists_the_grid(grid_repo):
     repo, _, _ = grid_repo
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
@@ -180,6 +201,7 @@ def mlflow_ui(grid_repo):
         yield url, repo
 
 
+@pytest.mark.slow
 def test_mlflow_ui_compares_the_grid_runs_in_a_browser(mlflow_ui, tmp_path):
     """As the README says: its link opens the experiment's runs (best FID first, each by its name), tick
     the runs, Compare: their fid and classifier score side by side."""
@@ -263,6 +285,7 @@ def test_workers_share_the_cores():
     assert threads_per_worker(with_override(Params(), {"train.threads": 3}), 2) == 3   # as the user set it
 
 
+@pytest.mark.slow
 def test_a_hung_queue_worker_is_killed(tmp_path):
     """A worker that never exits (as celery's sometimes does after its last task) is killed after the
     grace period; processes elsewhere or of other commands are left alone."""
@@ -329,6 +352,7 @@ def test_the_grids_shared_inputs_are_the_shared_stages_outputs():
     assert {PREPARED_DIR, EVALUATOR_FILE, EVALUATOR_B_FILE, FLOOR_FILE, FLOOR_B_FILE} <= set(SHARED_OUTPUTS)
 
 
+@pytest.mark.slow
 def test_a_budget_axis_runs_each_budget_and_a_second_run_starts_nothing(tmp_path_factory, prepared):
     """`ablation.axes: {train.steps: [4, 6], attention.gamma_init: [0]}` on the local runner: one finished run
     per budget, its params and record carrying its own steps (not --steps'), the value that MLflow keeps as

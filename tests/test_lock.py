@@ -4,6 +4,8 @@ changed param; the message names the stage and how to refresh the lock."""
 import json
 import subprocess
 
+import pytest
+
 from e2e import ROOT, env, run
 
 REFRESH = "refresh it with `make lock` (dvc repro on the default params), then commit dvc.lock and metrics/"
@@ -26,6 +28,7 @@ def stale_entries(status: dict) -> dict[str, list[str]]:
     return stale
 
 
+@pytest.mark.slow  # a git clone and `dvc status`
 def test_the_committed_lock_matches_the_committed_code_and_params(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True)

@@ -5,15 +5,15 @@ import json
 
 import mlflow
 import numpy as np
-import pytest
 import yaml
 
 from pipeline.config import Params, with_override
 from pipeline.run_import import main as run_import
 from pipeline.visualize import save_png
 
+# no server, DVC or subprocess: an MLflow sqlite store in the test's folder (as tests/test_report.py's), so
+# `make test-fast` runs it
 
-pytestmark = pytest.mark.slow  # an MLflow store and the report
 
 def _run_folder(path, seed: int, fid: float):
     p = with_override(Params(), {"seed": seed, "train.steps": 40, "train.ema_start": 20, "mlflow.grid": "g",
