@@ -143,16 +143,63 @@ def start_run(params: Params, run_name: str | None = None, tags: dict[str, Any] 
         parent = grid_parent(params.mlflow.experiment, params.mlflow.grid)
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
-    run = client.create_run(exp_id, run_name=name, tags={**run_tags(tags), **standard_tags(source_name)})
-    flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.flat().items()}
+    all_tags = {**run_tags(tags), **standard_tags(source_name)}
+    run = client.create_run(exp_id, run_name=name, tags=all_tags)
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)) for k, v in flat.items()]
+    items = [Param(k, v) for k, v in param_strings(params).items()]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100], synchronous=True)
-    write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": exp_id,
-                          "tracking_uri": tracking_uri(), "experiment": params.mlflow.experiment})
+    journal = new_journal(run.info.run_name, run.info.start_time, {**all_tags, "mlflow.runName": run.info.run_name})
+    write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri(),
+                          "experiment": params.mlflow.experiment, "journal": journal})
     return run.info.run_id
+
+
+def param_strings(params: Params) -> dict[str, str]:
+    """The run's params as MLflow stores them: text, lists and mappings as JSON."""
+    return {k: str(json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in params.flat().items()}
+
+
+# ---------------------------------------------------------------- the run's own account of what it logged
+# Every value a RunLogger sends also goes into the run's journal: its tags, each metric's latest value, and
+# the curves a record keeps. train keeps it with its checkpoints and writes it into RUN_FILE; evaluate adds
+# its own and writes the run's record from it (pipeline.records.export.record_of_journal): the record is
+# the run's, never read back from the store.
+CURVES = ("fid_quick", "gamma.", "full.")
+
+
+def new_journal(run_name: str, start_ms: int, tags: dict[str, str]) -> dict[str, Any]:
+    return {"run_name": run_name, "start_ms": start_ms, "tags": dict(tags), "metrics": {}, "curves": {}}
+
+
+def read_journal(run_id: str, run_file: Path = RUN_FILE) -> dict[str, Any] | None:
+    """The journal that train wrote into RUN_FILE for run `run_id` (None: none, or another run's)."""
+    try:
+        data = json.loads(Path(run_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("journal") if data.get("run_id") == run_id else None
+
+
+def save_journal(run_id: str, journal: dict[str, Any], run_file: Path = RUN_FILE) -> None:
+    """Writes `journal` into RUN_FILE beside the run's id (train's last act: its DVC output then holds it)."""
+    data = json.loads(Path(run_file).read_text())
+    if data.get("run_id") != run_id:
+        raise UserError(f"{run_file} names run {data.get('run_id')}, not {run_id}: rerun the train stage")
+    write_json(run_file, {**data, "journal": journal})
+
+
+def journal_metrics(journal: dict[str, Any], values: dict[str, float], step: int) -> None:
+    """Each value as the metric's latest (MLflow's: the highest step, the last logged on a tie), and on its
+    curve where it has one."""
+    for k, v in values.items():
+        v = float(v)
+        last = journal["metrics"].get(k)
+        if last is None or step >= last[0]:
+            journal["metrics"][k] = [step, v]
+        if k.startswith(CURVES):
+            journal["curves"].setdefault(k, []).append([step, v])
 
 
 def reopen_run(run_id: str, params: Params) -> str:
@@ -162,8 +209,8 @@ def reopen_run(run_id: str, params: Params) -> str:
     exp_id = setup(params.mlflow.experiment)
     client = mlflow.MlflowClient(tracking_uri())
     client.update_run(run_id, status="RUNNING")
-    write_json(RUN_FILE, {"run_id": run_id, "experiment_id": exp_id,
-                          "tracking_uri": tracking_uri(), "experiment": params.mlflow.experiment})
+    write_json(RUN_FILE, {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri(),
+                          "experiment": params.mlflow.experiment, "journal": read_journal(run_id)})
     return run_id
 
 
@@ -230,11 +277,13 @@ class RunLogger:
     # $SAGAN_MLFLOW_GRACE_S changes it (the fault tests shorten it where no restart is coming)
     GRACE_S = float(os.environ.get("SAGAN_MLFLOW_GRACE_S", "30"))
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, journal: dict[str, Any] | None = None):
         import mlflow
 
         self.client = mlflow.MlflowClient(tracking_uri())
         self.run_id = run_id
+        # what this logger sends, kept (see new_journal): train's, restored from its checkpoint on a resume
+        self.journal = journal if journal is not None else new_journal("", 0, {})
         self._buf: list = []
         self._sent_at = time.monotonic()
         self._operations: list = []          # (async operation, its batch)
@@ -252,6 +301,7 @@ class RunLogger:
         """`model_id`: a logged model the values describe (its page in the UI shows them)."""
         from mlflow.entities import Metric
 
+        journal_metrics(self.journal, values, step or 0)
         ts = int(time.time() * 1000)
         self._buf.extend(Metric(k, float(v), ts, step or 0, model_id=model_id) for k, v in values.items())
         if len(self._buf) >= self.BATCH or time.monotonic() - self._sent_at >= self.SECONDS:
@@ -333,6 +383,7 @@ class RunLogger:
         self.offline = True
 
     def tags(self, tags: dict[str, Any]) -> None:
+        self.journal["tags"].update({k: str(v) for k, v in tags.items()})
         self._tags.update({k: str(v) for k, v in tags.items()})
         if not self.offline:
             try:
@@ -442,9 +493,10 @@ def sync_pending(root: Path | None = None, only: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def run_logger(run_id: str, end_status: str | None = None) -> Iterator[RunLogger]:
+def run_logger(run_id: str, end_status: str | None = None,
+               journal: dict[str, Any] | None = None) -> Iterator[RunLogger]:
     """Log to an existing run; on error the run is marked FAILED."""
-    logger = RunLogger(run_id)
+    logger = RunLogger(run_id, journal)
     try:
         yield logger
     except BaseException:

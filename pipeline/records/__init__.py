@@ -7,16 +7,19 @@ the final metrics (each metric's latest value, as the report uses them; evaluato
 absent from runs evaluated before it existed), the curves `fid_quick`,
 `gamma.*` and `full.*` (the full-size evaluations at train.full_eval_at) as lists of [step, value],
 thinned to at most MAX_CURVE_POINTS (the report thins the store's curves the same way), the tags (all
-but MLflow's large bookkeeping), `source` (`mlflow run`, or `converted from <file>`) and `missing` (the
+but MLflow's large bookkeeping), `source` (`run`, `mlflow run` when exported from the store, or
+`converted from <file>`) and `missing` (the
 fields it could not fill). A record exists only for a run that is FINISHED and evaluated (has `fid`).
 
-Written by the evaluate stage at the end of every grid run (both runners: DVC_ROOT points a queued
-experiment's temporary copy at the real project), or by `python -m pipeline.records export --grid NAME`
+Written by the evaluate stage at the end of every grid run from the run's journal (what it logged:
+pipeline.tracking.new_journal; both runners: DVC_ROOT points a queued experiment's temporary copy at the
+real project), or by `python -m pipeline.records export --grid NAME`
 from the store; `python -m pipeline.records convert` makes records from a published report whose store
 is gone. `python -m pipeline.report --grid NAME --source records` builds the report from them alone;
 `python -m pipeline.run_import results/NAME` loads them into an MLflow store.
 
-Modules: `format` (file names, the JSON text, thinning, reading), `export` (MLflow runs -> records),
+Modules: `format` (file names, the JSON text, thinning, reading), `export` (a run's journal or an MLflow
+run -> its record),
 `convert` (a published ablation.json -> records).
 """
 from pipeline.records.format import (MAX_CURVE_POINTS, RESULTS_DIR, SCHEMA_VERSION, grid_folder, read_record,

@@ -1,5 +1,6 @@
-"""MLflow runs -> run records: the record of one finished grid run (written by the evaluate stage at the
-end of every grid run, whichever runner ran it); a grid's whole export is `python -m pipeline.records export`."""
+"""Run records: the record of one finished grid run, written by the evaluate stage at the end of every grid
+run (whichever runner ran it) from the run's own journal (pipeline.tracking.new_journal), and the record of
+a run in the MLflow store (`python -m pipeline.records export`, for runs made before runs kept a journal)."""
 from __future__ import annotations
 
 import logging
@@ -74,5 +75,47 @@ def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
         log.warning("no record written for run %s (%s): once the store has it, write it with "
                     "`python -m pipeline.records export --grid NAME`", run_id, str(e).splitlines()[0][:200])
         return None
+    log.info("run record: %s", path)
+    return path
+
+
+def record_of_journal(p, run_id: str, journal: dict[str, Any], end_ms: int | None = None) -> dict[str, Any]:
+    """The record of a finished grid run from its params and journal: the fields record_of reads from the
+    store, the same values (a test compares the two on real runs)."""
+    import time
+
+    from pipeline.tracking import param_strings
+
+    tags = journal["tags"]
+    kept = {k: v for k, v in tags.items() if k not in DROPPED_TAGS and len(v) <= MAX_TAG_CHARS}
+    curves = {"fid_quick": journal["curves"].get("fid_quick", []),
+              **{k: v for k, v in journal["curves"].items() if k.startswith(("gamma.", "full."))}}
+    start, end = journal["start_ms"], end_ms or int(time.time() * 1000)
+    return {
+        "schema": SCHEMA_VERSION,
+        "source": "run",
+        "grid": tags.get("grid.name", p.mlflow.grid),
+        "cell": tags.get("grid.cell", p.grid_cell()),
+        "seed": p.seed,
+        "run_id": run_id,
+        "run_name": journal["run_name"],
+        "experiment": p.mlflow.experiment,
+        "start_ms": start,
+        "end_ms": end,
+        "wall_s": (end - start) / 1000 if start and end else None,
+        "params": param_strings(p),
+        "metrics": {k: value for k, (_, value) in sorted(journal["metrics"].items())},
+        "curves": {k: [list(pt) for pt in thin(sorted((int(s), v) for s, v in points))]
+                   for k, points in sorted(curves.items())},
+        "tags": kept,
+        "missing": sorted(f"tags.{k}" for k in tags if k not in kept),
+    }
+
+
+def save_journal_record(p, run_id: str, journal: dict[str, Any], root: Path | None = None) -> Path:
+    """Writes the record of grid run `run_id` (record_of_journal) to <root>/results/<grid>/ (root: the project
+    root, which DVC_ROOT names inside a queued experiment's temporary copy)."""
+    record = record_of_journal(p, run_id, journal)
+    path = write_record(record, grid_folder(record["grid"], (root or store.project_root()) / RESULTS_DIR))
     log.info("run record: %s", path)
     return path

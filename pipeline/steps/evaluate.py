@@ -16,7 +16,7 @@ from pipeline.errors import UserError
 from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE, EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_draws, round_scalars
-from pipeline.records.export import save_run_record
+from pipeline.records.export import save_journal_record, save_run_record
 
 log = logging.getLogger("evaluate")
 
@@ -165,7 +165,8 @@ def main(p: Params) -> None:
     floor_metrics = {f"floor.{k}": float(v) for k, v in floor.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
     run_id = tracking.current_run_id()
-    with tracking.run_logger(run_id, end_status="FINISHED") as logger:
+    journal = tracking.read_journal(run_id)  # train's account of the run, which this stage completes
+    with tracking.run_logger(run_id, end_status="FINISHED", journal=journal) as logger:
         # the scores also describe the run's logged generator: its page in the MLflow UI shows them
         logger.metrics({**scalars, "n_samples": n, **floor_metrics, **b_metrics}, model_id=_model_id(logger))
         # FID is only comparable under one evaluator: the report checks that every run shares this
@@ -174,8 +175,11 @@ def main(p: Params) -> None:
                      "evaluator_b.arch": str(b["arch"])})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
-    if p.mlflow.grid:  # the last stage of a grid's run: its record, read back from the store it finished in
-        save_run_record(run_id)
+    if p.mlflow.grid:  # the last stage of a grid's run: its record, from what the run logged
+        if journal is not None:
+            save_journal_record(p, run_id, logger.journal)
+        else:  # trained before runs kept a journal: read back from the store it finished in
+            save_run_record(run_id)
     try:
         experiment_id = json.loads(tracking.RUN_FILE.read_text())["experiment_id"]
         log.info("MLflow: this run %s; all runs, best FID first: %s", tracking.ui_url(experiment_id, run_id),

@@ -148,7 +148,10 @@ def main(p: Params) -> None:
             run_id = tracking.start_run(p, tags=tags)
             tracking.log_dataset(run_id, prepared.x_train, prepared.y_train, prepared.meta)
         trainer.extra_state["run_id"] = run_id
-        logger = tracking.RunLogger(run_id)
+        # the run's journal (tracking.new_journal): kept with each checkpoint, so a resumed run's is whole
+        journal = (trainer.extra_state.get("journal") if previous else None) or tracking.read_journal(run_id)
+        logger = tracking.RunLogger(run_id, journal)
+        trainer.extra_state["journal"] = logger.journal
         log.info("MLflow run %s in %s", run_id, tracking.tracking_uri())
 
     def on_eval(t: Trainer) -> dict[str, float]:
@@ -189,6 +192,7 @@ def main(p: Params) -> None:
             logger.close("FAILED")
         raise
     logger.close("FINISHED")
+    tracking.save_journal(logger.run_id, logger.journal)  # for evaluate, which writes the run's record from it
     checkpoint.remove(trainer.checkpoint_path)  # the finished weights are the output now
     if rt.world_size > 1:
         torch.distributed.barrier()
