@@ -14,13 +14,13 @@ fields it could not fill). A record exists only for a run that is FINISHED and e
 Written by the evaluate stage at the end of every grid run from the run's journal (what it logged:
 pipeline.tracking.new_journal; both runners: DVC_ROOT points a queued experiment's temporary copy at the
 real project), or by `python -m pipeline.records export --grid NAME`
-from the store; `python -m pipeline.records convert` makes records from a published report whose store
-is gone. `python -m pipeline.report --grid NAME --source records` builds the report from them alone;
+from the store (the records converted from published reports whose store was gone, `source`
+`converted from <file>`, were made by a converter since removed: `git show 9fd0c95:pipeline/records/convert.py`).
+`python -m pipeline.report --grid NAME --source records` builds the report from them alone;
 `python -m pipeline.run_import results/NAME` loads them into an MLflow store.
 
 Modules: `format` (file names, the JSON text, thinning, reading), `export` (a run's journal or an MLflow
-run -> its record),
-`convert` (a published ablation.json -> records).
+run -> its record).
 """
 from pipeline.records.format import (MAX_CURVE_POINTS, RESULTS_DIR, SCHEMA_VERSION, grid_folder, read_record,
                                      read_records, record_name, thin, to_text, write_record)
