@@ -33,8 +33,8 @@ TEST_WORKERS ?= 3
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
-# the edit-test loop: the tests without servers, DVC, grids, stage processes or evaluator training (the
-# `slow` marker); CI runs them all (`make test`)
+# the edit-test loop: the tests without servers, DVC, git clones, grids, stage or training processes, evaluator
+# training or long CPU work (the `slow` marker; about 2 min on 2 Zen 3 cores); CI runs them all (`make test`)
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 

@@ -50,6 +50,7 @@ def params(**overrides) -> Params:
     return with_override(Params(), overrides)
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_embedded_source(tmp_path):
     meta = prepare(params(), out_dir=tmp_path / "a")
     assert meta["source"] == "embedded" and meta["n_images"] == 5000

@@ -56,6 +56,7 @@ def _family_runs(seed: int = 7) -> list[GridRun]:
             for pos in AXES["attention.position"] for loss in AXES["loss.type"] for s in range(8)]
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_the_band_agrees_with_the_verdict_at_200_random_margins():
     runs = _family_runs()
     family = main_effects(runs, AXES, "fid", CHOSEN, margin=1.0)

@@ -15,6 +15,8 @@ import pytest
 
 from pipeline import cpu
 
+pytestmark = pytest.mark.slow  # trains and scores in a fresh interpreter (tests/recorded_run.py), twice
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = json.loads((ROOT / "tests/data/recorded_before_split.json").read_text())
 # oneDNN and MKL choose their blocking by the caches too, not only the instruction set: an Intel CPU's

@@ -243,6 +243,7 @@ def test_cpu_records_name_the_commits_they_cannot_tell_apart():
     assert isinstance(run_of_record(h200), GridRun)
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_the_published_report_is_what_its_records_give(tmp_path, monkeypatch):
     """reports/ablation.md and .json, rebuilt with no MLflow store from the records of the runs they list
     (and of the replication grids), are the committed files. Records of runs the report does not list

@@ -243,6 +243,7 @@ def test_render_without_a_store_has_every_section(tmp_path):
     assert "nan" not in text
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_header_names_the_metrics_code_and_flags_machine_dependent_classifier_scores(tmp_path):
     """Runs evaluated before metrics.version existed (version 1) drew the classifier score's splits
     from float bits that differ between CPU classes, version 2 scored against the 1,000 held-out digits:
@@ -272,6 +273,7 @@ def test_missing_runs_are_listed(tmp_path):
         ["attention.position=none,loss.type=hinge", 0], ["attention.position=post,loss.type=bce", 2]]
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_another_grid_expects_the_seeds_it_has():
     runs = [r for r in _full_runs() if r.seed < 2]
     assert analyze(P, "smoke", runs).missing == []
@@ -470,6 +472,7 @@ def test_an_effect_inside_the_margin_is_never_a_difference_that_matters():
     assert wide.verdict == ("matters" if abs(wide.mean_diff) >= 0.0601 else "unclear size")
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_settled_is_a_drift_test_on_full_size_checkpoints_not_a_ranking(tmp_path):
     runs = _full_runs()
     text = render(P, "default", runs, tmp_path)
@@ -495,6 +498,7 @@ def test_settled_is_a_drift_test_on_full_size_checkpoints_not_a_ranking(tmp_path
     assert "**settled**: FID post − none" in render(P, "default", with_curves(False), tmp_path).split("## Setup")[0]
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_batches_split_a_grid_and_a_second_batch_with_the_opposite_effect_is_heterogeneous(tmp_path):
     """Seeds 0-2: a pilot on another machine with metrics v1 where post lowers FID by 9; seeds 3-8: the
     newer batch where post raises it by 5. The verdict is the new batch's; the pilot is a replication that
@@ -558,6 +562,7 @@ def test_seeds_table_names_the_machine_each_seed_ran_on(tmp_path):
 # ---------------------------------------------------------------- the second evaluator
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_second_evaluator_checks_each_verdict_under_evaluator_b(tmp_path):
     """Evaluator B's figures go through A's code path (seed as the unit, Holm, four outcomes); a verdict holds
     when B gives the same outcome and better level. Here B's FID contrasts have the opposite sign to A's."""
@@ -595,6 +600,7 @@ def test_second_evaluator_checks_each_verdict_under_evaluator_b(tmp_path):
     assert js["evaluator_b"]["mean_diff"] == pytest.approx(-js["evaluator_a"]["mean_diff"])
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_second_evaluator_is_not_measured_for_records_without_it(tmp_path):
     runs = _full_runs()
     text = render(P, "default", runs, tmp_path)

@@ -329,6 +329,7 @@ def test_drift_tost_tells_a_stopped_curve_from_a_moving_one():
     assert single.drift.mean == pytest.approx(2.0) and single.settled is None and "two seeds" in single.reason
 
 
+@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
 def test_tost_power_is_the_rate_at_which_tost_calls_a_zero_drift_settled():
     rng = np.random.default_rng(7)
     for sd, n, margin in ((1.2, 10, 1.5), (2.4, 10, 1.5), (0.5, 4, 1.0)):
