@@ -8,6 +8,12 @@ from pathlib import Path
 # three workers share two cores (`make test`): a BLAS pool of two threads per process spins against the
 # others; one thread each, inherited by the stages the tests start (set before numpy loads its BLAS)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# the reference's features kept by pipeline.memo: one folder for this test run (its workers and every stage
+# they start inherit it), never the user's ~/.cache, so no earlier run's files take part
+if "SAGAN_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SAGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="sagan-test-features-")
 
 import pytest  # noqa: E402
 

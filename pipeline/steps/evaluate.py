@@ -15,6 +15,7 @@ from pipeline.data import load_prepared
 from pipeline.errors import UserError
 from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE, EVALUATOR_FILE, embed, load_evaluator, weights_sha256
 from pipeline.fileio import atomic_path, write_json
+from pipeline.memo import embed_reference
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_draws, round_scalars
 from pipeline.records.export import save_journal_record, save_run_record
 
@@ -90,7 +91,7 @@ def score(evaluator, real_images: np.ndarray, images: np.ndarray, p: Params) -> 
     """Every metric of `images` (evaluate.draws draws of evaluate.n_samples, in order) against the reference
     `real_images` in one evaluator's features (pipeline.metrics.evaluate_draws)."""
     n = p.evaluate.n_samples
-    real_f, real_p = embed(evaluator, real_images)
+    real_f, real_p = embed_reference(evaluator, real_images)  # the same every run: kept by pipeline.memo
     fake_f, fake_p = embed(evaluator, images)
     # subsets and splits ordered by the images (the same bytes on any CPU), not by float features
     draws = [(fake_f[i:i + n], fake_p[i:i + n], images[i:i + n]) for i in range(0, p.evaluate.draws * n, n)]

@@ -60,11 +60,12 @@ class _Reference:
         return self._evaluator
 
     def features(self):
-        """(features, class probabilities) of the reference, as pipeline.evaluator.embed gives them."""
-        from pipeline.evaluator import embed
+        """(features, class probabilities) of the reference, as pipeline.evaluator.embed gives them (kept
+        across processes by pipeline.memo)."""
+        from pipeline.memo import embed_reference
 
         if self._embedded is None:
-            self._embedded = embed(self.evaluator(), self.prepared.x_ref)
+            self._embedded = embed_reference(self.evaluator(), self.prepared.x_ref)
         return self._embedded
 
 

@@ -1,0 +1,83 @@
+"""The reference's features, embedded once per evaluator and machine, not once per process.
+
+Every run scores its images against the same 10,000 t10k digits through the same evaluator: train (its
+quick FID and checkpoint evaluations) and evaluate (evaluators A and B) each embedded them again, ~4 s a
+time on 2 cores, the largest cost of a short run. The features are a pure function of the evaluator's
+weights, the images, the embedding code and what decides float bits on this machine (torch's version,
+its thread count, the CPU's instruction set as torch and oneDNN use it), so they are kept on disk under a
+hash of all of these, and a key that differs in any of them computes anew: a value read back is the
+value computing would give, bit for bit (tests/test_memo.py).
+
+The folder: $SAGAN_CACHE_DIR, default ~/.cache/sagan-pipeline; an empty SAGAN_CACHE_DIR turns it off.
+Files are written atomically, so a process killed mid-write leaves no half file."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "SAGAN_CACHE_DIR"
+
+
+def cache_dir() -> Path | None:
+    """Where the features are kept, or None when caching is off."""
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        return Path.home() / ".cache" / "sagan-pipeline"
+    return Path(value) if value else None
+
+
+@functools.lru_cache(maxsize=1)
+def _embedding_code() -> str:
+    """The source of the embedding (pipeline/evaluator.py): a change to it is a new key."""
+    return hashlib.sha256((Path(__file__).parent / "evaluator.py").read_bytes()).hexdigest()
+
+
+def _machine() -> str:
+    import torch
+
+    return "|".join([torch.__version__, str(torch.get_num_threads()), torch.backends.cpu.get_cpu_capability(),
+                     os.environ.get("ATEN_CPU_CAPABILITY", ""), os.environ.get("ONEDNN_MAX_CPU_ISA", "")])
+
+
+def features_key(model, images_uint8: np.ndarray) -> str:
+    """The hash of everything that decides embed(model, images)'s bits."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    images = np.ascontiguousarray(images_uint8)
+    h.update(f"{images.dtype}{images.shape}".encode())
+    h.update(images.tobytes())
+    h.update(f"{type(model).__name__}|{_embedding_code()}|{_machine()}".encode())
+    return h.hexdigest()
+
+
+def embed_reference(model, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pipeline.evaluator.embed(model, images_uint8), read from the cache when it holds this key."""
+    from pipeline.evaluator import embed
+    from pipeline.fileio import atomic_path
+
+    folder = cache_dir()
+    if folder is None:
+        return embed(model, images_uint8)
+    path = folder / f"features-{features_key(model, images_uint8)[:32]}.npz"
+    try:
+        with np.load(path) as kept:
+            return kept["features"], kept["probs"]
+    except (OSError, KeyError, ValueError):
+        pass  # not there yet (or unreadable): compute it
+    feats, probs = embed(model, images_uint8)
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, features=feats, probs=probs)
+    except OSError as e:  # a read-only home: the run goes on without the cache
+        log.warning("features not cached in %s (%s); set %s to a writable folder, or to '' to turn caching off",
+                    folder, e, CACHE_ENV)
+    return feats, probs
