@@ -14,7 +14,7 @@ from pipeline import stats
 from pipeline.config import Params, with_override
 from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
                              render_analysis, summary)
-from pipeline.report.analysis import replicate
+from pipeline.report.batching import replicate
 from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
 
 AXES = ["attention.position", "loss.type"]

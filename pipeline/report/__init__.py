@@ -31,16 +31,23 @@ ablation.json: floats are plain numbers, nan and inf are null; `ci95` is [low, h
 value is a string when all runs agree and a list of the distinct values when they do not.
 
 The package, one idea per module: `runs` (GridRun; load_runs from MLflow, load_records from results/,
-merge_runs), `analysis` (contrasts, interactions, the Analysis of a grid, environment facts),
-`second_evaluator` (the verdicts under evaluator B), `budget` (the budget scan), `formatting`
-(numbers as text), `plots` (figures), `markdown` (the sections and render), `json_summary` (ablation.json),
-`write` (report_dir, write_report, the command line; `python -m pipeline.report`).
+merge_runs), `contrasts` (main effects, interactions, their tests and verdicts, the settled test), `margins`
+(margins resolved, the verdict at every margin), `batching` (batches, the primary one, replication),
+`run_facts` (environment, wall times, real-data floor, machines), `variance` (training seeds vs sampling),
+`budget` (a grid's budget, the budget scan), `analysis` (the Analysis of a grid: analyze ties the others
+together), `second_evaluator` (the verdicts under evaluator B), `formatting` (numbers as text), `plots`
+(figures), `markdown` (the page: its sections in order, render), the sections' text in `render_*`,
+`json_summary` (ablation.json), `write` (report_dir, write_report, the command line; `python -m pipeline.report`).
 """
-from pipeline.report.analysis import (ALPHA, CELL_METRICS, METRICS, Analysis, Batch, Effect, Interaction, analyze, batches,
-                                      environment, floor_metrics, interactions, main_effects, oriented_pairs,
-                                      wall_times)
+from pipeline.report.analysis import Analysis, analyze
+from pipeline.report.batching import Batch, batches
+from pipeline.report.contrasts import (ALPHA, CELL_METRICS, METRICS, Effect, Interaction, interactions, main_effects,
+                                       oriented_pairs)
+from pipeline.report.run_facts import environment, floor_metrics, wall_times
 from pipeline.report.json_summary import summary
-from pipeline.report.markdown import ANSWER_METRICS, MAX_BUDGET_COLUMNS, ranking_sentence, render, render_analysis
+from pipeline.report.markdown import render, render_analysis
+from pipeline.report.render_budget import MAX_BUDGET_COLUMNS, ranking_sentence
+from pipeline.report.render_contrasts import ANSWER_METRICS
 from pipeline.report.runs import GridRun, load_records, load_runs, merge_runs
 from pipeline.report.write import REPORT_DIR, main, report_dir, write_report
 from pipeline.stats import t_interval  # also imported from here by callers

@@ -6,7 +6,8 @@ evaluation at step k is what a k-step run would have scored: one run gives every
 pilot at twice the planned budget therefore shows, per contrast, from which budget on its drift stays inside
 ±margin/2, and the published grid's budget is read off it before the grid runs (issue 29, docs/grid.md).
 
-The scan itself (analysis.budget_scan) reuses the report's main effects and drift test on `runs_at(budget)`.
+The scan itself (budget_scan) reuses the report's main effects and drift test (pipeline.report.contrasts) on
+`runs_at(budget)`; budget_of is a grid's own budget.
 
 The plan's rule (written before the pilot ran): the planned budget is the smallest candidate budget, no
 smaller than `floor` (10,000 steps or the default run's, whichever is more), at which every FID and
@@ -17,10 +18,12 @@ grid's own "settled" test) is shown beside it.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Mapping, Sequence
 
 from pipeline import stats
+from pipeline.report.contrasts import Effect, contrast_drift, main_effects
 from pipeline.report.runs import GridRun
 
 # the pilot's rule, stated before grid18k ran: each budget's drift over its last 40% (the grid's own settled
@@ -36,7 +39,7 @@ class BudgetPoint:
     """One contrast at one budget: its main effect from the full-size evaluations at that step (Effect,
     with .drift over the window [0.6 · budget, budget])."""
     budget: int
-    effect: Any  # pipeline.report.analysis.Effect (not imported: analysis imports this module)
+    effect: Effect
 
     @property
     def drift(self) -> stats.Drift | None:
@@ -88,9 +91,7 @@ class BudgetScan:
 
     @property
     def planned(self) -> int | None:
-        """The scan itself (analysis.budget_scan) reuses the report's main effects and drift test on `runs_at(budget)`.
-
-The plan's rule (module docstring): the smallest candidate >= floor from which every contrast's
+        """The plan's rule (module docstring): the smallest candidate >= floor from which every contrast's
         drift is within ±margin/2; None when no candidate qualifies (or a contrast never settles)."""
         starts = [c.settles_at for c in self.contrasts]
         if not starts or any(s is None for s in starts):
@@ -142,3 +143,28 @@ def runs_at_budget(runs: Sequence[GridRun], budget: int) -> list[GridRun] | None
     if not runs or budget <= 0 or all(steps_of(r) <= budget for r in runs) or budget not in full_steps(runs):
         return None
     return runs_at(runs, budget)
+
+
+def budget_of(runs: list[GridRun]) -> int:
+    """The grid's budget: its runs' most common `train.steps` (0 where none has one)."""
+    steps = Counter(steps_of(r) for r in runs).most_common(1)
+    return steps[0][0] if steps else 0
+
+
+def budget_scan(runs: Sequence[GridRun], axes: Mapping[str, Sequence[str]], chosen: Mapping[str, str],
+                margins: Mapping[str, float], floor: int, metrics: Sequence[str] = SCAN_METRICS) -> BudgetScan | None:
+    """The main effects of `metrics` at every candidate budget of `runs` (one batch's), with their drift
+    over each budget's window; None with fewer than two candidate budgets (nothing to scan)."""
+    budgets = candidate_budgets(full_steps(runs), share=SCAN_SHARE)
+    if len(budgets) < 2:
+        return None
+    scans: dict[tuple, ContrastScan] = {}
+    for budget in budgets:
+        at = runs_at(runs, budget)
+        for metric in metrics:
+            for e in main_effects(at, axes, metric, chosen, margins.get(metric, math.nan)):
+                e.drift = contrast_drift(at, axes, e, budget, share=SCAN_SHARE)
+                key = (metric, e.axis, e.a, e.b)
+                scan = scans.setdefault(key, ContrastScan(metric, e.axis, e.a, e.b, e.margin))
+                scan.points.append(BudgetPoint(budget, e))
+    return BudgetScan(budgets, list(scans.values()), floor)

@@ -9,11 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.report.analysis import (BATCH_FIELDS, CELL_METRICS, METRICS, NOT_MEASURED, Analysis, Batch, Effect,
-                                      Replication, _final_gamma, _values, environment, floor_metrics, replicate,
-                                      seeds_ran_on, variance_split, wall_times)
+from pipeline.provenance import BATCH_FIELDS
+from pipeline.report.analysis import Analysis
+from pipeline.report.batching import Batch, Replication, replicate
+from pipeline.report.contrasts import CELL_METRICS, METRICS, NOT_MEASURED, Effect
+from pipeline.report.run_facts import _final_gamma, _values, environment, floor_metrics, seeds_ran_on, wall_times
 from pipeline.report.margins import MarginBand, as_recorded
 from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
+from pipeline.report.variance import variance_split
 from pipeline.stats import t_interval
 
 
@@ -53,7 +56,7 @@ def _drift(e: Effect) -> Any:
 
 
 def _contrast(e: Effect, floor: dict[str, float]) -> dict[str, Any]:
-    """A contrast, its verdict and what it rests on (pipeline.report.analysis.Effect)."""
+    """A contrast, its verdict and what it rests on (pipeline.report.contrasts.Effect)."""
     poi = e.improvement
     return {"metric": e.metric, "axis": e.axis, "a": e.a, "b": e.b, "mean_diff": e.mean_diff,
             "ci95": list(e.contrast.ci95), "ci_holm": [e.holm_ci.lo, e.holm_ci.hi] if e.holm_ci else None,

@@ -30,7 +30,7 @@ from pipeline import stats
 from pipeline.config import Margin, Params, ShareMargin, label_value
 from pipeline.report.runs import GridRun
 
-# analysis.Effect: not imported, analysis imports this module (its main_effects ends in judge_family)
+# contrasts.Effect: not imported, contrasts imports this module (its main_effects ends in judge_family)
 Effect = typing.Any
 
 REL_TOL = 1e-9  # m_eq to this relative precision
@@ -42,7 +42,7 @@ REL_TOL = 1e-9  # m_eq to this relative precision
 def judge_family(family: list[Effect], margin: float) -> list[Effect]:
     """The tests of one metric's family of contrasts at ±margin, in place: each contrast's TOST against ±margin
     (over its per-seed values), Holm over the family's difference tests and over its equivalence tests, the
-    Holm-consistent intervals. analysis.main_effects ends here, and at_margin tests a family again at other
+    Holm-consistent intervals. contrasts.main_effects ends here, and at_margin tests a family again at other
     margins through it, so the verdict at any margin is the one Effect.verdict gives."""
     for e in family:
         e.equivalence = stats.tost_paired(e.per_seed, margin)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.report.analysis import METRICS, Analysis
+from pipeline.report.analysis import Analysis
+from pipeline.report.contrasts import METRICS
 from pipeline.report.formatting import _short
 from pipeline.stats import t_interval
 

@@ -1,7 +1,7 @@
 """Do the verdicts hold under a second evaluator? Each main-effect contrast of the primary batch on FID and
 classifier score, computed again from evaluator B's figures of the same samples (MLflow `evaluator_b.fid`,
 `evaluator_b.classifier_score`: the evaluate stage scores every run with both evaluators) through the same
-code path as evaluator A's (analysis.main_effects: the seed as the unit, Holm over each metric's contrasts,
+code path as evaluator A's (contrasts.main_effects: the seed as the unit, Holm over each metric's contrasts,
 Lakens' four outcomes), beside A's verdict.
 
 A verdict holds under both when B gives the same outcome and, for a difference that matters, the same better
@@ -15,7 +15,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from pipeline.report.analysis import Analysis, Effect, chosen_levels, floor_metrics, main_effects
+from pipeline.report.analysis import Analysis, chosen_levels
+from pipeline.report.contrasts import Effect, main_effects
+from pipeline.report.run_facts import floor_metrics
 from pipeline.report.runs import GridRun
 
 PREFIX = "evaluator_b."  # its metrics in a run (evaluator_b.fid, evaluator_b.floor.fid, ...) and its tags
