@@ -1,10 +1,15 @@
-"""The ablation report on hand-made runs: contrasts and their orientation, Holm, interactions, power,
-ranking, missing runs, ablation.json against pipeline.stats; and one tiny real MLflow store."""
+"""The ablation report on hand-made runs: contrasts and their orientation, Holm, interactions, ablation.json
+against pipeline.stats; the rendered page read back as sections and tables, each checked against the numbers
+and verdicts of ablation.json (not against its sentences); and one tiny real MLflow store. Batches,
+replication and the second evaluator: test_report_batches.py; settled contrasts, the budget scan and the
+ranking: test_report_budget.py."""
 import json
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +17,11 @@ from scipy import stats as sps
 
 from pipeline import stats
 from pipeline.config import Params, with_override
-from pipeline.report import (GridRun, analyze, interactions, main_effects, oriented_pairs, ranking_sentence, render,
-                             render_analysis, summary)
-from pipeline.report.batching import replicate
-from pipeline.report.second_evaluator import NOT_MEASURED_B, second_evaluator
+from pipeline.report import GridRun, analyze, interactions, main_effects, oriented_pairs, render, summary
+from pipeline.report.contrasts import NOT_MEASURED
+from pipeline.report.formatting import _duration, _signed
+from pipeline.report.render_contrasts import ANSWER_METRICS, VERDICT_WORDS
+from pipeline.report.render_setup import OLD_METRICS
 
 AXES = ["attention.position", "loss.type"]
 POSITIONS, LOSSES, SEEDS = ("none", "pre", "post"), ("hinge", "bce"), (0, 1, 2)
@@ -91,6 +97,82 @@ def _full_runs(drop=(), fid=_design_fid, with_b: bool = False) -> list[GridRun]:
     return out
 
 
+# ---------------------------------------------------------------- reading the rendered report back
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The page's `## ` sections in page order: title (the heading up to its first " (") -> its text."""
+    out: dict[str, list[str]] = {}
+    body = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:].split(" (")[0]
+            assert title not in out, title
+            body = out[title] = []
+        elif body is not None:
+            body.append(line)
+    return {title: "\n".join(lines) for title, lines in out.items()}
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[dict[str, str]]  # header -> cell
+
+    def row(self, **cells: str) -> dict[str, str]:
+        """The one row with these cells (column names with spaces: pass a dict with **)."""
+        (found,) = [r for r in self.rows if all(r[k] == v for k, v in cells.items())]
+        return found
+
+    def column(self, name: str) -> list[str]:
+        return [r[name] for r in self.rows]
+
+
+def _tables(text: str) -> list[Table]:
+    """Every markdown table in `text`: its header, and each row as header -> cell (every row as wide as the
+    header, the header's names distinct, the second line the rule)."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip()[1:-1].split(" | ")])
+        elif block:
+            header, rule, *rows = block
+            assert len(set(header)) == len(header) and rule == ["---"] * len(header), block[:2]
+            assert all(len(r) == len(header) for r in rows), header
+            tables.append(Table(header, [dict(zip(header, r)) for r in rows]))
+            block = []
+    return tables
+
+
+def _table(text: str) -> Table:
+    (table,) = _tables(text)
+    return table
+
+
+def _nums(text: str) -> list[float]:
+    """The numbers in `text`, in order (1,000 is one number; the sign is kept)."""
+    return [float(n.replace(",", "")) for n in re.findall(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?", text)]
+
+
+def _as_shown(x: float):
+    """A number as the report shows it: 3 decimals, or 3 significant digits."""
+    return pytest.approx(x, abs=5e-4, rel=5e-3)
+
+
+def _bullets(section: str) -> list[str]:
+    return [ln[2:] for ln in section.splitlines() if ln.startswith("- ")]
+
+
+def _page(runs: list[GridRun], out: Path, grid: str = "default", **analyze_args) -> SimpleNamespace:
+    """A report rendered into `out`: its text, sections, the Analysis and its ablation.json (as read back)."""
+    from pipeline.report import render_analysis
+
+    a = analyze(P, grid, runs, **analyze_args)
+    text = render_analysis(a, out)
+    data = json.loads(json.dumps(summary(a)), parse_constant=pytest.fail)
+    return SimpleNamespace(text=text, sections=_sections(text), a=a, data=data, out=out)
+
+
 # ---------------------------------------------------------------- contrasts
 
 
@@ -162,85 +244,193 @@ def test_interaction_is_the_per_seed_difference_of_differences():
     assert [i.p_holm for i in found] == pytest.approx(stats.holm([i.contrast.p for i in found]))
 
 
-def test_ranking_sentence():
-    final = ["a", "b", "c"]
-    assert "holds at every earlier budget" in ranking_sentence({1: final, 2: final})
-    text = ranking_sentence({1: ["b", "a", "c"], 2: ["a", "b", "c"], 3: final})
-    assert "holds from step 2 on" in text and "differs at step(s) 1" in text
-    assert "best at step(s) 2 of the earlier ones" in text
-    assert "Only one budget" in ranking_sentence({5: final})
+# ---------------------------------------------------------------- the rendered report, against ablation.json
+
+# the page's sections, in order (the design grid: no budget scan, no replication, no evaluator B)
+SECTIONS = ["Answer", "Setup", "Batches", "Where each seed ran", "Metrics per cell", "Main effects",
+            "Verdict at every margin", "Interactions", "Replication", "Second evaluator", "Which variance is it?",
+            "Seed plan and power", "Ranking over the training budget", "Attention usage",
+            "Metrics per cell, every run", "Samples and attention of each cell's median run"]
 
 
-# ---------------------------------------------------------------- the rendered report
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The design grid's report, rendered once for the tests below."""
+    return _page(_full_runs(), tmp_path_factory.mktemp("page"))
 
 
-def test_render_without_a_store_has_every_section(tmp_path):
-    text = render(P, "default", _full_runs(), tmp_path)
-    for heading in ("## Answer", "## Setup", "## Batches", "## Where each seed ran", "## Metrics per cell",
-                    "## Main effects", "## Interactions", "## Replication", "## Seed plan and power",
-                    "## Ranking over the training budget", "## Attention usage"):
-        assert heading in text, heading
-    # Holm: the family is named; post - pre (raw p 0.036) is not called different, and its Holm interval
-    # (97.5%, the level of the step that stopped) contains 0; its 90% interval lies within the FID margin
-    # of ±3: equivalent; every contrast gets one of the four outcomes
-    assert "family of all contrasts of one metric" in text
-    def row(start):
-        return next(ln for ln in text.splitlines() if ln.startswith(start))
-    post_pre = row("| attention.position | post − pre | fid |")
-    assert "| +1.067 | [-0.229, 2.363] (97.50%) | 3 (6) |" in post_pre
-    assert "**equivalent** within ±3.000 (TOST, Holm p 0.0229)" in post_pre
-    post_none = row("| attention.position | post − none | fid |")
-    assert "**a difference that matters: post** (Holm p 0.00254" in post_none and "(98.33%)" in post_none
-    assert "| 1.00 [1.00, 1.00] |" in post_none  # P(post better), over seeds
-    assert "| +14.4% |" in post_none  # of none's gap to the floor (FID 1.25)
-    assert "not measured (no full-size checkpoint evaluations in these records)" in post_none
-    assert "**inconclusive**: neither a difference nor within ±0.100; these seeds detect ±0.154 at 80% power " \
-           "after Holm" in row("| attention.position | post − pre | classifier_score |")
-    effects = text.split("## Main effects")[1].split("## Interactions")[0]
-    assert "not significant" not in effects
-    verdicts = [ln.split(" | ")[-2] for ln in effects.splitlines() if ln.startswith(("| attention", "| loss"))]
-    assert len(verdicts) == 16 and all(re.search(
-        r"\*\*(a difference that matters: \w+|a difference too small to matter|a difference of unclear size|"
-        r"equivalent|inconclusive)\*\*", v) for v in verdicts)
-    assert all(ln.count(" | ") == 12 for ln in effects.splitlines() if ln.startswith(("| attention", "| loss")))
-    # the seed plan: what each contrast detects after Holm, and the seeds the observed difference needs
-    power_row = row("| fid | attention.position: post − pre |")
-    assert "±3.000 | 3 |" in power_row and "seeds |" in power_row
-    # absolute quality: every cell as a multiple of the floor, in the answer and the cell table
-    assert "42.5-50.5× the real-data floor's 1.250" in text.split("## Setup")[0]
-    assert re.search(r"\| \d+\.\d× \| \d+% \|$", row("| attention.position=post,loss.type=hinge |"))
-    # no verdict rests on the quick-FID ranking, and no "provisional" label
-    assert "Provisional" not in text and "Kendall" not in text
-    # the interaction of each position contrast with the loss
-    assert "| attention.position: post − pre | loss.type: hinge vs bce | fid |" in text
-    # header: machine, device, evaluator checksum (12 characters), floor, wall times, completeness
-    assert "cpu: Xeon; gpu: H100" in text and "cuda (bf16)" in text and "`feedbeefcafe`" in text
-    assert "`0123456789ab`" in text and "fid 1.250" in text
-    assert "| grid wall time | 33 min 20 s" in text  # 17 starts 100 s apart, then 300 s
-    assert "complete: every cell has every expected seed" in text
-    # the ranking: quick FID per budget, and a sentence about the final ranking at earlier budgets
-    assert "| step 1000 | step 2000 |" in text and "(#1)" in text and "final-budget ranking" in text
-    # gamma table: a row per attention cell, one column per layer
-    assert "| cell | gamma.d14 | gamma.g14 | gamma.g28 |" in text
-    assert not any(ln.startswith("| attention.position=none") for ln in
-                   text.split("## Attention usage")[1].splitlines())
+def _contrast(data, metric, a, b) -> dict:
+    (c,) = [c for c in data["contrasts"] if (c["metric"], c["a"], c["b"]) == (metric, a, b)]
+    return c
+
+
+def test_the_page_has_every_section_in_order_and_no_nan(page):
+    assert list(page.sections) == SECTIONS
+    assert not re.search(r"\bnan\b", page.text)
     # plots, linked relative to the markdown
-    for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png"):
-        assert f"](ablation_files/{name})" in text and (tmp_path / name).exists()
-    assert "No images: no run of this cell has its samples in the MLflow store or an earlier render" in text
-    answer = text.split("## Answer")[1].split("## Setup")[0]
-    assert 3 <= sum(ln.startswith("- ") for ln in answer.splitlines()) <= 8
-    # it leads with what holds at any margin, then the configured margins, then the verdicts at them
-    bullets = [ln for ln in answer.splitlines() if ln.startswith("- ")]
-    assert bullets[0].startswith("- **What holds at any margin**") and "post − pre +1.067 [" in bullets[0]
-    assert bullets[1].startswith("- **At the configured margins**") and "FID ±3.000 (absolute)" in bullets[1]
-    assert "](ablation_files/margins.png)" in text and (tmp_path / "margins.png").exists()
-    assert ("**attention.position**: post − none: FID -8.883 (Holm interval [-10.862, -6.904] (98.33%), +14% of "
-            "none's gap to the floor, **a difference that matters: post**)") in answer
-    assert re.search(r"post − pre: FID \+1\.067 \(Holm interval \[-?\d\.\d{3}, \d\.\d{3}\] \(97\.50%\), -2% of pre's "
-                     r"gap to the floor, \*\*equivalent\*\*\), classifier score", answer)
-    assert "primary batch, seeds 0-2 (3 seeds" in answer
-    assert "nan" not in text
+    for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png", "margins.png"):
+        assert f"](ablation_files/{name})" in page.text and (page.out / name).exists()
+    # samples: a subsection per cell; no store and no earlier render, so no image and an empty manifest
+    samples = page.sections["Samples and attention of each cell's median run"]
+    assert re.findall(r"^### (.+)$", samples, re.M) == page.a.cells
+    assert "![" not in samples and json.loads((page.out / "samples.json").read_text()) == {}
+
+
+def test_the_main_effects_table_shows_each_contrast_of_the_json(page):
+    """One row per contrast, in ablation.json's order, with its numbers and its verdict; Holm lifts post − pre's
+    raw p (0.036) above 5%, its Holm interval (97.5%: the level of the step that stopped) contains 0 and its
+    90% interval lies within the FID margin of ±3: equivalent."""
+    table = _table(page.sections["Main effects"])
+    assert len(table.header) == 13 and len(table.rows) == len(page.data["contrasts"]) == 16
+    for row, c in zip(table.rows, page.data["contrasts"]):
+        assert (row["axis"], row["comparison"], row["metric"]) == (c["axis"], f"{c['a']} − {c['b']}", c["metric"])
+        assert _nums(row["mean difference"]) == [_as_shown(c["mean_diff"])]
+        lo, hi, level = _nums(row["Holm interval"])
+        assert [lo, hi] == [_as_shown(x) for x in c["ci_holm"]]
+        assert level == _as_shown(100 * (1 - c["ci_holm_alpha"]))
+        assert _nums(row["seeds (pairs)"]) == [c["n_seeds"], c["n_pairs"]]
+        assert _nums(row["P(a better) [95% CI]"]) == [pytest.approx(x, abs=0.005) for x in
+                                                      [c["p_improvement"], *c["p_improvement_ci95"]]]
+        assert _nums(row["p-value"]) == [_as_shown(c["p"])]
+        assert _nums(row["Holm p-value"]) == [_as_shown(c["p_holm"])]
+        assert _nums(row["margin: TOST Holm p"]) == [_as_shown(c["margin"]), _as_shown(c["p_tost_holm"])]
+        assert _nums(row["gap share"]) == [pytest.approx(100 * c["share_of_gap_to_floor"], abs=0.05)]
+        assert row["verdict"].startswith(f"**{VERDICT_WORDS[c['verdict']]}")
+        assert (c["better"] is not None) == (c["verdict"] == "matters") and (c["better"] or "") in row["verdict"]
+        assert row["settled"] == NOT_MEASURED and c["settled"]["settled"] is None
+    post_pre = _contrast(page.data, "fid", "post", "pre")
+    assert post_pre["p"] < 0.05 < post_pre["p_holm"] and post_pre["verdict"] == "equivalent"
+    assert post_pre["mean_diff"] == pytest.approx(1.0667, abs=1e-3)
+    assert post_pre["ci_holm_alpha"] == pytest.approx(0.025) and post_pre["ci_holm"][0] < 0 < post_pre["ci_holm"][1]
+    assert post_pre["p_tost_holm"] == pytest.approx(0.0229, abs=1e-4)
+    post_none = _contrast(page.data, "fid", "post", "none")
+    assert (post_none["verdict"], post_none["better"]) == ("matters", "post")
+    assert post_none["p_holm"] == pytest.approx(0.00254, abs=1e-5)
+    assert post_none["ci_holm_alpha"] == pytest.approx(0.05 / 3)
+    assert post_none["p_improvement"] == 1.0 and post_none["p_improvement_ci95"] == [1.0, 1.0]
+    assert post_none["share_of_gap_to_floor"] == pytest.approx(0.144, abs=1e-3)  # of none's gap to the floor (1.25)
+    # an inconclusive contrast names what its seeds could have detected after Holm
+    score = _contrast(page.data, "classifier_score", "post", "pre")
+    assert score["verdict"] == "inconclusive" and score["mde80_holm"] == pytest.approx(0.154, abs=1e-3)
+    row = table.row(comparison="post − pre", metric="classifier_score")
+    assert _as_shown(score["mde80_holm"]) in _nums(row["verdict"])
+
+
+def test_the_margin_table_gives_each_contrasts_thresholds(page):
+    table = _table(page.sections["Verdict at every margin"])
+    assert len(table.header) == 9 and len(table.rows) == 16
+    for row, c in zip(table.rows, page.data["contrasts"]):
+        band = c["margin_band"]
+        assert row["comparison"] == f"{c['a']} − {c['b']} ({c['axis']})"
+        assert _nums(row["estimate"]) == [_as_shown(c["mean_diff"])]
+        near = _nums(row["a difference for margins ≤"])
+        assert near == ([_as_shown(band["difference_up_to"])] if band["significant"] else [])
+        eq = band["equivalent_from"]  # null: never shown equivalent
+        assert _nums(row["too small to matter / equivalent from"]) == ([_as_shown(eq)] if eq is not None else [])
+        assert row["at the configured margin"].split(": ", 1)[1].startswith(VERDICT_WORDS[c["verdict"]])
+
+
+def test_the_power_table_gives_what_each_contrast_can_detect(page):
+    table = _table(page.sections["Seed plan and power"])
+    assert len(table.header) == 7 and len(table.rows) == 16
+    for row, c in zip(table.rows, page.data["contrasts"]):
+        assert (row["metric"], row["comparison"]) == (c["metric"], f"{c['axis']}: {c['a']} − {c['b']}")
+        assert _nums(row["margin"]) == [_as_shown(c["margin"])] and _nums(row["seeds"]) == [c["n_seeds"]]
+        assert _nums(row["SD of seed values"]) == [_as_shown(c["sd_seeds"])]
+        assert _nums(row["detectable"]) == [_as_shown(c["mde80_holm"])]
+        if c["seeds_needed"] is not None and c["seeds_needed"] < 1e9:
+            assert _nums(row["needed for the observed difference"]) == [round(c["seeds_needed"])]
+
+
+def test_each_cell_against_the_real_data_floor(page):
+    table = _table(page.sections["Metrics per cell"])
+    assert len(table.header) == 10 and table.column("cell")[:-1] == page.a.cells and len(table.rows) == 7
+    for row in table.rows[:-1]:
+        cell, vs = page.data["cells"][row["cell"]], page.data["cells_vs_floor"][row["cell"]]
+        mean, hi = cell["fid"]["mean"], cell["fid"]["ci95"][1]
+        assert _nums(row["fid (lower better)"]) == [_as_shown(mean), _as_shown(hi - mean)]
+        assert _nums(row["n"]) == [cell["fid"]["n"]]
+        assert row["FID ÷ floor"] == f"{vs['fid_multiple_of_floor']:.1f}×"
+        assert row["classifier score ÷ floor"] == f"{vs['classifier_score_share_of_floor']:.0%}"
+    floor = table.rows[-1]
+    assert _nums(floor["fid (lower better)"]) == [page.data["floor"]["fid"]] == [1.25]
+    # the Answer gives the range of the cells' multiples of the floor
+    multiples = [v["fid_multiple_of_floor"] for v in page.data["cells_vs_floor"].values()]
+    assert f"{min(multiples):.1f}-{max(multiples):.1f}×" == "42.5-50.5×"
+    assert f"{min(multiples):.1f}-{max(multiples):.1f}×" in page.sections["Answer"]
+
+
+def test_the_setup_table_gives_the_environment_of_the_json(page):
+    setup = {r["setting"]: r["value"] for r in _table(page.sections["Setup"]).rows}
+    env = page.data["environment"]
+    assert env["machine_cpu"] in setup["machine"] and env["machine_gpu"] in setup["machine"]
+    assert setup["device"] == "cuda (bf16)"
+    assert f"`{env['commit'][:12]}`" == setup["commit"]
+    assert setup["evaluator checksum"].startswith(f"`{env['evaluator_sha256'][:12]}`")
+    (floor,) = [v for k, v in setup.items() if k.startswith("real-data floor")]
+    assert _nums(floor) == [_as_shown(v) for v in page.data["floor"].values()]
+    assert setup["grid wall time"].startswith(_duration(page.data["wall_time_s"]["grid_span"]))
+    assert page.data["wall_time_s"]["grid_span"] == 2000  # 17 starts 100 s apart, then 300 s
+    assert setup["summed run wall time"].startswith(_duration(page.data["wall_time_s"]["sum_of_runs"]))
+    assert page.data["missing"] == [] and _nums(setup["completeness"]) == []  # no run listed as missing
+    assert _nums(setup["grid"]) == [3, 2, *page.data["seeds"]]  # levels per axis, then the seeds
+
+
+def test_the_interactions_table_shows_each_interaction_of_the_json(page):
+    table = _table(page.sections["Interactions"])
+    assert len(table.header) == 8 and len(table.rows) == len(page.data["interactions"]) == 12
+    for row, i in zip(table.rows, page.data["interactions"]):
+        assert (row["effect"], row["changed by"], row["metric"]) == (
+            f"{i['axis']}: {i['a']} − {i['b']}", f"{i['by_axis']}: {i['c']} vs {i['d']}", i["metric"])
+        mean, half = _nums(row["difference of differences ± 95% CI"])
+        assert mean == _as_shown(i["mean_diff_of_diffs"]) and half == _as_shown(i["ci95"][1] - i["mean_diff_of_diffs"])
+        assert _nums(row["units"]) == [i["n"]] and _nums(row["Holm p-value"]) == [_as_shown(i["p_holm"])]
+        assert row["verdict"].startswith(f"**{i['verdict']}**")
+    # the Answer counts the FID and classifier-score interactions shown absent
+    answered = [i for i in page.data["interactions"] if i["metric"] in ANSWER_METRICS]
+    absent = sum(i["verdict"] == "no interaction" for i in answered)
+    assert not any(i["significant"] for i in answered) and (absent, len(answered)) == (1, 6)
+    assert f"{absent} of {len(answered)}" in page.sections["Answer"]
+
+
+def test_the_ranking_and_gamma_tables(page):
+    ranking, quick = page.data["ranking"], page.data["quick_fid"]
+    table = _table(page.sections["Ranking over the training budget"])
+    assert table.header == ["cell"] + [f"step {s}" for s in ranking] and table.column("cell") == page.a.cells
+    for row in table.rows:
+        for step in ranking:
+            value, rank = _nums(row[f"step {step}"])
+            assert value == _as_shown(quick[step][row["cell"]]) and rank == ranking[step].index(row["cell"]) + 1
+    # gammas: a row per attention cell (none has no layer); per layer the mean final |gamma| ± its interval,
+    # then each seed's signed final gamma (2 decimals), whose mean is ablation.json's
+    table = _table(page.sections["Attention usage"])
+    assert table.header == ["cell", "gamma.d14", "gamma.g14", "gamma.g28"]
+    assert table.column("cell") == [c for c in page.a.cells if "position=none" not in c]
+    for row in table.rows:
+        for layer in table.header[1:]:
+            final = page.data["gamma_final"][row["cell"]][layer]
+            mean_abs, _, *seeds = _nums(row[layer])
+            assert len(seeds) == final["n"] == 3 and np.mean(seeds) == pytest.approx(final["mean"], abs=0.005)
+            assert mean_abs == pytest.approx(np.mean(np.abs(seeds)), abs=0.005)
+
+
+def test_the_answer_leads_with_each_axis_verdict(page):
+    """What holds at any margin first, then the configured margins, then each axis' contrasts on FID and
+    classifier score with their estimates and verdicts; the primary batch named."""
+    bullets = _bullets(page.sections["Answer"])
+    assert 3 <= len(bullets) <= 8
+    for band in (c for c in page.data["contrasts"] if c["metric"] == "fid"):
+        assert f"{band['a']} − {band['b']} {_signed(band['mean_diff'])} [" in bullets[0]
+    assert _as_shown(page.data["margins"]["metrics"]["fid"]["value"]) in _nums(bullets[1])
+    assert _as_shown(page.data["margins"]["metrics"]["classifier_score"]["value"]) in _nums(bullets[1])
+    for axis in page.data["axes"]:
+        (said,) = [b for b in bullets if b.startswith(f"**{axis}**")]
+        for c in (c for c in page.data["contrasts"] if c["axis"] == axis and c["metric"] in ANSWER_METRICS):
+            verdict = VERDICT_WORDS[c["verdict"]] + (f": {c['better']}" if c["better"] else "")
+            assert (f"{ANSWER_METRICS[c['metric']]} {_signed(c['mean_diff'])} (" in said
+                    and f"**{verdict}**" in said), (c["metric"], c["a"], c["b"])
+    assert page.data["primary_batch"] == [0, 1, 2] and page.a.primary.label in bullets[2]
+    assert NOT_MEASURED in bullets[-1]  # no full-size checkpoint evaluations: settled is not measured
 
 
 @pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
@@ -250,27 +440,32 @@ def test_header_names_the_metrics_code_and_flags_machine_dependent_classifier_sc
     the header says so; today's version alone needs no note."""
     from pipeline.metrics.summary import METRICS_VERSION
 
+    def metrics_code(runs) -> str:
+        text = render(P, "default", runs, tmp_path)
+        return {r["setting"]: r["value"] for r in _table(_sections(text)["Setup"]).rows}["metrics code"]
+
     runs = _full_runs()
     for r in runs:
         r.tags["metrics.version"] = str(METRICS_VERSION)
-    assert f"| metrics code | version {METRICS_VERSION} |" in render(P, "default", runs, tmp_path)
+    assert metrics_code(runs) == f"version {METRICS_VERSION}"
     for r in runs[:6]:
         del r.tags["metrics.version"]
     for r in runs[6:9]:
         r.tags["metrics.version"] = "2"
-    text = render(P, "default", runs, tmp_path)
-    row = next(ln for ln in text.splitlines() if ln.startswith("| metrics code |"))
-    assert "machine-dependent" in row and "FID is unaffected" in row and "1,000 held-out digits" in row
+    said = metrics_code(runs)
+    assert OLD_METRICS["1"] in said and OLD_METRICS["2"] in said
+    assert said.startswith(f"version {METRICS_VERSION} (9 runs), 1 (6 runs), 2 (3 runs)")
 
 
 def test_missing_runs_are_listed(tmp_path):
     runs = _full_runs(drop={("post", "bce", 2), ("none", "hinge", 0)})
-    text = render(P, "default", runs, tmp_path)
-    assert "incomplete: 2 of 18 runs missing" in text
-    assert "attention.position=none,loss.type=hinge seed 0; attention.position=post,loss.type=bce seed 2" in text
-    assert "the grid is incomplete" in text.split("## Setup")[0]
-    assert summary(analyze(P, "default", runs))["missing"] == [
-        ["attention.position=none,loss.type=hinge", 0], ["attention.position=post,loss.type=bce", 2]]
+    page = _page(runs, tmp_path)
+    assert page.data["missing"] == [["attention.position=none,loss.type=hinge", 0],
+                                    ["attention.position=post,loss.type=bce", 2]]
+    completeness = {r["setting"]: r["value"] for r in _table(page.sections["Setup"]).rows}["completeness"]
+    assert _nums(completeness)[:2] == [2, 18]  # missing of expected
+    assert all(f"{cell} seed {seed}" in completeness for cell, seed in page.data["missing"])
+    assert "16 of 18 runs" in page.sections["Answer"]
 
 
 @pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
@@ -283,8 +478,14 @@ def test_another_grid_expects_the_seeds_it_has():
 
 def test_single_level_axes_and_one_run_render(tmp_path):
     runs = [r for r in _full_runs() if r.cell == CELL.format("post", "hinge") and r.seed == 0]
-    text = render(P, "smoke", runs, tmp_path)
-    assert "no axis has two levels with paired runs" in text and "no interaction" in text
+    page = _page(runs, tmp_path, grid="smoke")
+    assert page.data["contrasts"] == [] and page.data["interactions"] == []
+    (row,) = _table(page.sections["Main effects"]).rows  # no contrast: a row that says so
+    assert [v for k, v in row.items() if k != "comparison"] == ["–"] * 12
+    assert _tables(page.sections["Interactions"]) == []
+
+
+# ---------------------------------------------------------------- ablation.json against pipeline.stats
 
 
 def test_ablation_json_matches_the_stats_functions():
@@ -392,7 +593,8 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
     data = json.loads((reports / "ablation.json").read_text(), parse_constant=pytest.fail)
     assert len(data["runs"]) == 8
     assert ["attention.position=pre,loss.type=hinge", 0] in data["missing"]  # params expect pre and seed 2
-    assert "attention.position=post,loss.type=bce seed 2" in text
+    completeness = {r["setting"]: r["value"] for r in _table(_sections(text)["Setup"]).rows}["completeness"]
+    assert all(f"{cell} seed {seed}" in completeness for cell, seed in data["missing"])
     assert data["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(r.metrics["final.wall_s"] for r in runs))
     assert data["ranking"]["5000"] and data["environment"]["machine_gpu"] == "H100"
     assert "gamma.g14" in data["gamma_final"][CELL.format("post", "hinge")]
@@ -414,13 +616,18 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
     kept.parent.mkdir()
     kept.write_text("the published report\n")
     with caplog.at_level(logging.WARNING, logger="report"):
+        caplog.clear()
         assert write_report(P, "gone", out_dir=reports) == kept
     assert kept.read_text() == "the published report\n"
-    assert "kept the existing" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
-    assert "No finished runs" in write_report(P, "never", out_dir=reports).read_text()
+    (warning,) = [r for r in caplog.records if r.name == "report" and r.levelno == logging.WARNING]
+    assert str(kept) in warning.getMessage() and "MLFLOW_TRACKING_URI" in warning.getMessage()
+    # a grid that never ran: a page with its title and no section, and an empty ablation.json
+    never = write_report(P, "never", out_dir=reports)
+    assert never.read_text().startswith("# Ablation report: grid `never`") and _sections(never.read_text()) == {}
+    assert json.loads((never.parent / "ablation.json").read_text())["runs"] == []
 
 
-# ---------------------------------------------------------------- three verdicts, settled budgets, replication
+# ---------------------------------------------------------------- the four outcomes
 
 
 def test_four_outcomes_in_the_json_match_the_stats_functions():
@@ -470,276 +677,3 @@ def test_an_effect_inside_the_margin_is_never_a_difference_that_matters():
                    "attention.position", "post", "pre")  # a margin just above the estimate: TOST cannot show it
     assert wide.significant and wide.verdict in ("unclear size", "matters")
     assert wide.verdict == ("matters" if abs(wide.mean_diff) >= 0.0601 else "unclear size")
-
-
-@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
-def test_settled_is_a_drift_test_on_full_size_checkpoints_not_a_ranking(tmp_path):
-    runs = _full_runs()
-    text = render(P, "default", runs, tmp_path)
-    assert "not measured (no full-size checkpoint evaluations in these records)" in text.split("## Setup")[0]
-    # full-size FIDs at 3000, 4000, 5000: post − none stopped (constant) in one grid, still falling in another
-    def with_curves(still_falling: bool):
-        out, rng = _full_runs(), np.random.default_rng(2)
-        for r in out:  # post's FID falls 2 per 1,000 steps up to step 5000 (-4 over the window), with noise
-            slope = -2.0 if (still_falling and r.params["attention.position"] == "post") else 0.0
-            r.metric_curves = {"fid": [(s, r.metrics["fid"] + slope * (s - 5000) / 1000 + rng.normal(0, 0.05))
-                                       for s in (3000, 4000, 5000)]}
-        return out
-    settled = _effect(analyze(P, "default", with_curves(False)).effects["fid"], "attention.position", "post", "none")
-    assert settled.drift.settled is True and settled.drift.steps == (3000, 4000, 5000)
-    moving = _effect(analyze(P, "default", with_curves(True)).effects["fid"], "attention.position", "post", "none")
-    assert moving.drift.settled is False and moving.drift.drift.mean == pytest.approx(-4.0, abs=0.2)
-    data = summary(analyze(P, "default", with_curves(True)))
-    assert data["contrasts"][0]["settled"]["settled"] is False
-    assert summary(analyze(P, "default", runs))["contrasts"][0]["settled"]["settled"] is None
-    # the Answer names each FID / classifier-score contrast as settled or still moving, with its drift
-    answer = render(P, "default", with_curves(True), tmp_path).split("## Setup")[0]
-    assert "over steps 3000-5000" in answer and "**still moving**: FID post − none (drift -3.9" in answer
-    assert "**settled**: FID post − none" in render(P, "default", with_curves(False), tmp_path).split("## Setup")[0]
-
-
-@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
-def test_batches_split_a_grid_and_a_second_batch_with_the_opposite_effect_is_heterogeneous(tmp_path):
-    """Seeds 0-2: a pilot on another machine with metrics v1 where post lowers FID by 9; seeds 3-8: the
-    newer batch where post raises it by 5. The verdict is the new batch's; the pilot is a replication that
-    disagrees (outside the prediction interval) with heterogeneity found; they are not pooled."""
-    from dataclasses import replace
-
-    rng = np.random.default_rng(5)
-    new = []
-    for k in (1, 2):
-        for r in _full_runs(fid=lambda pos, loss, seed: 60 + 3 * seed + (5 if pos == "post" else 0)
-                            + rng.normal(0, 0.3)):
-            new.append(replace(r, seed=r.seed + 3 * k, run_id=f"{r.run_id}-{k}",
-                               metrics={**r.metrics, "floor.fid": 2.5},
-                               start_ms=r.start_ms + 10**9, tags={**r.tags, "git.commit": "feedface"}))
-    pilot = _full_runs()
-    for r in pilot:
-        r.tags = {k: v for k, v in r.tags.items() if k not in ("git.commit", "metrics.version")}
-        r.tags["machine.gpu"] = "A100"
-    a = analyze(P, "default", pilot + new, expected_seeds=list(range(9)))
-    assert [b.seeds for b in a.batches] == [[0, 1, 2], [3, 4, 5, 6, 7, 8]]
-    assert a.primary.seeds == [3, 4, 5, 6, 7, 8] and a.batches[0].key[3] == a.batches[0].key[4] == "unrecorded"
-    post_none = _effect(a.effects["fid"], "attention.position", "post", "none")
-    assert post_none.n_seeds == 6 and post_none.mean_diff == pytest.approx(5.0, abs=0.5)
-    rep = next(rp for rp in replicate(a.effects, a.batches[0].effects)
-               if (rp.primary.metric, rp.primary.a, rp.primary.b) == ("fid", "post", "none"))
-    assert rep.other.mean_diff < -8 and not rep.agrees and rep.heterogeneous and rep.pooled is None
-    text = render_analysis(a, tmp_path)
-    assert "| seeds 0-2 | 18 | replication | yes | A100;" not in text  # the machine column is the GPU alone
-    batches = text.split("## Batches")[1].split("## Where each seed ran")[0]
-    assert "| seeds 3-8 | 36 | **primary** | yes | H100 |" in batches and "| seeds 0-2 | 18 | replication |" in batches
-    assert "| 2.500 |" in batches and "| 1.250 |" in batches  # each batch's own floor
-    section = text.split("## Replication")[1].split("## Which variance")[0]
-    assert "### seeds 3-8 (primary) vs `default` seeds 0-2" in section and "(**differs**)" in section
-    data = summary(a)
-    assert data["primary_batch"] == [3, 4, 5, 6, 7, 8] and data["floor"]["fid"] == 2.5
-    row = next(c for c in data["replication"][0]["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "none"))
-    assert row["heterogeneous"] and not row["agrees"] and row["pooled"] is None
-    # a replication grid (replicate_with) with the same effect agrees, whatever its verdict
-    same = [replace(r, run_id=f"{r.run_id}-h") for r in new if r.seed < 6]
-    a.replications["default-h200"] = analyze(P, "default-h200", same)
-    rep = next(rp for name, b in a.others() if name.startswith("`default-h200`")
-               for rp in replicate(a.effects, b.effects) if (rp.primary.metric, rp.primary.a) == ("fid", "post"))
-    assert rep.agrees and not rep.heterogeneous and rep.pooled is not None
-
-
-def test_seeds_table_names_the_machine_each_seed_ran_on(tmp_path):
-    runs = _full_runs()
-    for r in runs:
-        if r.seed == 2:
-            r.tags.update({"runtime.device": "cpu", "machine.cpu_uarch": "AMD Zen 5 (family 26 model 2)",
-                           "machine.cpu_class": "avx512"})
-    r = next(r for r in runs if r.seed == 1)
-    r.tags["runtime.precision"] = "fp32"
-    text = render(P, "default", runs, tmp_path)
-    seeds = text.split("## Where each seed ran")[1].split("## Metrics per cell")[0]
-    assert "| 0 | 6 | H100; cuda, bf16 | version 2 | `feedbeefcafe` |" in seeds
-    assert "| 2 | 6 | AMD Zen 5 (family 26 model 2), avx512; cpu, bf16 |" in seeds
-    assert "**Seed(s) 1 ran on more than one machine**" in seeds
-
-
-# ---------------------------------------------------------------- the second evaluator
-
-
-@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
-def test_second_evaluator_checks_each_verdict_under_evaluator_b(tmp_path):
-    """Evaluator B's figures go through A's code path (seed as the unit, Holm, four outcomes); a verdict holds
-    when B gives the same outcome and better level. Here B's FID contrasts have the opposite sign to A's."""
-    runs = _full_runs(with_b=True)
-    a = analyze(P, "default", runs)
-    s = second_evaluator(a)
-    assert s.measured and s.runs_with_b == s.runs == 18
-    # B's FID margin: A's ±3 scaled by the floors (2.5 / 1.25); the classifier score's is A's
-    assert s.margins == {"fid": pytest.approx(6.0), "classifier_score": 0.1}
-    fid = {(c.a.axis, c.a.a, c.a.b): c for c in s.checks if c.a.metric == "fid"}
-    assert list(fid) == [(e.axis, e.a, e.b) for e in a.effects["fid"]]
-    post_none = fid["attention.position", "post", "none"]
-    # per seed B's values are A's negated: the same t, the same Holm p, the opposite estimate
-    assert post_none.b.mean_diff == pytest.approx(-post_none.a.mean_diff)
-    assert post_none.b.p_holm == pytest.approx(post_none.a.p_holm)
-    assert post_none.a.verdict == post_none.b.verdict == "matters"
-    assert (post_none.a.better(), post_none.b.better()) == ("post", "none")
-    assert post_none.holds is False
-    # the classifier score: the same figures under both evaluators, so every verdict holds
-    scores = [c for c in s.checks if c.a.metric == "classifier_score"]
-    assert len(scores) == 4 and all(c.holds for c in scores)
-
-    (tmp_path / "b").mkdir()
-    text = render(P, "default", runs, tmp_path / "b")
-    section = text.split("## Second evaluator")[1].split("\n## ")[0]
-    row = next(ln for ln in section.splitlines() if ln.startswith("| FID | attention.position: post − none |"))
-    assert "a difference that matters: **post**" in row and "a difference that matters: **none**" in row
-    assert row.endswith("| **no** |") and "±6.000 (±3.000 × B's floor FID 2.500 / A's 1.250" in section
-    assert "`lenet`" in section and "`b0b0b0b0b0b0`" in section
-    assert "6 of 8 verdicts hold under both evaluators; not: FID post − none, FID pre − none." in section
-    data = json.loads(json.dumps(summary(a)))["second_evaluator"]
-    assert data["measured"] and data["evaluator_b_sha256"] == "b0b0" * 16 and data["margins"]["fid"] == 6.0
-    (js,) = [c for c in data["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "post", "none")]
-    assert js["holds"] is False and js["evaluator_a"]["better"] == "post" and js["evaluator_b"]["better"] == "none"
-    assert js["evaluator_b"]["mean_diff"] == pytest.approx(-js["evaluator_a"]["mean_diff"])
-
-
-@pytest.mark.slow  # CPU-heavy (over 9 s of CPU on a Zen 3 core): `make test` runs it
-def test_second_evaluator_is_not_measured_for_records_without_it(tmp_path):
-    runs = _full_runs()
-    text = render(P, "default", runs, tmp_path)
-    section = text.split("## Second evaluator")[1].split("\n## ")[0]
-    assert f"Evaluator B: {NOT_MEASURED_B}." in section and "| holds under both |" not in section
-    assert summary(analyze(P, "default", runs))["second_evaluator"] == {
-        "measured": False, "note": "not measured (these records predate the second evaluator)", "runs": 18,
-        "runs_with_b": 0, "contrasts": []}
-    # the rest of the report is the same with or without B's figures
-    (tmp_path / "b").mkdir()
-    both = render(P, "default", _full_runs(with_b=True), tmp_path / "b")
-    assert both.split("## Second evaluator")[0] == text.split("## Second evaluator")[0]
-
-
-PILOT_STEPS = (8000, 10000, 12000, 15000, 18000, 21000, 24000)
-
-
-def _pilot_runs(post_keeps_falling: bool = False) -> list[GridRun]:
-    """A pilot at 24,000 steps with full-size evaluations at PILOT_STEPS: hinge's extra FID over bce shrinks
-    to 0 by step 12,000 (8 at 8k, 4 at 10k); post − none is the design's (about −9) throughout, or also falls 0.5 FID per 1,000
-    steps throughout (still moving at every budget); the classifier score does not move."""
-    out, rng = _full_runs(), np.random.default_rng(3)
-    for r in out:
-        hinge = r.params["loss.type"] == "hinge"
-        post = r.params["attention.position"] == "post"
-        def fid(s):
-            extra = max(0, 12000 - s) / 500 if hinge else 0.0
-            fall = -0.5 * (s - 24000) / 1000 if (post and post_keeps_falling) else 0.0
-            return r.metrics["fid"] + extra + fall + rng.normal(0, 0.05)
-        r.params["train.steps"] = "24000"
-        r.metric_curves = {"fid": [(s, fid(s)) for s in PILOT_STEPS],
-                           "classifier_score": [(s, r.metrics["classifier_score"] + rng.normal(0, 0.005))
-                                                for s in PILOT_STEPS]}
-    return out
-
-
-def test_the_budget_scan_finds_where_each_contrast_settles_and_the_planned_budget(tmp_path):
-    a = analyze(P, "default", _pilot_runs())
-    scan = a.budget_scan
-    # a budget needs >= 3 checkpoints in its last 40%: 8k and 10k have fewer
-    assert scan.budgets == [12000, 15000, 18000, 21000, 24000] and scan.floor == 12000
-    loss = next(c for c in scan.contrasts if (c.metric, c.a, c.b) == ("fid", "hinge", "bce"))
-    at = {p.budget: p for p in loss.points}
-    # at 12k the effect is gone, but its window (8k-12k) still holds the fall from 8 to 0: drift ≈ −8
-    assert at[12000].effect.mean_diff == pytest.approx(0, abs=0.1)
-    assert at[12000].drift.drift.mean == pytest.approx(-8, abs=0.2) and at[12000].within is False
-    assert at[15000].within is False and at[18000].within and at[24000].within
-    assert at[24000].drift.steps == (15000, 18000, 21000, 24000)
-    assert loss.settles_at == 18000
-    position = next(c for c in scan.contrasts if (c.metric, c.a, c.b) == ("fid", "post", "none"))
-    final = _effect(a.effects["fid"], "attention.position", "post", "none").mean_diff  # from the runs' metrics
-    assert position.settles_at == 12000 and position.points[0].effect.mean_diff == pytest.approx(final, abs=0.1)
-    assert scan.planned == 18000
-    text = render_analysis(a, tmp_path)
-    section = text.split("## Where each contrast settles")[1].split("\n## ")[0]
-    assert "| FID | hinge − bce | ±1.500 |" in section and "**18,000 steps**" in section
-    data = summary(a)["budget_scan"]
-    assert data["planned"] == 18000 and data["budgets"] == scan.budgets
-    row = next(c for c in data["contrasts"] if (c["metric"], c["a"], c["b"]) == ("fid", "hinge", "bce"))
-    assert row["settles_at"] == 18000 and row["points"][0]["within_half_margin"] is False
-
-
-def test_a_contrast_still_moving_at_the_largest_budget_leaves_no_planned_budget(tmp_path):
-    a = analyze(P, "default", _pilot_runs(post_keeps_falling=True))
-    position = next(c for c in a.budget_scan.contrasts if (c.metric, c.a, c.b) == ("fid", "post", "none"))
-    # −0.5 per 1,000 steps over 24k's window (15k-24k): drift −4.5, outside ±1.5
-    assert position.points[-1].drift.drift.mean == pytest.approx(-4.5, abs=0.2) and position.settles_at is None
-    assert a.budget_scan.planned is None
-    assert "**none**" in render_analysis(a, tmp_path)
-
-
-def test_no_budget_scan_without_checkpoints_at_several_budgets(tmp_path):
-    a = analyze(P, "default", _full_runs())
-    assert a.budget_scan is None and summary(a)["budget_scan"] is None
-    assert "## Where each contrast settles" not in render_analysis(a, tmp_path)
-
-
-def _write_records(runs: list[GridRun], grid: str, results: Path) -> None:
-    from pipeline.records import write_record
-
-    (results / grid).mkdir(parents=True, exist_ok=True)
-    for r in runs:
-        curves = {"fid_quick": r.fid_curve, **r.gamma_curves, **{f"full.{m}": c for m, c in r.metric_curves.items()}}
-        write_record({"schema": 1, "grid": grid, "cell": r.cell, "seed": r.seed, "run_id": f"{grid}-{r.run_id}",
-                      "params": r.params, "metrics": r.metrics, "tags": r.tags, "curves": curves,
-                      "start_ms": r.start_ms, "end_ms": r.end_ms}, results / grid)
-
-
-def test_a_longer_replication_grid_is_compared_at_the_primary_budget(tmp_path, monkeypatch):
-    from pipeline.report import write_report
-    from pipeline.report.budget import runs_at_budget
-
-    pilot = _pilot_runs()
-    at = runs_at_budget(pilot, 12000)
-    assert [r.metrics["fid"] for r in at] == [dict(r.metric_curves["fid"])[12000] for r in pilot]
-    assert at[0].params["train.steps"] == "12000" and at[0].tags["budget.read_at"] == "12000"
-    assert "floor.fid" in at[0].metrics and "final.wall_s" not in at[0].metrics  # the floor stays, the rest goes
-    assert runs_at_budget(pilot, 11000) is None and runs_at_budget(_full_runs(), 5000) is None
-    # the published grid at 12,000 steps, the pilot (24,000) as its replication: read at step 12,000
-    primary = _full_runs()
-    for r in primary:
-        r.params["train.steps"] = "12000"
-    p = with_override(P, {"ablation.replicate_with": ["pilot"]})
-    results = tmp_path / "results"
-    _write_records(primary, p.ablation.name, results)
-    _write_records(pilot, "pilot", results)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
-    text = write_report(p, out_dir=tmp_path / "reports", source="records", results=results).read_text()
-    assert "read at step 12,000 (its full-size checkpoint evaluations)" in text
-    data = json.loads((tmp_path / "reports" / "ablation.json").read_text())
-    (other,) = data["replication"]
-    assert "read at step 12,000" in other["other"] and other["runs"] == len(pilot)
-    # at step 12,000 the pilot's runs are the primary's design plus checkpoint noise: every FID contrast agrees
-    fid = [c for c in other["contrasts"] if c["metric"] == "fid"]
-    assert fid and all(c["agrees"] and c["other"]["mean_diff"] == pytest.approx(c["primary"]["mean_diff"], abs=0.2)
-                       for c in fid)
-
-
-def test_a_primary_of_one_seed_cannot_say_whether_a_replication_agrees(tmp_path):
-    """A grid still growing (one seed so far) has no prediction interval: the replication's row says so
-    instead of "no", and the count leaves those contrasts out."""
-    runs = _full_runs()
-    a = analyze(P, "default", [r for r in runs if r.seed == 0], expected_seeds=[0])
-    a.replications["pilot"] = analyze(P, "pilot", [r for r in runs if r.seed > 0])
-    (name, b), = [(n, b) for n, b in a.others() if n.startswith("`pilot`")]
-    assert all(rp.agrees is None and rp.pooled is None for rp in replicate(a.effects, b.effects))
-    section = render_analysis(a, tmp_path).split("## Replication")[1].split("## Which variance")[0]
-    assert "– (primary: < 2 seeds)" in section and "| no |" not in section
-    assert "0 of 0 contrasts agree (8 not testable: the primary has fewer than 2 seeds of them)" in section
-    assert all(c["agrees"] is None for c in summary(a)["replication"][0]["contrasts"])
-
-
-def test_a_shorter_replication_grid_is_named_with_its_budget(tmp_path):
-    """The 5,000-step grid beside a longer published one: its section says at which budget it ran."""
-    primary = _full_runs()
-    for r in primary:
-        r.params["train.steps"] = "18000"
-    a = analyze(P, "default", primary)
-    a.replications["grid5k"] = analyze(P, "grid5k", _full_runs())
-    assert [n for n, _ in a.others()] == ["`grid5k` seeds 0-2 at 5,000 steps (the primary: 18,000)"]
-    assert "### seeds 0-2 (primary) vs `grid5k` seeds 0-2 at 5,000 steps (the primary: 18,000)" in \
-        render_analysis(a, tmp_path)
