@@ -351,3 +351,20 @@ def test_real_floor_halves_and_sizes():
     # the halves are disjoint and chosen by the keys, not by the rows' order
     p = rng.permutation(2000)
     assert real_floor(feats[p], probs[p], keys[p])["fid"] == pytest.approx(f["fid"], rel=1e-9)
+
+
+def test_one_registry_names_every_metric_once():
+    """The lists the pipeline writes and reads come from pipeline/metrics/registry.py: evaluate.json's order
+    names only registered metrics (or what only the mean over draws has), each once; the report compares
+    qualities only, with their direction; every metric evaluate_features computes is registered."""
+    from pipeline.metrics import registry as r
+
+    names = [m.name for m in r.REGISTRY]
+    assert len(names) == len(set(names))
+    assert set(r.EVALUATE_ORDER) <= set(r.SCALARS) | set(r.DRAWS_ONLY) and len(set(r.EVALUATE_ORDER)) == len(r.EVALUATE_ORDER)
+    assert all(r.BY_NAME[k].better in ("lower", "higher") for k in r.IN_CELLS) and set(r.COMPARED) <= set(r.IN_CELLS)
+    assert set(r.DRAWN) <= set(r.COMPARED)
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 8)), rng.normal(0.5, 1, (40, 8))
+    probs = rng.dirichlet(np.ones(10), 40)
+    assert set(r.SCALARS) <= set(evaluate_features(real, probs, fake, probs, k=3, splits=2))

@@ -9,19 +9,16 @@ from pipeline.metrics.fid import fid, fid_standard_error, gaussian_stats
 from pipeline.metrics.kid import kid
 from pipeline.metrics.knn import knn_metrics
 from pipeline.metrics.ordering import subsample
+from pipeline.metrics.registry import DRAWN, SCALARS
 
-# the scalar metrics, in the order metrics/evaluate.json and metrics/evaluator.json ("floor") list them
 # the version of how metrics are computed, recorded with every evaluation: 3 = against MNIST's t10k
 # reference (10,000 digits; pipeline.data.load_reference), KID added; 2 = against the 1,000 held-out
 # digits, subsets and splits ordered by machine-independent keys (ordering.py); 1 = by the float bytes of
 # probabilities/features
 METRICS_VERSION = 3
 
-SCALARS = ("fid", "fid_se", "kid", "kid_se", "classifier_score", "classifier_score_std", "precision", "recall",
-           "density", "coverage", "classes_covered")
-# averaged over every draw of `evaluate_draws` (cheap once the images are embedded); the k-NN metrics, KID and
-# the class histogram are the first draw's (each costs an N x N pass)
-DRAWN = ("fid", "classifier_score")
+# the scalar metrics and which are averaged over draws: pipeline/metrics/registry.py (the k-NN metrics, KID
+# and the class histogram are the first draw's: each costs an N x N pass)
 
 KID_DECIMALS = 8  # KID's scale is its features' (kid.py): Inception's ~1e-3 would lose its digits at 5 decimals
 

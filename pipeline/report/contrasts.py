@@ -14,11 +14,12 @@ import numpy as np
 
 from pipeline import stats
 from pipeline.config import label_value
+from pipeline.metrics.registry import COMPARED, IN_CELLS
 from pipeline.report.margins import judge_family
 from pipeline.report.runs import GridRun
 
-METRICS = {"fid": "lower", "classifier_score": "higher", "precision": "higher", "recall": "higher"}
-CELL_METRICS = {**METRICS, "density": "higher", "coverage": "higher"}  # the per-cell table only
+METRICS = COMPARED  # the contrasts' metrics and which way is better (pipeline/metrics/registry.py)
+CELL_METRICS = IN_CELLS  # and the per-cell table's
 ALPHA = stats.ALPHA
 
 

@@ -17,6 +17,7 @@ from pipeline.evaluator import ARCHITECTURES, EVALUATOR_B_FILE, EVALUATOR_FILE, 
 from pipeline.fileio import atomic_path, write_json
 from pipeline.memo import embed_reference
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_draws, round_scalars
+from pipeline.metrics.registry import DRAWS_ONLY, EVALUATE_ORDER
 from pipeline.records.export import save_journal_record, save_run_record
 
 log = logging.getLogger("evaluate")
@@ -98,10 +99,8 @@ def score(evaluator, real_images: np.ndarray, images: np.ndarray, p: Params) -> 
     return evaluate_draws(real_f, real_p, draws, p.evaluate.k, p.evaluate.splits, real_keys=real_images)
 
 
-# the answer first: `dvc exp show` lists a metrics file's keys in its order (the evaluator's figures last)
-FIRST = ("fid", "fid_se", "classifier_score", "classifier_score_se", "precision", "recall", "kid", "kid_se",
-         "density", "coverage", "classifier_score_std")
-EXTRA = ("classifier_score_se", "draws")  # beyond SCALARS: what only the mean over draws has
+# the answer first (pipeline/metrics/registry.py): evaluate.json's order, and what only the mean over draws has
+FIRST, EXTRA = EVALUATE_ORDER, DRAWS_ONLY
 
 
 def second_evaluator(real_images: np.ndarray, images: np.ndarray, p: Params) -> tuple[dict, dict]:
