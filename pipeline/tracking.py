@@ -412,6 +412,9 @@ class RunLogger:
     def close(self, status: str | None = None) -> None:
         """Ends the run with `status`; if the server is away, everything unsent goes to the pending store."""
         self.flush()
+        end_ms = None
+        if status:  # the run's end, one time for the store and the journal (so the record's wall time is the store's)
+            end_ms = self.journal["end_ms"] = int(time.time() * 1000)
         deadline = time.monotonic() + self.GRACE_S  # a server being restarted: wait for it a little
         while self.offline and not self._server_back(force=True) and time.monotonic() < deadline:
             time.sleep(2)
@@ -425,13 +428,13 @@ class RunLogger:
                 for k in list(self._tags):
                     self.client.set_tag(self.run_id, k, self._tags.pop(k))
                 if status:
-                    self.client.set_terminated(self.run_id, status)
+                    self.client.set_terminated(self.run_id, status, end_time=end_ms)
                 if (project_root() / PENDING_DIR / f"{self.run_id}.json").exists():
                     sync_pending(only=self.run_id)  # what this run's start kept (its dataset input)
                 return
             except Exception as e:  # noqa: BLE001
                 self._went_away(e)
-        path = save_pending(self.run_id, self._unsent, self._artifacts, self._tags, status)
+        path = save_pending(self.run_id, self._unsent, self._artifacts, self._tags, status, end_ms=end_ms)
         log.warning("MLflow server %s unreachable: run %s's last %d metric values, %d artifacts and its end "
                     "(%s) are kept in %s; send them with `python -m pipeline.tracking sync` once it is back",
                     tracking_uri(), self.run_id, len(self._unsent), len(self._artifacts), status, path)
@@ -445,15 +448,15 @@ def _log_path(client, run_id: str, path: str, artifact_path: str | None) -> None
 
 
 def save_pending(run_id: str, metrics: list, artifacts: list, tags: dict[str, str], status: str | None,
-                 inputs: list[dict[str, Any]] | None = None) -> Path:
+                 inputs: list[dict[str, Any]] | None = None, end_ms: int | None = None) -> Path:
     """Writes what could not be sent for `run_id` to the pending store (merged with what is there);
-    `inputs`: dataset inputs (DATASET_FIELDS and their context)."""
+    `inputs`: dataset inputs (DATASET_FIELDS and their context); `end_ms`: when the run ended (with `status`)."""
     path = project_root() / PENDING_DIR / f"{run_id}.json"
     old = json.loads(path.read_text()) if path.exists() else {"metrics": [], "artifacts": [], "tags": {}}
     data = {"run_id": run_id, "tracking_uri": tracking_uri(), "status": status or old.get("status"),
             "metrics": old["metrics"] + [[m.key, m.value, m.timestamp, m.step] for m in metrics],
             "artifacts": old["artifacts"] + [[str(p), a] for p, a in artifacts], "tags": {**old["tags"], **tags},
-            "inputs": old.get("inputs", []) + list(inputs or [])}
+            "inputs": old.get("inputs", []) + list(inputs or []), "end_ms": end_ms or old.get("end_ms")}
     write_json(path, data)
     return path
 
@@ -484,7 +487,7 @@ def sync_pending(root: Path | None = None, only: str | None = None) -> int:
             client.log_inputs(data["run_id"], datasets=[
                 DatasetInput(dataset, tags=[InputTag("mlflow.data.context", kept["context"])])])
         if data["status"]:
-            client.set_terminated(data["run_id"], data["status"])
+            client.set_terminated(data["run_id"], data["status"], end_time=data.get("end_ms"))
         path.unlink()
         log.info("run %s: %d metric values, %d artifacts and its end (%s) sent to %s", data["run_id"],
                  len(metrics), len(data["artifacts"]), data["status"], data["tracking_uri"])

@@ -90,7 +90,7 @@ def record_of_journal(p, run_id: str, journal: dict[str, Any], end_ms: int | Non
     kept = {k: v for k, v in tags.items() if k not in DROPPED_TAGS and len(v) <= MAX_TAG_CHARS}
     curves = {"fid_quick": journal["curves"].get("fid_quick", []),
               **{k: v for k, v in journal["curves"].items() if k.startswith(("gamma.", "full."))}}
-    start, end = journal["start_ms"], end_ms or int(time.time() * 1000)
+    start, end = journal["start_ms"], end_ms or journal.get("end_ms") or int(time.time() * 1000)
     return {
         "schema": SCHEMA_VERSION,
         "source": "run",
