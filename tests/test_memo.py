@@ -45,11 +45,14 @@ def test_a_broken_file_is_computed_again_and_off_means_off(tmp_path, monkeypatch
     (path,) = tmp_path.iterdir()
     path.write_bytes(b"not an npz")  # a disk gone bad
     assert memo.embed_reference(model, images)[0].tobytes() == embed(model, images)[0].tobytes()
-    off = tmp_path / "off"
+    home = tmp_path / "home"  # where the default folder would go
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv(memo.CACHE_ENV, "")
     assert memo.cache_dir() is None
-    memo.embed_reference(model, _images(3))
-    assert not off.exists() and len(list(tmp_path.iterdir())) == 1
+    assert memo.embed_reference(model, _images(3))[0].tobytes() == embed(model, _images(3))[0].tobytes()
+    assert not home.exists() and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.delenv(memo.CACHE_ENV)
+    assert memo.cache_dir() == home / ".cache" / "sagan-pipeline"  # unset: the default
 
 
 def test_kid_keeps_the_reference_sums_without_changing_a_digit():
