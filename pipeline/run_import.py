@@ -14,9 +14,10 @@ not keep is not invented: per-step γ histories (only the final γ), and tags su
 given with --tag.
 
 A record becomes a FINISHED run with the record's params, final metrics, curves (quick FID and γ, as
-thinned in the record), tags, name and times, so the MLflow UI shows it and the report reads it as it
-reads the record; it nests under the grid's parent run when the store has one. A record whose run is
-already in the store (the same run id, or a run imported from it) is skipped. A record without times
+thinned in the record), tags, name, times and the sample images beside it (samples/grid.png,
+attention.png), so the MLflow UI shows it (the report reads the records themselves); it nests under
+the grid's parent run when the store has one. A record whose run is already in the store (the same run
+id, or a run imported from it) is skipped. A record without times
 (converted from a published report) gets the time of the import.
 
     python -m pipeline.run_import results/default results/default-h200
@@ -27,7 +28,9 @@ import argparse
 import csv
 import json
 import logging
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -35,7 +38,7 @@ import yaml
 from pipeline import grid_runs, tracking
 from pipeline.config import parse_params
 from pipeline.errors import USER_ERRORS, UserError
-from pipeline.records.format import read_record
+from pipeline.records.format import IMAGES, image_path, read_record
 
 log = logging.getLogger("run_import")
 
@@ -184,6 +187,11 @@ def import_record(path: Path, extra_tags: dict[str, str]) -> str | None:
         client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
     if not record["tags"].get("mlflow.note.content"):
         client.set_tag(run_id, "mlflow.note.content", f"imported from the run record {path}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in IMAGES:  # as the sample stage logged them: samples/grid.png, samples/attention.png
+            if image_path(path, name).exists():
+                shutil.copyfile(image_path(path, name), Path(tmp) / name)
+                client.log_artifact(run_id, str(Path(tmp) / name), "samples")
     client.set_terminated(run_id, "FINISHED", end_time=record.get("end_ms"))
     return run_id
 

@@ -1,7 +1,6 @@
-"""DVC stage `report`: reports/ablation.md from the MLflow runs of the grid `ablation.name`."""
-from pipeline import store
+"""DVC stage `report`: reports/ablation.md from the run records of the grid `ablation.name` (results/<grid>/)."""
 from pipeline.cli import run_stage
 from pipeline.report import write_report
 
 if __name__ == "__main__":
-    run_stage("report", lambda params: write_report(params), preflight=store.preflight)
+    run_stage("report", lambda params: write_report(params))

@@ -1,5 +1,6 @@
 """The ablation grid end to end: one command, parallel queued experiments, MLflow runs per cell x
-seed, a report regenerated from MLflow alone, and the runs compared in the MLflow UI in Chromium."""
+seed, each with its run record and images, a report regenerated from the records alone, and the runs
+compared in the MLflow UI in Chromium."""
 from __future__ import annotations
 
 import json
@@ -94,33 +95,16 @@ def test_report_has_every_cell_and_images(grid_repo):
 
 
 @pytest.mark.slow
-def test_report_regenerates_from_mlflow_alone(grid_repo, tmp_path):
-    repo, _, _ = grid_repo
-    before = (repo / "reports/t/ablation.md").read_text()
-    # only the MLflow store and params.yaml: no DVC outputs, no workspace
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    for name in ("mlflow.db", "mlruns", "params.yaml"):
-        src = repo / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, alone / name)
-    e = env()
-    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{alone / 'mlflow.db'}"
-    e["PYTHONPATH"] = str(repo)
-    run([sys.executable, "-m", "pipeline.report", "--grid", "t"], alone, env=e)
-    again = (alone / "reports/t/ablation.md").read_text()
-    strip = lambda t: [ln for ln in t.splitlines() if not ln.startswith("Built from")]  # noqa: E731
-    assert strip(again) == strip(before)
-
-
-@pytest.mark.slow
-def test_every_finished_run_leaves_its_record_in_the_project(grid_repo):
-    """Queued experiments run in a temporary copy: their records land in the real project's results/."""
-    from pipeline.records import read_records
+def test_every_finished_run_leaves_its_record_in_the_project(grid_repo, tmp_path):
+    """Queued experiments run in a temporary copy: their records, and their images, land in the real
+    project's results/."""
+    from pipeline.records import image_path, read_records
     from pipeline.records.export import record_of
 
     repo, _, _ = grid_repo
     _, _, runs = _grid_runs(repo)
-    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/t")}
+    found = read_records(repo / "results/t")
+    records, paths = {rec["run_id"]: rec for _, rec in found}, {rec["run_id"]: path for path, rec in found}
     assert set(records) == {r.info.run_id for r in runs}
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     for r in runs:
@@ -135,20 +119,33 @@ def test_every_finished_run_leaves_its_record_in_the_project(grid_repo):
             assert mine[field] == stored[field], field
         assert mine["curves"]["fid_quick"] and any(k.startswith("gamma.") for k in mine["curves"])
         assert (mine["start_ms"], mine["end_ms"], mine["wall_s"]) == (stored["start_ms"], stored["end_ms"], stored["wall_s"])
+        # and the run's images beside its record: what it logged as samples/grid.png and samples/attention.png
+        for name in ("grid.png", "attention.png"):
+            logged = Path(client.download_artifacts(r.info.run_id, f"samples/{name}", str(tmp_path)))
+            assert image_path(paths[r.info.run_id], name).read_bytes() == logged.read_bytes(), name
 
 
 @pytest.mark.slow
 def test_report_regenerates_from_the_records_alone(grid_repo, tmp_path):
-    """A fresh clone has no MLflow store: the records in results/ give the same report's numbers."""
+    """A fresh clone has no MLflow store and no DVC outputs: results/ (the records, each run's images beside
+    its record) and params.yaml give the same report, images included."""
     repo, _, _ = grid_repo
+    alone = tmp_path / "alone"
+    shutil.copytree(repo / "results", alone / "results")
+    shutil.copy2(repo / "params.yaml", alone / "params.yaml")
     e = env()
     e["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'none/mlflow.db'}"
     e["PYTHONPATH"] = str(repo)
-    run([sys.executable, "-m", "pipeline.report", "--grid", "t", "--source", "records",
-         "--results", str(repo / "results"), "--out", str(tmp_path / "r")], repo, env=e)
-    assert json.loads((tmp_path / "r/t/ablation.json").read_text()) == \
-        json.loads((repo / "reports/t/ablation.json").read_text())
-    assert not (tmp_path / "none/mlflow.db").exists()
+    run([sys.executable, "-m", "pipeline.report", "--grid", "t"], alone, env=e)
+    again, before = alone / "reports/t", repo / "reports/t"
+    assert (again / "ablation.md").read_text() == (before / "ablation.md").read_text()
+    assert json.loads((again / "ablation.json").read_text()) == json.loads((before / "ablation.json").read_text())
+    images = sorted(p.name for p in (before / "ablation_files").glob("*.png") if p.name.endswith(("-grid.png",
+                                                                                                  "-attention.png")))
+    assert len(images) == 4  # two cells, each with its samples and attention maps
+    assert all((again / "ablation_files" / i).read_bytes() == (before / "ablation_files" / i).read_bytes()
+               for i in images)
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.slow

@@ -114,13 +114,15 @@ def test_a_grid_on_two_nodes_logs_through_the_server(ray_grid, ray_cluster, serv
     # the same data and evaluator everywhere: the object store's copies checked by their checksums
     assert len({r.data.tags["data.sha256"] for r in runs}) == 1
     assert len({r.data.tags["evaluator.sha256"] for r in runs}) == 1
-    # each run's record came back to the driver's results/
-    from pipeline.records import read_records
+    # each run's record, and its images beside it, came back to the driver's results/
+    from pipeline.records import image_path, read_records
 
-    records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/rg")}
+    found = read_records(repo / "results/rg")
+    records = {rec["run_id"]: rec for _, rec in found}
     assert set(records) == {r.info.run_id for r in runs}
     for r in runs:
         assert records[r.info.run_id]["metrics"] == r.data.metrics
+    assert all(image_path(path, name).exists() for path, _ in found for name in ("grid.png", "attention.png"))
     # finished runs leave no folder on their node
     assert not [p for p in Path(cluster_env["SAGAN_GRID_WORKDIR"]).rglob("params.yaml")]
     text = (repo / "reports/rg/ablation.md").read_text()

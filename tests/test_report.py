@@ -1,6 +1,6 @@
 """The ablation report on hand-made runs: contrasts and their orientation, Holm, interactions, ablation.json
 against pipeline.stats; the rendered page read back as sections and tables, each checked against the numbers
-and verdicts of ablation.json (not against its sentences); and one tiny real MLflow store. Batches,
+and verdicts of ablation.json (not against its sentences); and the report written from run records. Batches,
 replication and the second evaluator: test_report_batches.py; settled contrasts, the budget scan and the
 ranking: test_report_budget.py."""
 import json
@@ -270,7 +270,7 @@ def test_the_page_has_every_section_in_order_and_no_nan(page):
     # plots, linked relative to the markdown
     for name in ("metrics.png", "ranking_over_budget.png", "gamma_over_training.png", "margins.png"):
         assert f"](ablation_files/{name})" in page.text and (page.out / name).exists()
-    # samples: a subsection per cell; no store and no earlier render, so no image and an empty manifest
+    # samples: a subsection per cell; no record beside these runs and no earlier render: no image, an empty manifest
     samples = page.sections["Samples and attention of each cell's median run"]
     assert re.findall(r"^### (.+)$", samples, re.M) == page.a.cells
     assert "![" not in samples and json.loads((page.out / "samples.json").read_text()) == {}
@@ -551,7 +551,7 @@ def test_json_nulls_for_nan_and_inf():
     assert row["seeds_needed"] is None and row["significant"] is False
 
 
-# ---------------------------------------------------------------- a real MLflow store
+# ---------------------------------------------------------------- a real MLflow store, run records
 
 
 def _log_runs(client, exp_id, grid, runs, artifact_dir: Path):
@@ -570,24 +570,34 @@ def _log_runs(client, exp_id, grid, runs, artifact_dir: Path):
         client.set_terminated(rid, "FINISHED", end_time=r.end_ms)
 
 
-def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
-    import mlflow
+def _record_runs(grid: str, runs: list[GridRun], results: Path, samples: Path) -> None:
+    """`runs` as the run records of `grid` in results/<grid>/, with samples/grid.png beside each (no
+    attention.png: skipped), as a grid run's evaluate stage leaves them."""
+    from pipeline.records import write_record
+    from pipeline.records.export import save_images
 
-    from pipeline import tracking
+    for r in runs:
+        curves = {"fid_quick": r.fid_curve, **r.gamma_curves}
+        tags = {**r.tags, "grid.name": grid, "grid.cell": r.cell, "grid.seed": str(r.seed)}
+        save_images(write_record({"schema": 1, "grid": grid, "cell": r.cell, "seed": r.seed, "run_id": r.run_id,
+                                  "params": r.params, "metrics": r.metrics, "tags": tags, "curves": curves,
+                                  "start_ms": r.start_ms, "end_ms": r.end_ms}, results / grid), samples)
+
+
+def test_write_report_from_run_records(tmp_path, monkeypatch, caplog):
     from pipeline.report import write_report
 
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the lock file and artifact root live in tmp_path
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp_id = tracking.setup(P.mlflow.experiment)
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    (tmp_path / "grid.png").write_bytes(b"\x89PNG not really")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store/mlflow.db'}")  # never read
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples/grid.png").write_bytes(b"\x89PNG not really")
     positions = {"none", "post"}
     runs = [r for r in _full_runs() if r.params["attention.position"] in positions and r.seed < 2]
-    _log_runs(client, exp_id, "default", runs, tmp_path)
-    _log_runs(client, exp_id, "smoke", runs[:1], tmp_path)
+    results = tmp_path / "results"
+    _record_runs("default", runs, results, tmp_path / "samples")
+    _record_runs("smoke", runs[:1], results, tmp_path / "samples")
     reports = tmp_path / "reports"
 
-    md = write_report(P, out_dir=reports)
+    md = write_report(P, out_dir=reports, results=results)
     assert md == reports / "ablation.md"
     text = md.read_text()
     data = json.loads((reports / "ablation.json").read_text(), parse_constant=pytest.fail)
@@ -598,14 +608,13 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
     assert data["wall_time_s"]["sum_of_runs"] == pytest.approx(sum(r.metrics["final.wall_s"] for r in runs))
     assert data["ranking"]["5000"] and data["environment"]["machine_gpu"] == "H100"
     assert "gamma.g14" in data["gamma_final"][CELL.format("post", "hinge")]
-    # images: downloaded into ablation_files/ and linked relative to the markdown
+    # images: copied from beside the records into ablation_files/ and linked relative to the markdown
     links = [ln.split("](")[1].rstrip(")") for ln in text.splitlines() if ln.startswith("![")]
     assert any(link.endswith("-grid.png") for link in links)
     assert all((md.parent / link).exists() for link in links)
-    assert not (reports / "ablation_files" / "samples").exists()
 
     # another grid never overwrites the published report
-    smoke = write_report(P, "smoke", out_dir=reports)
+    smoke = write_report(P, "smoke", out_dir=reports, results=results)
     assert smoke == reports / "smoke" / "ablation.md" and (reports / "smoke" / "ablation.json").exists()
     assert md.read_text() == text
     assert all((smoke.parent / ln.split("](")[1].rstrip(")")).exists()
@@ -617,14 +626,15 @@ def test_write_report_from_a_real_store(tmp_path, monkeypatch, caplog):
     kept.write_text("the published report\n")
     with caplog.at_level(logging.WARNING, logger="report"):
         caplog.clear()
-        assert write_report(P, "gone", out_dir=reports) == kept
+        assert write_report(P, "gone", out_dir=reports, results=results) == kept
     assert kept.read_text() == "the published report\n"
     (warning,) = [r for r in caplog.records if r.name == "report" and r.levelno == logging.WARNING]
-    assert str(kept) in warning.getMessage() and "MLFLOW_TRACKING_URI" in warning.getMessage()
+    assert str(kept) in warning.getMessage() and "python -m pipeline.records export --grid gone" in warning.getMessage()
     # a grid that never ran: a page with its title and no section, and an empty ablation.json
-    never = write_report(P, "never", out_dir=reports)
+    never = write_report(P, "never", out_dir=reports, results=results)
     assert never.read_text().startswith("# Ablation report: grid `never`") and _sections(never.read_text()) == {}
     assert json.loads((never.parent / "ablation.json").read_text())["runs"] == []
+    assert not (tmp_path / "no-store").exists()
 
 
 # ---------------------------------------------------------------- the four outcomes

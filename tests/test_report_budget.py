@@ -190,7 +190,7 @@ def test_a_longer_replication_grid_is_compared_at_the_primary_budget(tmp_path, m
     _write_records(primary, p.ablation.name, results)
     _write_records(pilot, "pilot", results)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
-    text = write_report(p, out_dir=tmp_path / "reports", source="records", results=results).read_text()
+    text = write_report(p, out_dir=tmp_path / "reports", results=results).read_text()
     data = json.loads((tmp_path / "reports" / "ablation.json").read_text())
     (other,) = data["replication"]
     assert other["other"].startswith("`pilot`") and 12000 in _nums(other["other"]) and other["runs"] == len(pilot)

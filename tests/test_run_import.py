@@ -1,4 +1,5 @@
-"""Rebuilding MLflow runs from the local runner's run folders: what the report reads comes back."""
+"""Rebuilding MLflow runs from the local runner's run folders: the finished grid runs come back, with what a
+record exported from them holds."""
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def _run_folder(path, seed: int, fid: float):
     save_png(np.zeros((28, 28), np.uint8), path / "samples/grid.png")
 
 
-def test_run_folders_become_finished_runs_the_report_reads(tmp_path, monkeypatch):
+def test_run_folders_become_finished_grid_runs(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'store/mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     grid = tmp_path / "grid"
@@ -43,19 +44,24 @@ def test_run_folders_become_finished_runs_the_report_reads(tmp_path, monkeypatch
     _run_folder(grid / "pre-bce-s1", 1, 34.0)
     assert run_import([str(grid), "--tag", "machine.gpu=NVIDIA H200"]) == 0
 
-    from pipeline.report import load_runs
+    from pipeline.grid_runs import finished_grid_runs
+    from pipeline.records.export import record_of
 
-    runs = load_runs(with_override(Params(), {"mlflow.grid": "g"}), "g")
-    assert [(r.cell, r.seed, r.metrics["fid"]) for r in runs] == [
-        ("attention.position=pre,loss.type=bce", 0, 30.0), ("attention.position=pre,loss.type=bce", 1, 34.0)]
-    r = runs[0]
-    assert r.fid_curve == [(20, 90.0), (40, 60.0)]
-    assert r.metrics["floor.fid"] == 4.4 and r.metrics["final.wall_s"] == 3.5 and r.metrics["gamma.g14"] == 0.12
-    assert r.tags["machine.gpu"] == "NVIDIA H200" and r.tags["runtime.device"] == "cuda:0"
-    assert r.tags["imported.run_id"] == "original0" and r.params["train.steps"] == "40"
+    p = with_override(Params(), {"mlflow.grid": "g"})
     client = mlflow.MlflowClient(uri)
-    assert len(client.get_metric_history(r.run_id, "d_loss")) == 40
-    assert [a.path for a in client.list_artifacts(r.run_id, "samples")] == ["samples/grid.png"]
+    found = finished_grid_runs(p.mlflow.experiment, "g", p.ablation.axes)
+    assert [(cell, seed, r.data.metrics["fid"]) for (cell, seed), r in sorted(found.items())] == [
+        ("attention.position=pre,loss.type=bce", 0, 30.0), ("attention.position=pre,loss.type=bce", 1, 34.0)]
+    r = found["attention.position=pre,loss.type=bce", 0]
+    # what a record exported from this store holds (python -m pipeline.records export), as the report reads it
+    record = record_of(r, client)
+    assert record["curves"]["fid_quick"] == [[20, 90.0], [40, 60.0]]
+    metrics, tags = record["metrics"], record["tags"]
+    assert metrics["floor.fid"] == 4.4 and metrics["final.wall_s"] == 3.5 and metrics["gamma.g14"] == 0.12
+    assert tags["machine.gpu"] == "NVIDIA H200" and tags["runtime.device"] == "cuda:0"
+    assert tags["imported.run_id"] == "original0" and record["params"]["train.steps"] == "40"
+    assert len(client.get_metric_history(r.info.run_id, "d_loss")) == 40
+    assert [a.path for a in client.list_artifacts(r.info.run_id, "samples")] == ["samples/grid.png"]
     # importing again adds nothing
     assert run_import([str(grid)]) == 0
-    assert len(load_runs(with_override(Params(), {"mlflow.grid": "g"}), "g")) == 2
+    assert len(finished_grid_runs(p.mlflow.experiment, "g", p.ablation.axes)) == 2

@@ -8,7 +8,8 @@ in a folder on its node, with `num_cpus` = the run's threads and, on GPUs, a sha
 memory (pipeline.grid.gpu). Nothing needs a shared disk: the prepared data and the evaluator travel
 once through Ray's object store, checked against the driver's sha256 on arrival; the runs log to the
 tracking server of MLFLOW_TRACKING_URI (artifacts through it: `mlflow server --artifacts-destination`);
-each run's record comes back with the task's result and is written to the driver's results/<grid>/.
+each run's record and its images come back with the task's result and are written to the driver's
+results/<grid>/.
 A task whose node dies is run again elsewhere (Ray's `max_retries`); a cell that fails by itself
 (a non-zero exit) is not. Every node needs the project installed (`pip install .[ray]`).
 """
@@ -78,7 +79,8 @@ def run_folder(workdir: str | None, node_id: str, grid: str, exp_name: str) -> P
 def cell_task(grid: str, exp_name: str, params: str, shared: dict[str, bytes], checksums: dict[str, str],
               env: dict[str, str], workdir: str | None) -> dict:
     """One cell x seed on whichever node Ray chose: the run's folder, its inputs, then the cell process.
-    Returns the exit code, the run's record(s) as text, the node, and the log's tail when it failed."""
+    Returns the exit code, the run's record(s) as text and their images as bytes, the node, and the log's
+    tail when it failed."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -98,7 +100,9 @@ def cell_task(grid: str, exp_name: str, params: str, shared: dict[str, bytes], c
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=run_env).returncode
     records = {str(f.relative_to(folder / RESULTS_DIR)): f.read_text()
                for f in sorted((folder / RESULTS_DIR).rglob("*.json"))}
-    result = {"rc": rc, "records": records, "node": node, "folder": str(folder),
+    images = {str(f.relative_to(folder / RESULTS_DIR)): f.read_bytes()
+              for f in sorted((folder / RESULTS_DIR).rglob("*.png"))}
+    result = {"rc": rc, "records": records, "images": images, "node": node, "folder": str(folder),
               "seconds": time.perf_counter() - t0}
     if rc == 0:
         shutil.rmtree(folder, ignore_errors=True)  # the run is in MLflow and its record on the driver
@@ -226,7 +230,8 @@ def run(p: Params, spec: GridSpec, todo: list[Cell], threads: int, address: str 
 
 
 def _collect(ref, cell: Cell, root: Path) -> bool:
-    """A task's outcome: its records written to results/, a failure reported with its log. True if it ran."""
+    """A task's outcome: its records and their images written to results/, a failure reported with its log.
+    True if it ran."""
     import ray
 
     try:
@@ -234,11 +239,12 @@ def _collect(ref, cell: Cell, root: Path) -> bool:
     except ray.exceptions.RayError as e:  # lost more often than max_retries, or the task itself raised
         log.error("cell %s seed %d failed on the cluster: %s", cell.label, cell.seed, str(e).strip().splitlines()[-1])
         return False
-    for rel, text in result["records"].items():
+    files = {**{rel: text.encode() for rel, text in result["records"].items()}, **result.get("images", {})}
+    for rel, data in files.items():
         path = root / RESULTS_DIR / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         tmp.replace(path)
     if result["rc"] == 0:
         log.info("cell %s seed %d done in %.0f s on %s", cell.label, cell.seed, result["seconds"], result["node"])

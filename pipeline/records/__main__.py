@@ -1,4 +1,5 @@
-"""`python -m pipeline.records export`: write the run records of a grid's runs in the MLflow store (see pipeline.records)."""
+"""`python -m pipeline.records export`: write the run records of a grid's runs in the MLflow store, and their
+sample images (see pipeline.records)."""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +11,21 @@ from pipeline.errors import USER_ERRORS
 
 
 def export_grid(experiment: str, grid: str, results: Path, axes) -> list[Path]:
-    """The records of `grid`'s finished runs in the store (the latest of each cell x seed, as the report
-    picks them), written to results/<grid>/."""
+    """The records of `grid`'s finished runs in the store (the latest of each cell x seed), written to
+    results/<grid>/, each with the run's sample images beside it where the store has them."""
     import mlflow
 
     from pipeline import grid_runs, tracking
-    from pipeline.records.export import record_of
+    from pipeline.records.export import download_images, record_of
     from pipeline.records.format import grid_folder, write_record
 
     client = mlflow.MlflowClient(tracking.tracking_uri())
     folder = grid_folder(grid, results)
-    return [write_record(record_of(run, client), folder)
-            for _, run in sorted(grid_runs.finished_grid_runs(experiment, grid, axes).items())]
+    paths = []
+    for _, run in sorted(grid_runs.finished_grid_runs(experiment, grid, axes).items()):
+        paths.append(write_record(record_of(run, client), folder))
+        download_images(client, run.info.run_id, paths[-1])
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.records",
         description="export: the records of a grid's finished runs in the MLflow store (MLFLOW_TRACKING_URI, "
-                    "default sqlite:///mlflow.db at the project root); grid runs write their own at their "
+                    "default sqlite:///mlflow.db at the project root), each with its samples/grid.png and "
+                    "attention.png beside it where the store has them; grid runs write their own at their "
                     "end, so this is for runs made before runs kept their journal.")
     ap.add_argument("command", choices=["export"])
     ap.add_argument("--grid", help="the grid (default: params ablation.name)")

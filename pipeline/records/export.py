@@ -1,14 +1,18 @@
 """Run records: the record of one finished grid run, written by the evaluate stage at the end of every grid
 run (whichever runner ran it) from the run's own journal (pipeline.tracking.new_journal), and the record of
-a run in the MLflow store (`python -m pipeline.records export`, for runs made before runs kept a journal)."""
+a run in the MLflow store (`python -m pipeline.records export`, for runs made before runs kept a journal);
+each with the run's sample images beside it (format.IMAGES)."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline import store
-from pipeline.records.format import RESULTS_DIR, SCHEMA_VERSION, grid_folder, thin, write_record
+from pipeline.fileio import atomic_path
+from pipeline.records.format import IMAGES, RESULTS_DIR, SCHEMA_VERSION, grid_folder, image_path, thin, write_record
 
 log = logging.getLogger("records")
 
@@ -55,11 +59,46 @@ def record_of(run, client) -> dict[str, Any]:
     }
 
 
-def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
+SAMPLES_DIR = Path("samples")  # a run's images, in its workspace (the sample stage's outputs)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst, suffix=dst.suffix) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def save_images(record: Path, samples: Path = SAMPLES_DIR) -> list[Path]:
+    """Copies the run's images (samples/grid.png, and attention.png where it has attention) beside its
+    `record` (format.image_path); returns their paths."""
+    copied = []
+    for name in IMAGES:
+        if (Path(samples) / name).exists():
+            _copy(Path(samples) / name, image_path(record, name))
+            copied.append(image_path(record, name))
+    return copied
+
+
+def download_images(client, run_id: str, record: Path) -> list[Path]:
+    """The run's images from its MLflow artifacts (samples/grid.png, samples/attention.png) beside its
+    `record`; best effort: an image the store lacks (no attention, an artifact store gone) is skipped."""
+    copied = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in IMAGES:
+            try:
+                src = Path(client.download_artifacts(run_id, f"samples/{name}", tmp))
+            except Exception:  # noqa: BLE001 - not logged, or not readable: the record stands without it
+                continue
+            _copy(src, image_path(record, name))
+            copied.append(image_path(record, name))
+    return copied
+
+
+def save_run_record(run_id: str, root: Path | None = None, samples: Path = SAMPLES_DIR) -> Path | None:
     """Writes the record of grid run `run_id` to <root>/results/<grid>/ (root: the project root, which
-    DVC_ROOT names inside a queued experiment's temporary copy). Only for a finished, evaluated run as the
-    store holds it; otherwise (or when the store cannot be read) a warning and None: a record is never
-    written for an unfinished run, and a missing record never fails the run that finished."""
+    DVC_ROOT names inside a queued experiment's temporary copy), with the images in `samples` beside it.
+    Only for a finished, evaluated run as the store holds it; otherwise (or when the store cannot be read)
+    a warning and None: a record is never written for an unfinished run, and a missing record never fails
+    the run that finished."""
     import mlflow
 
     try:
@@ -71,6 +110,7 @@ def save_run_record(run_id: str, root: Path | None = None) -> Path | None:
             return None
         path = write_record(record_of(run, client),
                             grid_folder(run.data.tags["grid.name"], (root or store.project_root()) / RESULTS_DIR))
+        save_images(path, samples)
     except Exception as e:  # noqa: BLE001 - the run itself is done; its record can be written later
         log.warning("no record written for run %s (%s): once the store has it, write it with "
                     "`python -m pipeline.records export --grid NAME`", run_id, str(e).splitlines()[0][:200])
@@ -112,10 +152,13 @@ def record_of_journal(p, run_id: str, journal: dict[str, Any], end_ms: int | Non
     }
 
 
-def save_journal_record(p, run_id: str, journal: dict[str, Any], root: Path | None = None) -> Path:
+def save_journal_record(p, run_id: str, journal: dict[str, Any], root: Path | None = None,
+                        samples: Path = SAMPLES_DIR) -> Path:
     """Writes the record of grid run `run_id` (record_of_journal) to <root>/results/<grid>/ (root: the project
-    root, which DVC_ROOT names inside a queued experiment's temporary copy)."""
+    root, which DVC_ROOT names inside a queued experiment's temporary copy), with the images in `samples`
+    beside it."""
     record = record_of_journal(p, run_id, journal)
     path = write_record(record, grid_folder(record["grid"], (root or store.project_root()) / RESULTS_DIR))
+    save_images(path, samples)
     log.info("run record: %s", path)
     return path

@@ -1,5 +1,6 @@
 """A run record on disk: where it lives, its name, its JSON text (compact curves, one entry a line
-elsewhere, so git diffs stay small), the curve thinning the report shares, and reading one back."""
+elsewhere, so git diffs stay small), the run's sample images beside it, the curve thinning the report
+shares, and reading one back."""
 from __future__ import annotations
 
 import json
@@ -16,13 +17,15 @@ RESULTS_DIR = Path("results")  # under the project root; one folder per grid
 # points kept per curve: the default grid logs 50 gammas per layer (every 100 of 5,000 steps) and 5 quick
 # FIDs, which stay whole; a longer run keeps every k-th point and always the last (the final value)
 MAX_CURVE_POINTS = 50
+# the run's samples/ images kept beside its record as <record stem>-<name> (the report's sample images)
+IMAGES = ("grid.png", "attention.png")
 REQUIRED = ("schema", "grid", "cell", "seed", "run_id", "params", "metrics", "tags", "curves")
 
 
 def thin(curve: list[tuple[int, float]], max_points: int = MAX_CURVE_POINTS) -> list[tuple[int, float]]:
     """At most `max_points` of `curve` (sorted by step): every k-th point counted back from the last, so
-    the last point (the final value) is always kept. The report reads the store through this too, so the
-    store and the records give it the same curves."""
+    the last point (the final value) is always kept. A run's journal and the store's export thin alike,
+    so a run's record is the same from either."""
     if len(curve) <= max_points:
         return list(curve)
     k = math.ceil(len(curve) / max_points)
@@ -42,6 +45,13 @@ def record_name(record: dict[str, Any]) -> str:
     """'post-hinge-s3-1b68c04b.json': the cell's values, the seed and the run id's first 8 characters."""
     values = "-".join(part.split("=", 1)[-1] for part in record["cell"].split(","))
     return f"{_slug(values)}-s{record['seed']}-{record['run_id'][:8]}.json"
+
+
+def image_path(record: Path, name: str) -> Path:
+    """Where image `name` (one of IMAGES) of the run recorded in `record` lives: beside it, as
+    'post-hinge-s3-1b68c04b-grid.png'."""
+    record = Path(record)
+    return record.with_name(f"{record.stem}-{name}")
 
 
 def to_text(record: dict[str, Any]) -> str:

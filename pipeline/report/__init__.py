@@ -1,6 +1,6 @@
-"""The ablation report, built from the grid's MLflow runs alone: from the store, from the grid's run records
-in git (results/<grid>/, pipeline.records), or both merged, one copy per run; a run gives the same report
-from either, so it regenerates from the store or from a fresh clone.
+"""The ablation report, built from the grid's run records alone (results/<grid>/ in git, pipeline.records:
+each grid run writes its own, with its sample images beside it), so it regenerates from a fresh clone;
+the MLflow store is never read (`python -m pipeline.records export` writes the records of older runs).
 
 Writes `ablation.md`, `ablation.json` (the same numbers, machine-readable) and `ablation_files/`
 (plots, sample images). The published grid (params `ablation.name`) goes to `reports/`; any other grid
@@ -30,9 +30,9 @@ hinge − bce.
 ablation.json: floats are plain numbers, nan and inf are null; `ci95` is [low, high]; an environment
 value is a string when all runs agree and a list of the distinct values when they do not.
 
-The package, one idea per module: `runs` (GridRun; load_runs from MLflow, load_records from results/,
-merge_runs), `contrasts` (main effects, interactions, their tests and verdicts, the settled test), `margins`
-(margins resolved, the verdict at every margin), `batching` (batches, the primary one, replication),
+The package, one idea per module: `runs` (GridRun; load_records from results/), `contrasts` (main
+effects, interactions, their tests and verdicts, the settled test), `margins` (margins resolved, the
+verdict at every margin), `batching` (batches, the primary one, replication),
 `run_facts` (environment, wall times, real-data floor, machines), `variance` (training seeds vs sampling),
 `budget` (a grid's budget, the budget scan), `analysis` (the Analysis of a grid: analyze ties the others
 together), `second_evaluator` (the verdicts under evaluator B), `formatting` (numbers as text), `plots`
@@ -48,14 +48,14 @@ from pipeline.report.json_summary import summary
 from pipeline.report.markdown import render, render_analysis
 from pipeline.report.render_budget import MAX_BUDGET_COLUMNS, ranking_sentence
 from pipeline.report.render_contrasts import ANSWER_METRICS
-from pipeline.report.runs import GridRun, load_records, load_runs, merge_runs
+from pipeline.report.runs import GridRun, load_records
 from pipeline.report.write import REPORT_DIR, main, report_dir, write_report
 from pipeline.stats import t_interval  # also imported from here by callers
 
 __all__ = [
     "ALPHA", "ANSWER_METRICS", "CELL_METRICS", "MAX_BUDGET_COLUMNS", "METRICS", "REPORT_DIR",
     "Analysis", "Effect", "GridRun", "Interaction",
-    "analyze", "environment", "floor_metrics", "interactions", "load_records", "load_runs", "main", "main_effects",
-    "merge_runs", "oriented_pairs", "ranking_sentence", "render", "render_analysis", "report_dir", "summary", "t_interval",
+    "analyze", "environment", "floor_metrics", "interactions", "load_records", "main", "main_effects",
+    "oriented_pairs", "ranking_sentence", "render", "render_analysis", "report_dir", "summary", "t_interval",
     "wall_times", "write_report",
 ]

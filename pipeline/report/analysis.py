@@ -113,21 +113,21 @@ def _effects_of(p: Params, runs: list[GridRun], axes: Mapping[str, Sequence],
 def analyze(p: Params, grid: str, runs: list[GridRun], expected_seeds: Sequence[int] | None = None,
             margins: Mapping[str, ResolvedMargin] | None = None) -> Analysis:
     """The report's numbers. Expected seeds: `expected_seeds`, else params `ablation.seeds` for the
-    params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds in the store.
+    params' own grid, else (another grid, e.g. a smoke run with its own --seeds) the seeds of its records.
     The runs are split into batches (`batches`); the verdicts come from the primary one. The margins:
     `margins` as given (a replication is judged at the published grid's), else `ablation.margin` resolved
     against this grid's primary batch (margins_of)."""
 
     axes = {a: [label_value(a, v) for v in levels] for a, levels in p.ablation.axes.items()}
-    # worded as a regeneration from the store alone (no expected_seeds) words it, whenever it can be
-    in_store = sorted({r.seed for r in runs})
+    # worded as a regeneration from the records alone (no expected_seeds) words it, whenever it can be
+    recorded = sorted({r.seed for r in runs})
     params_seeds = sorted(p.ablation.seeds)
     if grid == p.ablation.name and (expected_seeds is None or sorted(expected_seeds) == params_seeds):
         seeds, source = params_seeds, "params `ablation.seeds`"
-    elif expected_seeds is not None and sorted(expected_seeds) != in_store:
+    elif expected_seeds is not None and sorted(expected_seeds) != recorded:
         seeds, source = sorted(expected_seeds), "as given"
     else:
-        seeds, source = in_store, f"the seeds found in the store for grid `{grid}`"
+        seeds, source = recorded, f"the seeds of the run records of grid `{grid}`"
     expected_cells = [_cell_label(axes, combo) for combo in itertools.product(*axes.values())]
     found = {(r.cell, r.seed) for r in runs}
     expected = [(c, s) for c in expected_cells for s in seeds]

@@ -214,7 +214,7 @@ ABLATION_KEYS = ("name", "steps", "seeds", "n_samples")
 
 @dataclass(frozen=True)
 class Recorded:
-    """The `ablation.*` params the grid's runs started with (as their records or the store keep them)."""
+    """The `ablation.*` params the grid's runs started with (as their records keep them)."""
     runs: int
     names: Counter  # ablation.name
     blocks: Counter  # ("name=…, steps=…, seeds=…, n_samples=…") per run

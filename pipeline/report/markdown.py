@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from pipeline import tracking
 from pipeline.config import Params
 from pipeline.report.analysis import Analysis, analyze
 from pipeline.report.formatting import _slug
@@ -23,18 +22,19 @@ from pipeline.report.render_setup import _cell_table, _header, _seeds_section
 from pipeline.report.runs import GridRun
 
 
-def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None = None) -> str:
-    """The markdown of `a`; plots and sample images (from the MLflow client's store, else kept from
+def render_analysis(a: Analysis, out: Path, previous: Path | None = None) -> str:
+    """The markdown of `a`; plots and sample images (from beside the runs' records, else kept from
     `previous`, the last render's ablation_files/) are written to `out`, which the markdown links as
     ablation_files/ (relative to the markdown file)."""
     lines = [f"# Ablation report: grid `{a.grid}`", ""]
     if not a.runs:
         return "\n".join(lines + [
-            f"No finished runs of grid `{a.grid}` in the MLflow store ({tracking.tracking_uri()}).", "",
-            "Run the grid first: `make grid` (or `python -m pipeline.grid run`)."]) + "\n"
+            f"No run records of grid `{a.grid}` (results/{_slug(a.grid)}/).", "",
+            "Run the grid first: `make grid` (or `python -m pipeline.grid run`); its runs write their records as "
+            "they finish."]) + "\n"
     lines += [f"Built from {len(a.runs)} runs (experiment `{a.p.mlflow.experiment}`, tag `grid.name = {a.grid}`: "
-              f"the MLflow store and the run records in results/{_slug(a.grid)}/); regenerate with "
-              f"`python -m pipeline.report --grid {a.grid}` (a clone without the store: from the records alone).", "",
+              f"their run records in results/{_slug(a.grid)}/); regenerate with "
+              f"`python -m pipeline.report --grid {a.grid}`.", "",
               "## Answer", ""] + [f"- {s}" for s in _answer(a)] + ["", "## Setup", ""]
     lines += _header(a)
     lines += _batches_section(a)
@@ -54,11 +54,11 @@ def render_analysis(a: Analysis, out: Path, client=None, previous: Path | None =
         lines += ["![ranking_over_budget.png](ablation_files/ranking_over_budget.png)", ""]
     lines += _gamma_section(a)
     lines += ["## Metrics per cell, every run", "", "![metrics.png](ablation_files/metrics.png)", ""]
-    lines += _samples(a, out, client, previous)
+    lines += _samples(a, out, previous)
     return "\n".join(lines) + "\n"
 
 
-def render(p: Params, grid: str, runs: list[GridRun], out: Path, client=None,
+def render(p: Params, grid: str, runs: list[GridRun], out: Path,
            expected_seeds: Sequence[int] | None = None) -> str:
     """The markdown report of `runs`; see render_analysis."""
-    return render_analysis(analyze(p, grid, runs, expected_seeds), out, client)
+    return render_analysis(analyze(p, grid, runs, expected_seeds), out)

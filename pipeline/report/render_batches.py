@@ -50,7 +50,7 @@ def _replication_section(a: Analysis) -> list[str]:
     if a.primary is None or not others:
         missing = [g for g, o in a.replications.items() if not o.runs]
         return lines + ["One batch and no second grid with runs: nothing to compare"
-                        + (f" (`{'`, `'.join(missing)}`: no finished runs in the store or in results/)" if missing
+                        + (f" (`{'`, `'.join(missing)}`: no run records in results/)" if missing
                            else "") + ".", ""]
     for name, b in others:
         pairs = replicate({m: a.effects[m] for m in ANSWER_METRICS}, {m: b.effects[m] for m in ANSWER_METRICS})

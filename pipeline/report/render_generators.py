@@ -1,10 +1,11 @@
 """The report's sections on the generators themselves: Attention usage (each layer's learned gamma) and each cell's
-samples and attention maps from its median run (from the MLflow store or an earlier render)."""
+samples and attention maps from its median run (beside its run record, or from an earlier render)."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from pipeline.records.format import image_path
 from pipeline.report.analysis import Analysis
 from pipeline.report.formatting import _fmt, _num, _shown, _slug
 from pipeline.report.run_facts import _final_gamma, _param, _values
@@ -36,12 +37,12 @@ def _gamma_section(a: Analysis) -> list[str]:
 SAMPLES_MANIFEST = "samples.json"  # in ablation_files/: which run each sample image came from
 
 
-def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> list[str]:
+def _samples(a: Analysis, out: Path, previous: Path | None = None) -> list[str]:
     """Each cell's images from its median-FID run, or, where that run's images are nowhere (a record
-    converted from an older report), from the run nearest the median that has them: from the MLflow
-    store, else those an earlier render left in `previous` (the report's ablation_files/, listed in its
-    samples.json), so a report rebuilt from the run records alone, on a clone without the store, keeps
-    them."""
+    converted from an older report), from the run nearest the median that has them: those beside its run
+    record (format.image_path), else those an earlier render left in `previous` (the report's
+    ablation_files/, listed in its samples.json), so the records written before runs kept their images
+    keep the report's."""
     import json
 
     lines = ["## Samples and attention of each cell's median run (by FID)", ""]
@@ -51,12 +52,10 @@ def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> li
     manifest = {}
 
     def fetch(run: GridRun, art: str, target: Path) -> bool:
-        if client is not None:
-            try:
-                Path(client.download_artifacts(run.run_id, f"samples/{art}", str(out))).replace(target)
-                return True
-            except Exception:  # noqa: BLE001 - not in the store, or no map (position none)
-                pass
+        beside = image_path(run.record, art) if run.record is not None else None
+        if beside is not None and beside.exists():
+            shutil.copy2(beside, target)
+            return True
         if kept.get(target.name) == run.run_id and (previous / target.name).exists():
             shutil.copy2(previous / target.name, target)
             return True
@@ -78,7 +77,7 @@ def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> li
                 break
         if shown is None:
             lines += [f"median run: seed {med.seed}, FID {_num(med.metrics['fid'])}, run `{med.run_id}`", "",
-                      "No images: no run of this cell has its samples in the MLflow store or an earlier render.", ""]
+                      "No images: no run of this cell has them beside its run record or in an earlier render.", ""]
             continue
         note = "the median run" if shown is med else (f"the run nearest the median (seed {med.seed}, FID "
                                                        f"{_num(med.metrics['fid'])}) that has its images")
@@ -87,7 +86,6 @@ def _samples(a: Analysis, out: Path, client, previous: Path | None = None) -> li
             if (out / f"{_slug(c)}-{art}").exists():
                 lines.append(f"![{c} {art}](ablation_files/{_slug(c)}-{art})")
         lines.append("")
-    shutil.rmtree(out / "samples", ignore_errors=True)  # download_artifacts' folder, now empty
     (out / SAMPLES_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return lines
 

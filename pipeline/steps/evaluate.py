@@ -175,7 +175,7 @@ def main(p: Params) -> None:
                      "evaluator_b.arch": str(b["arch"])})
         logger.artifact(METRICS_FILE, "metrics")
         logger.artifact(HIST_PNG, "evaluate")
-    if p.mlflow.grid:  # the last stage of a grid's run: its record, from what the run logged
+    if p.mlflow.grid:  # the last stage of a grid's run: its record, from what the run logged, and its images
         if journal is not None:
             save_journal_record(p, run_id, logger.journal)
         else:  # trained before runs kept a journal: read back from the store it finished in
