@@ -106,7 +106,7 @@ def resample_grid(grid: str, root: Path, sample_seed: int | None = None, seeds: 
         now = int(time.time() * 1000)
         client.log_batch(run.info.run_id, metrics=[Metric(f"resample.{k}", v, now, 0) for k, v in m.items()],
                          tags=[RunTag("resample.sample_seed", str(seed))])
-        save_run_record(run.info.run_id, root)
+        save_run_record(run.info.run_id, root, folder / "samples")  # its images: the run's own
         log.info("%s: FID %.3f with sample seed %d (first draw %.3f) in %.0f s", folder.name, m["fid"], seed,
                  run.data.metrics["fid"], time.perf_counter() - t0)
     return len(todo)

@@ -194,6 +194,12 @@ def test_the_local_runner_runs_the_same_grid_without_dvc_or_ray(ray_grid, server
         records = {rec["run_id"]: rec for _, rec in read_records(repo / "results/loc")}
         assert records[r.info.run_id]["metrics"] == after.data.metrics
     assert "0 run(s)" in run([sys.executable, "-m", "pipeline.resample", "--grid", "loc"], repo).stdout
+    # each record's images beside it are its own run's (its folder's samples/), not the project's
+    from pipeline.records import image_path
+
+    for path, rec in read_records(repo / "results/loc"):
+        folder = repo / ".grid/loc" / rec["run_name"].removeprefix("loc-")
+        assert image_path(path, "grid.png").read_bytes() == (folder / "samples/grid.png").read_bytes()
     run([sys.executable, "-m", "pipeline.report", "--grid", "loc"], repo)
     variance = (repo / "reports/loc/ablation.md").read_text().split("## Which variance is it?")[1]
     assert "| fid | 2 |" in variance

@@ -253,13 +253,17 @@ def test_a_record_only_for_a_finished_evaluated_grid_run(store, tmp_path, monkey
     client.log_metric(running, "fid", 30.0)
     unevaluated = client.create_run(exp_id, tags=tags).info.run_id
     client.set_terminated(unevaluated, "FINISHED")
-    assert save_run_record(running) is None and save_run_record(unevaluated) is None
-    assert save_run_record("no-such-run") is None  # never raises: the run it follows has finished
+    samples = tmp_path / "samples"  # the run's own samples/: its images go beside its record
+    samples.mkdir()
+    (samples / "grid.png").write_bytes(b"hook grid")
+    assert save_run_record(running, None, samples) is None and save_run_record(unevaluated, None, samples) is None
+    assert save_run_record("no-such-run", None, samples) is None  # never raises: the run it follows has finished
     assert not (root / "results/hook").exists()
     client.set_terminated(running, "FINISHED")
-    path = save_run_record(running)
+    path = save_run_record(running, None, samples)
     assert path == root / "results/hook" / f"post-hinge-s7-{running[:8]}.json"
     assert read_record(path)["metrics"] == {"fid": 30.0}
+    assert image_path(path, "grid.png").read_bytes() == b"hook grid" and not image_path(path, "attention.png").exists()
 
 
 def test_bad_records_say_what_to_do(tmp_path):

@@ -93,9 +93,10 @@ def download_images(client, run_id: str, record: Path) -> list[Path]:
     return copied
 
 
-def save_run_record(run_id: str, root: Path | None = None, samples: Path = SAMPLES_DIR) -> Path | None:
-    """Writes the record of grid run `run_id` to <root>/results/<grid>/ (root: the project root, which
-    DVC_ROOT names inside a queued experiment's temporary copy), with the images in `samples` beside it.
+def save_run_record(run_id: str, root: Path | None, samples: Path) -> Path | None:
+    """Writes the record of grid run `run_id` to <root>/results/<grid>/ (root, where None: the project root,
+    which DVC_ROOT names inside a queued experiment's temporary copy), with the images in `samples` (the
+    run's own samples/ folder) beside it.
     Only for a finished, evaluated run as the store holds it; otherwise (or when the store cannot be read)
     a warning and None: a record is never written for an unfinished run, and a missing record never fails
     the run that finished."""

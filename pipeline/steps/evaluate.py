@@ -18,7 +18,7 @@ from pipeline.fileio import atomic_path, write_json
 from pipeline.memo import embed_reference
 from pipeline.metrics import METRICS_VERSION, SCALARS, evaluate_draws, round_scalars
 from pipeline.metrics.registry import DRAWS_ONLY, EVALUATE_ORDER
-from pipeline.records.export import save_journal_record, save_run_record
+from pipeline.records.export import SAMPLES_DIR, save_journal_record, save_run_record
 
 log = logging.getLogger("evaluate")
 
@@ -179,7 +179,7 @@ def main(p: Params) -> None:
         if journal is not None:
             save_journal_record(p, run_id, logger.journal)
         else:  # trained before runs kept a journal: read back from the store it finished in
-            save_run_record(run_id)
+            save_run_record(run_id, None, SAMPLES_DIR)
     try:
         experiment_id = json.loads(tracking.RUN_FILE.read_text())["experiment_id"]
         log.info("MLflow: this run %s; all runs, best FID first: %s", tracking.ui_url(experiment_id, run_id),
