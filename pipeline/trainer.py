@@ -92,6 +92,8 @@ class Trainer:
             self.G_fwd = torch.compile(self.G_run, mode=mode)
             self.D_fwd = torch.compile(self.D, mode=mode)
             self.D_run = torch.compile(self.D_run, mode=mode)
+            if dev.type == "cpu":  # deterministic: the compiler's flag too, now that it is loaded
+                torch.use_deterministic_algorithms(True, warn_only=True)
         self.step = 0
         self.history: dict[str, list[float]] = {k: [] for k in ("d_loss", "g_loss", "d_real", "d_fake")}
         self.snapshots: list[np.ndarray] = []

@@ -32,6 +32,8 @@ TINY = {
     "sample": {"n": 200, "grid_rows": 4},
     "evaluate": {"n_samples": 100, "draws": 2, "classifier": {"epochs": 1}, "classifier_b": {"epochs": 1}},
     "ablation": {"seeds": [0, 1], "steps": 4, "n_samples": 100, "jobs": 2},
+    # logging the generator as an MLflow model costs ~5 CPU-s a run: the tests of that model turn it on
+    "mlflow": {"log_model": False},
 }
 
 

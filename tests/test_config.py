@@ -213,6 +213,8 @@ CROSS = [
     ({"train.ema_start": 20000}, "train.ema_start", "less than train.steps = 12000"),
     ({"sample.n": 200, "evaluate.n_samples": 100, "evaluate.draws": 2, "sample.grid_rows": 20}, "sample.grid_rows",
      "at most sqrt(sample.n = 200)"),
+    ({"mlflow.register_model": "m", "mlflow.log_model": False}, "mlflow.register_model",
+     "while mlflow.log_model is false"),
 ]
 if not __import__("torch").cuda.is_available():
     CROSS.append(({"train.device": "cuda"}, "train.device", "auto or cpu on this machine (no CUDA device is visible)"))

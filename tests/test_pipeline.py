@@ -20,11 +20,15 @@ from e2e import BROWSER_ARGS, CHROMIUM, ROOT, TINY, deep_update, env, make_repo,
 FIRST: dict[str, Path] = {}
 
 
+LOGGED_MODEL = {"mlflow": {"log_model": True}}
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, prepared):
     import shutil
 
-    path = make_repo(tmp_path_factory.mktemp("proj") / "repo", template=prepared)
+    # the default pipeline as a user runs it: each run's generator logged as an MLflow model
+    path = make_repo(tmp_path_factory.mktemp("proj") / "repo", LOGGED_MODEL, template=prepared)
     run(["dvc", "repro"], path, timeout=900)
     kept = tmp_path_factory.mktemp("first-run")
     for name in ("run.json", "generator.pt"):
@@ -614,7 +618,7 @@ def test_register_model_makes_a_version_a_run(tmp_path, prepared):
     """mlflow.register_model (off by default) registers each trained generator: version 1, then 2."""
     import sys
 
-    path = make_repo(tmp_path / "repo", {"mlflow": {"register_model": "sagan-test"}}, template=prepared)
+    path = make_repo(tmp_path / "repo", {"mlflow": {"register_model": "sagan-test", "log_model": True}}, template=prepared)
     for _ in range(2):
         run([sys.executable, "-m", "stages.train"], path)
     client, _, runs = _runs(path)

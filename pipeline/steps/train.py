@@ -248,6 +248,8 @@ def _log_model(trainer: Trainer, logger: tracking.RunLogger) -> None:
 
     from pipeline import generator_model
 
+    if not trainer.p.mlflow.log_model:
+        return
     if logger.offline:
         log.warning("MLflow server away: this run gets no logged model (its state dict is kept and sent later)")
         return

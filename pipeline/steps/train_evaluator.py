@@ -4,13 +4,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.evaluator import EVALUATOR_FILE, accuracy, embed, save_evaluator, train_classifier
 from pipeline.fileio import write_json
 from pipeline.metrics import METRICS_VERSION, evaluate_features, real_floor, round_scalars
+from pipeline.seeding import deterministic_algorithms
 
 log = logging.getLogger("train_evaluator")
 
@@ -22,7 +21,7 @@ def train_with_floor(cfg, p: Params, model_file: Path, metrics_file: Path, name:
                      extra: dict | None = None) -> None:
     """Trains an evaluator with `cfg` (evaluate.classifier or evaluate.classifier_b), measures its held-out
     accuracy and its real-data floor, and writes the model and its metrics (plus `extra`)."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_algorithms()
     data = load_prepared()
     model = train_classifier(data.x_train, data.y_train, cfg, desc=name)
     acc = accuracy(model, data.x_test, data.y_test)
