@@ -51,6 +51,10 @@ def test_each_run_samples_every_draw_it_evaluates():
     spec = GridSpec.from_params(p)
     run = with_override(p, spec.overrides(spec.cells()[0]))
     assert run.evaluate.n_samples == 500 and run.sample.n == 500 * p.evaluate.draws == 500 * run.evaluate.draws
+    # fewer draws for a smoke grid (`--draws 2`): each run samples and evaluates two draws of n_samples
+    smoke = GridSpec.from_params(p, draws=2)
+    run = with_override(p, smoke.overrides(smoke.cells()[0]))
+    assert (run.evaluate.draws, run.evaluate.n_samples, run.sample.n) == (2, 500, 1000)
 
 
 def test_a_grid_registers_no_model_even_where_params_yaml_asks_for_it():

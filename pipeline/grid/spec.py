@@ -36,7 +36,7 @@ class GridSpec:
     device: str = ""  # train.device for every run ("": as params.yaml says)
     ema_start: int = 0  # train.ema_start of params.yaml: a budget below it moves it (a smoke grid)
     eval_n: int = 0  # train.eval_n of params.yaml: a quick FID never draws more images than the final one
-    draws: int = 1  # evaluate.draws of params.yaml: each run samples draws x n_samples images
+    draws: int = 1  # evaluate.draws (params.yaml's, or --draws): each run samples draws x n_samples images
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
@@ -62,7 +62,8 @@ class GridSpec:
         train.threads as it is). Axes on keys the grid must own (the seed, ...) are refused by params
         validation."""
         over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples * self.draws,
-                                   "evaluate.n_samples": self.n_samples, "mlflow.grid": self.name,
+                                   "evaluate.n_samples": self.n_samples, "evaluate.draws": self.draws,
+                                   "mlflow.grid": self.name,
                                    # a grid's runs are compared, not published one by one: none is registered
                                    "mlflow.register_model": "",
                                    **self.ablation_block()}
