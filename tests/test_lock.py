@@ -18,7 +18,7 @@ def stale_entries(status: dict) -> dict[str, list[str]]:
     for stage, changes in status.items():
         for change in changes:
             if not isinstance(change, dict):
-                continue  # "always changed" (the report)
+                continue  # a string such as "always changed": nothing a lock refresh changes
             for path, state in change.get("changed deps", {}).items():
                 if state == "modified":
                     stale.setdefault(stage, []).append(f"{path} modified")
