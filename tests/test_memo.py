@@ -62,3 +62,28 @@ def test_kid_keeps_the_reference_sums_without_changing_a_digit():
     assert kid(real, other) != first  # the kept sums are the reference's only
     assert kid(real, fake) == first  # read back: the same digits
     assert kid(real[::-1].copy(), fake) == first  # the reference in another order: its canonical order's sums
+
+
+def test_kid_reference_sums_kept_on_disk_are_the_computed_ones(tmp_path, monkeypatch):
+    """A second process (here: the in-process sums cleared) reads the reference's KID sums from the cache
+    and gets the same KID to the last digit; without the cache, the same again."""
+    import importlib
+
+    kid_module = importlib.import_module("pipeline.metrics.kid")  # the module (pipeline.metrics.kid is the function)
+
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(300, 8)), rng.normal(0.2, 1, (150, 8))
+    monkeypatch.setenv(memo.CACHE_ENV, "")
+    kid_module._REAL_SUMS.clear()
+    computed = kid(real, fake)
+    monkeypatch.setenv(memo.CACHE_ENV, str(tmp_path))
+    kid_module._REAL_SUMS.clear()
+    assert kid(real, fake) == computed
+    (path,) = [p for p in tmp_path.iterdir() if p.name.startswith("kid-sums-")]
+    kid_module._REAL_SUMS.clear()
+    assert kid(real, fake) == computed  # read back from the file
+    path.write_bytes(b"not an npy")  # a disk gone bad: computed again
+    kid_module._REAL_SUMS.clear()
+    assert kid(real, fake) == computed
+    kid_module._REAL_SUMS.clear()
+    assert kid(real, rng.normal(0.2, 1, (150, 8))) != computed

@@ -77,15 +77,19 @@ _REAL_SUMS: dict[tuple[str, int], np.ndarray] = {}  # the reference's sums: the 
 
 
 def _real_within_sums(x: np.ndarray, gx: np.ndarray, g: int) -> np.ndarray:
-    """_within_sums of the reference set, computed once per process (a run scores the same reference at
-    each checkpoint evaluation and by two evaluators: ~2 s each on 2 cores); a copy, which kid() modifies."""
+    """_within_sums of the reference set, computed once per process and machine (a run scores the same
+    reference at each checkpoint evaluation and by two evaluators: ~2 s each on 2 cores); a copy, which
+    kid() modifies."""
     import hashlib
+
+    from pipeline.memo import kid_reference_sums
 
     key = (hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(), g)
     if key not in _REAL_SUMS:
         if len(_REAL_SUMS) >= 4:
             _REAL_SUMS.pop(next(iter(_REAL_SUMS)))
-        _REAL_SUMS[key] = _within_sums(x, gx, g)
+        # also kept on disk (pipeline.memo): every process of every run scores the same reference
+        _REAL_SUMS[key] = kid_reference_sums(x, g, lambda: _within_sums(x, gx, g))
     return _REAL_SUMS[key].copy()
 
 
