@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import mlflow
@@ -659,8 +660,17 @@ def test_mlflow_ui_shows_the_logged_model_in_model_training_mode(repo, tmp_path)
                 page.goto(ui_url(exp.experiment_id, run_id, uri=url))
                 page.get_by_text("Model registry").first.wait_for(timeout=60_000)
                 page.get_by_text("classifier_score_se").first.wait_for(timeout=60_000)
+                # the metrics table shows each metric's model once the page has fetched the logged models
+                # (a second request, later than the metrics on a busy machine): read it once it has
+                deadline = time.time() + 60
+                while True:
+                    run_page = page.inner_text("body")
+                    lines = run_page.splitlines()
+                    shown = "fid" in lines and lines[lines.index("fid") + 2:][:1] == ["generator"]
+                    if shown or time.time() > deadline:
+                        break
+                    page.wait_for_timeout(500)
                 page.screenshot(path=str(shots / "mlflow-run-page.png"), full_page=True)
-                run_page = page.inner_text("body")
                 page.goto(ui_url(exp.experiment_id, uri=url))
                 page.get_by_text("matching run").first.wait_for(timeout=60_000)
                 page.screenshot(path=str(shots / "mlflow-runs.png"), full_page=True)
