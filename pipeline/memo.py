@@ -63,25 +63,33 @@ def features_key(model, images_uint8: np.ndarray) -> str:
 def embed_reference(model, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """pipeline.evaluator.embed(model, images_uint8), read from the cache when it holds this key."""
     from pipeline.evaluator import embed
-    from pipeline.fileio import atomic_path
 
     folder = cache_dir()
     if folder is None:
         return embed(model, images_uint8)
     path = folder / f"features-{features_key(model, images_uint8)[:32]}.npz"
+    kept = _kept(path, ("features", "probs"), lambda: dict(zip(("features", "probs"), embed(model, images_uint8))))
+    return kept["features"], kept["probs"]
+
+
+def _kept(path: Path, names: tuple[str, ...], compute) -> dict[str, np.ndarray]:
+    """The arrays `names` of the .npz at `path`, or compute()'s (a dict of them), written there atomically
+    for the next process (a read-only folder: a warning, and the value computed)."""
+    from pipeline.fileio import atomic_path
+
     try:
         with np.load(path) as kept:
-            return kept["features"], kept["probs"]
+            return {name: kept[name] for name in names}
     except (OSError, KeyError, ValueError):
         pass  # not there yet (or unreadable): compute it
-    feats, probs = embed(model, images_uint8)
+    arrays = compute()
     try:
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, features=feats, probs=probs)
+            np.savez(tmp, **arrays)
     except OSError as e:  # a read-only home: the run goes on without the cache
-        log.warning("features not cached in %s (%s); set %s to a writable folder, or to '' to turn caching off",
-                    folder, e, CACHE_ENV)
-    return feats, probs
+        log.warning("%s not cached in %s (%s); set %s to a writable folder, or to '' to turn caching off",
+                    path.name, path.parent, e, CACHE_ENV)
+    return arrays
 
 
 def _blas_machine() -> str:
@@ -103,8 +111,6 @@ def kid_reference_sums(x: np.ndarray, groups: int, compute) -> np.ndarray:
     """compute() (KID's within-set kernel sums of the reference features `x` in `groups` groups, ~0.6 s a
     time on Zen 3 at 10,000 digits), read from the cache when it holds the key of x, groups, the KID code
     and this machine's BLAS."""
-    from pipeline.fileio import atomic_path
-
     folder = cache_dir()
     if folder is None:
         return compute()
@@ -112,16 +118,4 @@ def kid_reference_sums(x: np.ndarray, groups: int, compute) -> np.ndarray:
     x = np.ascontiguousarray(x)
     h.update(f"{x.dtype}{x.shape}|{groups}|{_kid_code()}|{_blas_machine()}".encode())
     h.update(x.tobytes())
-    path = folder / f"kid-sums-{h.hexdigest()[:32]}.npy"
-    try:
-        return np.load(path)
-    except (OSError, ValueError):
-        pass  # not there yet (or unreadable): compute it
-    sums = compute()
-    try:
-        with atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, sums)
-    except OSError as e:
-        log.warning("KID sums not cached in %s (%s); set %s to a writable folder, or to '' to turn caching off",
-                    folder, e, CACHE_ENV)
-    return sums
+    return _kept(folder / f"kid-sums-{h.hexdigest()[:32]}.npz", ("sums",), lambda: {"sums": compute()})["sums"]
