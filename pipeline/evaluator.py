@@ -39,6 +39,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.fileio import torch_load
+from pipeline.optim import Adam
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def train_classifier(x_train: np.ndarray, y_train: np.ndarray, cfg, progress: bo
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     x = to_float(x_train)
     model = ARCHITECTURES[getattr(cfg, "arch", "cnn")]()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = Adam(model.parameters(), lr=cfg.lr)
     batch = min(cfg.batch_size, len(x))
     steps_per_epoch = max(len(x) // batch, 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr * 3, total_steps=cfg.epochs * steps_per_epoch)

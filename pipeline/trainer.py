@@ -21,6 +21,7 @@ from pipeline.config import Params
 from pipeline.draws import batch_indices, epoch_permutation, fixed_latent, latent, step_generator
 from pipeline.errors import UserError
 from pipeline.models import Discriminator, Generator, ModelConfig, gammas
+from pipeline.optim import Adam
 from pipeline.runtime import Runtime
 from pipeline.sampling import in_eval_mode, to_uint8
 from pipeline.seeding import seed_everything
@@ -78,8 +79,8 @@ class Trainer:
             self.G = convert_sync_batchnorm(self.G, dev.type)
         fused = dev.type in ("cuda", "cpu")
         t = p.train
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1_g, t.beta2_g), fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1_d, t.beta2_d), fused=fused)
+        self.opt_g = Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1_g, t.beta2_g), fused=fused)
+        self.opt_d = Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1_d, t.beta2_d), fused=fused)
         self.G_run, self.D_run = self.G, self.D
         if runtime.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
