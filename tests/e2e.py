@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -90,7 +91,8 @@ def prepared_template(tmp_path_factory) -> Path:
         if not (base / "prepared-template.done").exists():
             shutil.rmtree(path.parent, ignore_errors=True)
             make_repo(path)
-            run(["dvc", "repro", "train_evaluator", "train_evaluator_b"], path, timeout=900)
+            seconds = repro_watching_stages(path, ["train_evaluator", "train_evaluator_b"])
+            (path.parent / "stage-seconds.json").write_text(json.dumps(seconds))
             for store in ("mlflow.db", "mlruns"):
                 if (path / store).is_dir():
                     shutil.rmtree(path / store)
@@ -103,6 +105,50 @@ def prepared_template(tmp_path_factory) -> Path:
             run(["git", "commit", "-qm", "shared stages"], path)
             (base / "prepared-template.done").touch()
     return path
+
+
+def stage_children(proc: subprocess.Popen) -> dict[str, object]:
+    """The stage processes `dvc repro` (proc) runs now, by stage name: its own children only, so never
+    another test's (pytest-xdist runs others beside it), and cheap to ask ten times a second."""
+    import psutil
+
+    found = {}
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for child in children:
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        for arg in cmd:
+            if arg.startswith("stages."):
+                found[arg.removeprefix("stages.")] = child
+    return found
+
+
+def repro_watching_stages(repo: Path, targets: list[str] | None = None, timeout: float = 900) -> dict[str, float]:
+    """`dvc repro [targets]`, and the seconds each stage's process ran (seen first to gone, +-0.1 s): when to
+    kill a stage so that it dies in its work, not while it imports."""
+    log_file = repo.parent / f"{repo.name}.repro.log"
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(["dvc", "repro", *(targets or [])], cwd=repo, env=env(), stdout=log, stderr=log)
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            now = time.time()
+            for stage in stage_children(proc):
+                first.setdefault(stage, now)
+                last[stage] = now
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode != 0:
+        raise AssertionError(f"dvc repro exited {proc.returncode}\n{log_file.read_text()[-6000:]}")
+    log_file.unlink()
+    return {stage: round(last[stage] - first[stage] + 0.1, 2) for stage in first}
 
 
 def make_repo(path: Path, overrides: dict | None = None, template: Path | None = None) -> Path:
