@@ -53,7 +53,7 @@ grid: $(VENV)/.installed
 # process per run: ~17 s for a 20-step run against ~80-100 s as a DVC experiment; tests/test_grid.py
 # runs the DVC queue)
 grid-smoke: $(VENV)/.installed
-	$(PY) -m pipeline.grid run --runner local --name smoke --steps 10 --seeds 0 1 --n-samples 200 --draws 2
+	$(PY) -m pipeline.grid run --runner local --name smoke --steps 10 --seeds 0 1 --n-samples 200 --draws 2 --no-log-model
 
 report: $(VENV)/.installed
 	dvc repro report

@@ -57,6 +57,18 @@ def test_each_run_samples_every_draw_it_evaluates():
     assert (run.evaluate.draws, run.evaluate.n_samples, run.sample.n) == (2, 500, 1000)
 
 
+def test_no_log_model_turns_off_every_runs_mlflow_model_and_nothing_else():
+    """`grid run --no-log-model` (the smoke grid): no run logs its generator as an MLflow model."""
+    p = grid_params({"loss.type": ["hinge", "bce"]}, n_samples=500, steps=20)
+    default, smoke = GridSpec.from_params(p), GridSpec.from_params(p, log_model=False)
+    for cell in default.cells():
+        assert with_override(p, default.overrides(cell)).mlflow.log_model is p.mlflow.log_model is True
+        with_model, without = default.overrides(cell), smoke.overrides(cell)
+        assert without.pop("mlflow.log_model") is False
+        with_model.pop("mlflow.log_model")
+        assert with_model == without
+
+
 def test_a_grid_registers_no_model_even_where_params_yaml_asks_for_it():
     p = with_override(grid_params({"loss.type": ["hinge", "bce"]}, steps=20), {"mlflow.register_model": "mine"})
     spec = GridSpec.from_params(p)

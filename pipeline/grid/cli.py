@@ -2,7 +2,7 @@
 one command, every cell x seed of params.yaml's `ablation:` as one run, in parallel, then the report.
 
     python -m pipeline.grid run                       # DVC's queue (make grid)
-    python -m pipeline.grid run --steps 20 --seeds 0 1 --n-samples 200 --draws 2 --name smoke
+    python -m pipeline.grid run --steps 20 --seeds 0 1 --n-samples 200 --draws 2 --no-log-model --name smoke
     python -m pipeline.grid run --runner local --device cuda --jobs 9   # one GPU box without DVC
     python -m pipeline.grid run --runner ray --address HEAD:6379        # a Ray cluster (docs/scale.md)
     python -m pipeline.grid status
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-samples", type=int, help="samples evaluated per run (default: ablation.n_samples)")
     ap.add_argument("--draws", type=int, help="evaluate.draws of every run: FID's draws of --n-samples each (default: "
                     "params' evaluate.draws; a smoke grid's fewer draws sample and evaluate in less time)")
+    ap.add_argument("--no-log-model", dest="log_model", action="store_false", default=None,
+                    help="do not log each run's generator as an MLflow model (mlflow.log_model: false; ~6 CPU-s a "
+                    "run on Zen 3, a third of a smoke grid's run)")
     ap.add_argument("--jobs", type=int, help="parallel runs on this machine; each gets cores / jobs threads "
                     "(default: ablation.jobs)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device of every run "
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         p = load_params()
         spec = GridSpec.from_params(p, name=args.name, steps=args.steps, seeds=args.seeds,
-                                    n_samples=args.n_samples, jobs=args.jobs, device=args.device, draws=args.draws)
+                                    n_samples=args.n_samples, jobs=args.jobs, device=args.device, draws=args.draws,
+                                    log_model=args.log_model)
         # the spec itself is validated like params.yaml, and its runs carry it: their params (and records) say
         # this grid's name, budget, seeds and margins, not params.yaml's (spec.overrides carries the same keys to
         # every runner). The report reads params.yaml's own grid from `p` (another grid's goes to reports/<name>/)

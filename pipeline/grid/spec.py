@@ -37,13 +37,14 @@ class GridSpec:
     ema_start: int = 0  # train.ema_start of params.yaml: a budget below it moves it (a smoke grid)
     eval_n: int = 0  # train.eval_n of params.yaml: a quick FID never draws more images than the final one
     draws: int = 1  # evaluate.draws (params.yaml's, or --draws): each run samples draws x n_samples images
+    log_model: bool = True  # mlflow.log_model (params.yaml's, or --no-log-model): each run's generator as an MLflow model
 
     @classmethod
     def from_params(cls, p: Params, **over) -> "GridSpec":
         a = p.ablation
         spec = dict(name=a.name, axes=a.axes, seeds=list(a.seeds), steps=a.steps, n_samples=a.n_samples,
                     jobs=a.jobs, ema_start=p.train.ema_start, eval_n=p.train.eval_n,
-                    draws=p.evaluate.draws)
+                    draws=p.evaluate.draws, log_model=p.mlflow.log_model)
         spec.update({k: v for k, v in over.items() if v is not None})
         return cls(**spec)
 
@@ -63,7 +64,7 @@ class GridSpec:
         validation."""
         over: dict[str, object] = {"train.steps": self.steps, "sample.n": self.n_samples * self.draws,
                                    "evaluate.n_samples": self.n_samples, "evaluate.draws": self.draws,
-                                   "mlflow.grid": self.name,
+                                   "mlflow.grid": self.name, "mlflow.log_model": self.log_model,
                                    # a grid's runs are compared, not published one by one: none is registered
                                    "mlflow.register_model": "",
                                    **self.ablation_block()}
