@@ -139,6 +139,8 @@ def repro_watching_stages(repo: Path, targets: list[str] | None = None, timeout:
     """`dvc repro [targets]`, and the CPU seconds each stage's process used (read ten times a second, so
     up to 0.1 s short): when to kill a stage so that it dies in its work, not in its imports, on a machine
     busy or not (CPU time, unlike wall time, does not stretch with the load)."""
+    import psutil
+
     log_file = repo.parent / f"{repo.name}.repro.log"
     with open(log_file, "w") as log:
         proc = subprocess.Popen(["dvc", "repro", *(targets or [])], cwd=repo, env=env(), stdout=log, stderr=log)
@@ -146,12 +148,13 @@ def repro_watching_stages(repo: Path, targets: list[str] | None = None, timeout:
         deadline = time.time() + timeout
         while proc.poll() is None and time.time() < deadline:
             for stage, child in stage_children(proc).items():
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(psutil.Error):  # it ended since
                     cpu = child.cpu_times()
                     used[stage] = max(used.get(stage, 0.0), cpu.user + cpu.system)
             time.sleep(0.1)
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     if proc.returncode != 0:
         raise AssertionError(f"dvc repro exited {proc.returncode}\n{log_file.read_text()[-6000:]}")
     log_file.unlink()

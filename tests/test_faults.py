@@ -69,10 +69,33 @@ def _stage_process(name: str, repo: Path) -> psutil.Process | None:
     return None
 
 
+def _run_and_kill(cmd: list[str], repo: Path, stage: str, cpu_s: float) -> bool:
+    """Runs cmd; kills its stage `stage` with SIGKILL once that has used cpu_s CPU seconds. False if it
+    ended first."""
+    proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, target, done = time.time() + 600, None, False
+    while time.time() < deadline and proc.poll() is None:
+        target = target or stage_children(proc).get(stage)
+        if target is not None:
+            try:
+                cpu = target.cpu_times()
+                if cpu.user + cpu.system >= cpu_s:
+                    target.send_signal(signal.SIGKILL)
+                    done = True
+                    break
+            except psutil.NoSuchProcess:
+                break
+        time.sleep(0.05)
+    proc.wait(timeout=600)
+    return done
+
+
 def test_kill_9_in_each_stage_then_rerun_gives_the_same_outputs(reference, prepared, tmp_path):
-    """`dvc repro <stage>`, its stage killed with SIGKILL once it has used a random 35-95% of the CPU
-    time it takes uninterrupted (its imports take the first part, so it dies in its work: a training
-    after some checkpoints); then `dvc repro`. The final outputs equal an uninterrupted run's (fp32, one
+    """`dvc repro <stage>`, its stage killed with SIGKILL once it has used a random 40-80% of the CPU
+    time it took uninterrupted (its imports take the first part, so it dies in its work: a training
+    after some checkpoints; a stage's CPU time varies by ~15% from run to run: one that ends first runs
+    again, killed at half that share); then `dvc repro`. The final outputs equal an uninterrupted run's (fp32, one
     thread)."""
     expected, cpu_seconds = reference
     rng = random.Random(0)
@@ -80,27 +103,15 @@ def test_kill_9_in_each_stage_then_rerun_gives_the_same_outputs(reference, prepa
     killed = []
     for stage in STAGES:
         FAULTS["tried"] += 1
-        proc = subprocess.Popen(["dvc", "repro", stage], cwd=repo, env=env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        threshold = rng.uniform(0.35, 0.95) * cpu_seconds[stage]
-        deadline = time.time() + 600
-        target = None
-        while time.time() < deadline and proc.poll() is None:
-            target = target or stage_children(proc).get(stage)
-            if target is not None:
-                try:
-                    cpu = target.cpu_times()
-                    if cpu.user + cpu.system >= threshold:
-                        target.send_signal(signal.SIGKILL)
-                        killed.append(stage)
-                        break
-                except psutil.NoSuchProcess:
-                    break  # it finished first: nothing to survive
-            time.sleep(0.05)
-        proc.wait(timeout=600)
+        threshold = rng.uniform(0.4, 0.8) * cpu_seconds[stage]
+        for attempt in range(3):  # a stage that ends first (its CPU time varies) runs again, killed earlier
+            cmd = ["dvc", "repro", stage] if attempt == 0 else ["dvc", "repro", "-f", "-s", stage]
+            if _run_and_kill(cmd, repo, stage, threshold / 2 ** attempt):
+                killed.append(stage)
+                break
     res = run(["dvc", "repro"], repo, timeout=900)
     assert "Traceback" not in res.stderr
-    assert len(killed) >= 3, killed  # the stages really were killed mid-way
+    assert killed == STAGES, killed
     now = _outputs(repo)
     lost = [k for k in expected if now.get(k) != expected[k]]
     FAULTS["survived"] += len(STAGES) if not lost else 0
